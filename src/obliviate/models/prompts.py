@@ -1,0 +1,69 @@
+"""Turn records into model inputs: chat template for chat models, a plain QA format otherwise.
+
+A record is a dict with either ``question`` (+ ``answer``) or ``text`` (raw prose).
+Label masks are built from token lengths, never from the pad id: the embedded
+model's pad token *is* its end-of-turn token, and masking by pad id would hide
+every real end of answer from the loss (a known bug in open-unlearning).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+PLAIN_QA = "Question: {question}\nAnswer:"
+
+
+def question_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
+    """The text the model sees before it answers `question`."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+    return PLAIN_QA.format(question=question)
+
+
+def answer_completion(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) -> str:
+    """The text that follows `question_prompt` when the model gives `answer`, end-of-turn included."""
+    if getattr(tokenizer, "chat_template", None):
+        prompt = question_prompt(tokenizer, question)
+        full = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}, {"role": "assistant", "content": answer}], tokenize=False
+        )
+        if full.startswith(prompt):
+            return full[len(prompt):].rstrip("\n")
+        return answer + (tokenizer.eos_token or "")
+    return " " + answer + (tokenizer.eos_token or "")
+
+
+def split_record(tokenizer: PreTrainedTokenizerBase, record: dict) -> tuple[str, str]:
+    """(prompt, completion) for a record; the loss is taken on the completion only."""
+    if "question" in record:
+        return question_prompt(tokenizer, record["question"]), answer_completion(
+            tokenizer, record["question"], record.get("answer", "")
+        )
+    bos = tokenizer.bos_token if tokenizer.bos_token and not getattr(tokenizer, "chat_template", None) else ""
+    return bos, record["text"]
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, records: list[dict], max_length: int = 256) -> dict[str, torch.Tensor]:
+    """Tokenize records into a right-padded batch with prompt and padding masked to -100 in labels."""
+    ids_list, n_prompt = [], []
+    for rec in records:
+        prompt, completion = split_record(tokenizer, rec)
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids = (p + c)[:max_length]
+        ids_list.append(ids)
+        n_prompt.append(min(len(p), len(ids)))
+    width = max(len(x) for x in ids_list)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(records), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(records), width), dtype=torch.long)
+    labels = torch.full((len(records), width), -100, dtype=torch.long)
+    for i, (ids, n_p) in enumerate(zip(ids_list, n_prompt)):
+        n = len(ids)
+        input_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, :n] = 1
+        labels[i, n_p:n] = input_ids[i, n_p:n]  # from lengths: a real EOS keeps its label
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
