@@ -1,0 +1,118 @@
+"""The `obliviate` command line. Each subcommand is a thin wrapper over a Python API function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from obliviate.errors import UserError
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from obliviate.methods import METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="obliviate",
+        description="Make a pretrained language model forget something, and prove it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "forget",
+        help="build data, unlearn, evaluate on held-out probes, write the model and a report",
+        description="Make a model forget TARGET: builds forget/retain/probe data from the model itself, "
+        "unlearns, evaluates before and after on held-out probes, and writes a run directory.",
+    )
+    p.add_argument("target", help='what to forget, e.g. "The Beatles" (built-in targets: beatles)')
+    p.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--method", default="npo", choices=sorted(METHODS), help="unlearning method (default: npo)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<target>)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data generation and training")
+    p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_forget)
+    return parser
+
+
+def _positive(name: str, value):
+    if value is not None and value <= 0:
+        raise UserError(f"--{name} must be positive, got {value}.")
+
+
+def cmd_forget(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from obliviate.pipeline import forget
+    from obliviate.report.markdown import answer_rows, metric_rows
+
+    _positive("steps", args.steps)
+    _positive("lr", args.lr)
+    console = Console(stderr=False, quiet=args.quiet)
+    metrics = forget(
+        args.target, model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
+        resume=args.resume, steps=args.steps, lr=args.lr, seed=args.seed, progress=not args.quiet,
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
+    base_items = [{"kind": it["kind"], "question": it["question"], "answer": it["base_answer"], "hit": it["base_hit"], "known": it["known"]} for it in metrics["items"]]
+    answers = Table(title=f"Known held-out probes about {metrics['target']}: before and after", show_lines=True)
+    for col in ("question", "before", "after"):
+        answers.add_column(col, overflow="fold", max_width=48 if col != "question" else 32)
+    for r in answer_rows(base_items, metrics["items"])[:12]:
+        answers.add_row(r["question"], _short(r["before"]), _short(r["after"]))
+    console.print(answers)
+    table = Table(title="Held-out evaluation")
+    for col in ("metric", "before", "after", "better"):
+        table.add_column(col)
+    for row in metric_rows(metrics["base"], metrics["unlearned"]):
+        table.add_row(*row)
+    console.print(table)
+    out = args.out or os.path.join("runs", _run_name(metrics["target"]))
+    console.print(f"Model, data, metrics.json and report.md written to [bold]{out}[/bold]")
+    return 0
+
+
+def _short(text: str, limit: int = 140) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _run_name(target: str) -> str:
+    from obliviate.data.targets import resolve_target
+    from obliviate.pipeline import slug
+
+    spec = resolve_target(target)
+    return slug(spec.builtin or spec.name)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"obliviate: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("obliviate: interrupted; finished stages are kept and nothing half-written was left. "
+              "Rerun with --resume to continue.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
