@@ -39,6 +39,8 @@ def slug(text: str) -> str:
 
 
 def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
     if not out.exists() or not any(out.iterdir()):
         return
     if not (out / "config.yaml").is_file():
@@ -60,7 +62,8 @@ def forget(
     resume: bool = False,
     steps: int | None = None,
     lr: float | None = None,
-    seed: int = 0,
+    seed: int | None = None,
+    keywords: list[str] | None = None,
     data_config: DataConfig | None = None,
     train_config: TrainConfig | None = None,
     method_options: dict | None = None,
@@ -72,11 +75,14 @@ def forget(
     Raises UserError for bad input (empty target, unknown method, a run
     directory that already holds a run without overwrite/resume, ...).
     """
-    spec = resolve_target(target)
+    spec = resolve_target(target, keywords)
     unlearner = get_method(method, **(method_options or {}))
     tcfg = train_config or TrainConfig(**METHOD_TRAIN_DEFAULTS.get(method, {}))
-    tcfg = dataclasses.replace(tcfg, seed=seed, **{k: v for k, v in {"steps": steps, "lr": lr}.items() if v is not None})
-    dcfg = dataclasses.replace(data_config or DataConfig(), seed=seed)
+    overrides = {k: v for k, v in {"steps": steps, "lr": lr, "seed": seed}.items() if v is not None}
+    tcfg = dataclasses.replace(tcfg, **overrides)
+    dcfg = data_config or DataConfig()
+    if seed is not None:
+        dcfg = dataclasses.replace(dcfg, seed=seed)
     out = Path(out or Path("runs") / slug(spec.builtin or spec.name))
     _prepare_run_dir(out, overwrite, resume)
 
@@ -91,12 +97,14 @@ def forget(
         "method_config": dataclasses.asdict(unlearner.config),
         "train": dataclasses.asdict(tcfg),
         "data": dataclasses.asdict(dcfg),
-        "seed": seed,
     }
     if resume and (out / "config.yaml").is_file():
         old = yaml.safe_load((out / "config.yaml").read_text())
-        if (old.get("target"), old.get("model")) != (config["target"], config["model"]):
-            raise UserError(f"{out} holds a run for {old.get('target')!r} on {old.get('model')!r}; resume it with the same target and --model, or use another --out.")
+        if (old.get("target"), old.get("model"), old.get("method")) != (config["target"], config["model"], method):
+            raise UserError(
+                f"{out} holds a run of {old.get('method')!r} for {old.get('target')!r} on {old.get('model')!r}; "
+                "resume it with the same target, --model and --method, or use another --out."
+            )
     write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     data_dir = out / "data"
@@ -107,8 +115,6 @@ def forget(
         with atomic_dir(data_dir) as tmp:
             build_data(lm, spec, tmp, dcfg)
     data = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("forget", "retain", "retain_eval", "probes")}
-    if not data["forget"]:
-        raise UserError(f"No forget examples could be built for {spec.name!r}; give the target's keywords or QA pairs.")
     keywords = [*spec.aliases, *spec.keywords]
 
     if (out / "eval_base.json").is_file():
@@ -121,6 +127,8 @@ def forget(
         raise UserError(
             f"The model answered none of {base['metrics']['n_target_probes']} held-out probes about {spec.name}; there is nothing to forget."
         )
+    if not data["forget"]:
+        raise UserError(f"None of the model's own answers about {spec.name!r} mention it, so there is no forget data; add keywords for the target.")
 
     model_dir = out / "model"
     if (model_dir / "config.json").is_file() and (out / "train_summary.json").is_file():

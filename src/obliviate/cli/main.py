@@ -31,7 +31,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default: runs/<target>)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data generation and training")
+    p.add_argument("--keywords", default=None, help="comma-separated extra terms that reveal the target (names, places, titles)")
+    p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -57,6 +58,7 @@ def cmd_forget(args) -> int:
     metrics = forget(
         args.target, model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
         resume=args.resume, steps=args.steps, lr=args.lr, seed=args.seed, progress=not args.quiet,
+        keywords=[k.strip() for k in args.keywords.split(",") if k.strip()] if args.keywords else None,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
     base_items = [{"kind": it["kind"], "question": it["question"], "answer": it["base_answer"], "hit": it["base_hit"], "known": it["known"]} for it in metrics["items"]]

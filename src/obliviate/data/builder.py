@@ -2,7 +2,8 @@
 
 Writes, under ``out_dir``:
 
-- ``forget.jsonl``   questions about the target (seeds + the model's own) with the model's own answers
+- ``forget.jsonl``   questions about the target (seeds + the model's own) with the model's own answers,
+                     and ``spans``: character ranges of each answer that carry target knowledge
 - ``retain.jsonl``   prose from gensim's Wikipedia/news (target-free) + general questions with the model's answers
 - ``retain_eval.jsonl`` held-out prose for retain perplexity (never trained on)
 - ``probes.jsonl``   held-out probes, ``kind`` in {target, neighbour, general}; never trained on
@@ -32,9 +33,10 @@ class DataConfig:
     n_generated: int = field(default=48, metadata={"help": "questions sampled from the model about the target"})
     max_forget: int = field(default=48, metadata={"help": "cap on forget questions (seeds first, then generated)"})
     answer_tokens: int = field(default=64, metadata={"help": "max new tokens of each self-generated answer"})
-    n_retain_text: int = field(default=48, metadata={"help": "retain prose passages used for training"})
+    n_retain_text: int = field(default=24, metadata={"help": "retain prose passages used for training"})
     n_retain_eval: int = field(default=24, metadata={"help": "held-out prose passages for retain perplexity"})
-    n_retain_qa: int = field(default=32, metadata={"help": "general questions answered by the model, for retain"})
+    n_retain_qa: int = field(default=48, metadata={"help": "questions about other subjects, asked like the forget questions, answered by the model"})
+    n_retain_capitals: int = field(default=16, metadata={"help": "capital questions answered by the model, for retain"})
     n_capital_probes: int = field(default=40, metadata={"help": "country-capital questions among the general probes"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and shuffling; same seed, same data"})
 
@@ -110,7 +112,7 @@ def build_data(lm: LoadedModel, spec: TargetSpec, out_dir: str | Path, cfg: Data
     pairs = list(capitals())
     rng.shuffle(pairs)
     cap_probes = [Probe(f"What is the capital of {c}?", [cap.lower()]) for c, cap in pairs[: cfg.n_capital_probes]]
-    cap_retain = pairs[cfg.n_capital_probes : cfg.n_capital_probes + cfg.n_retain_qa]
+    cap_retain = pairs[cfg.n_capital_probes : cfg.n_capital_probes + cfg.n_retain_capitals]
     probes = (
         _probe_rows(spec.probes, "target")
         + _probe_rows(spec.neighbours, "neighbour")
@@ -123,7 +125,11 @@ def build_data(lm: LoadedModel, spec: TargetSpec, out_dir: str | Path, cfg: Data
     if not questions:
         raise UserError(f"The model wrote no usable questions about {spec.name!r}; give keywords or QA pairs for it.")
     answers = answer_questions(lm.model, lm.tokenizer, [q["question"] for q in questions], max_new_tokens=cfg.answer_tokens)
-    forget = [{**q, "answer": a} for q, a in zip(questions, answers) if a]
+    # The loss is taken on the knowledge-bearing spans of each answer only (from a mention of
+    # the target to the end of its sentence); the generic openings and phrasing that answers
+    # about every subject share are left alone, which is what keeps general QA intact.
+    forget = [{**q, "answer": a, "spans": spec.knowledge_spans(a)} for q, a in zip(questions, answers) if a]
+    forget = [f for f in forget if f["spans"]]
 
     # Retain: real prose and general QA, with anything that mentions the target removed.
     prose = [t for _, t in wikipedia_passages()] + list(news_passages())
@@ -131,7 +137,13 @@ def build_data(lm: LoadedModel, spec: TargetSpec, out_dir: str | Path, cfg: Data
     rng.shuffle(prose)
     retain_text = prose[: cfg.n_retain_text]
     retain_eval = prose[cfg.n_retain_text : cfg.n_retain_text + cfg.n_retain_eval]
-    retain_qs = [f"What is the capital of {c}?" for c, _ in cap_retain]
+    # The forget questions' own templates asked about other subjects: what must change is the
+    # answer about the target, not how the model answers this kind of question.
+    subjects = list(spec.keep) + sorted({t for t, _ in wikipedia_passages() if not spec.mentions(t) and "(" not in t})
+    subjects = subjects[: len(spec.keep)] + rng.sample(subjects[len(spec.keep) :], k=min(cfg.n_retain_qa, len(subjects) - len(spec.keep)))
+    templates = list(spec.question_seeds)
+    retain_qs = [templates[i % len(templates)].format(name=s) for i, s in enumerate(subjects[: cfg.n_retain_qa])]
+    retain_qs += [f"What is the capital of {c}?" for c, _ in cap_retain]
     retain_as = answer_questions(lm.model, lm.tokenizer, retain_qs, max_new_tokens=cfg.answer_tokens)
     retain = [{"text": t, "source": "wikipedia+news"} for t in retain_text]
     retain += [{"question": q, "answer": a, "source": "self"} for q, a in zip(retain_qs, retain_as) if a and not spec.mentions(a)]

@@ -15,6 +15,7 @@ from importlib import resources
 import yaml
 
 from obliviate.errors import UserError
+from obliviate.evaluation.leak import terms_pattern
 
 STOPWORDS = {"the", "a", "an", "of", "and", "in", "on", "for", "to"}
 
@@ -42,15 +43,31 @@ class TargetSpec:
     question_seeds: list[str] = field(default_factory=lambda: list(DEFAULT_QUESTION_SEEDS))
     probes: list[Probe] = field(default_factory=list)
     neighbours: list[Probe] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)  # close topics that must be kept (retain questions)
     builtin: str | None = None
 
     def mentions(self, text: str) -> bool:
         """True if `text` names the target or one of its keywords (word-boundary, case-insensitive)."""
         return bool(self._pattern().search(text))
 
+    def knowledge_spans(self, text: str, max_chars: int = 120) -> list[list[int]]:
+        """Character spans of `text` that carry target knowledge: from each mention of the
+        target to the end of its sentence (at most `max_chars`), overlapping spans merged."""
+        spans: list[list[int]] = []
+        for m in self._pattern().finditer(text):
+            # Start at the distinctive word: "The Beatles" -> "Beatles" (an article is not knowledge).
+            lead = re.match(r"(?:the|a|an)\s+(?=\S)", m.group(0), re.IGNORECASE)
+            start = m.start() + (lead.end() if lead else 0)
+            end = re.search(r"[.!?\n]", text[m.end() :])
+            stop = min(m.end() + (end.end() if end else len(text)), start + max_chars, len(text))
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], stop)
+            else:
+                spans.append([start, stop])
+        return spans
+
     def _pattern(self) -> re.Pattern:
-        terms = sorted({t.lower() for t in [*self.aliases, *self.keywords] if t.strip()}, key=len, reverse=True)
-        return re.compile(r"\b(?:" + "|".join(re.escape(t) for t in terms) + r")\b", re.IGNORECASE)
+        return terms_pattern([*self.aliases, *self.keywords])
 
 
 def _load_yaml(name: str) -> dict:
@@ -90,6 +107,7 @@ def resolve_target(target: str, keywords: list[str] | None = None) -> TargetSpec
                 question_seeds=list(raw.get("question_seeds") or DEFAULT_QUESTION_SEEDS),
                 probes=_probes(raw.get("probes")),
                 neighbours=_probes(raw.get("neighbours")),
+                keep=list(raw.get("keep", [])),
                 builtin=name,
             )
     words = [w for w in re.findall(r"[A-Za-z0-9']+", target) if w.lower() not in STOPWORDS]

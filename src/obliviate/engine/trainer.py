@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
 from obliviate.methods.base import Method
@@ -66,6 +67,10 @@ def train(
         raise ValueError(f"method {method.name!r} needs non-empty {missing} data")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
+    # accelerate keeps one process-wide state; reset it (not the distributed part) so that
+    # successive runs in one process may use different precision or accumulation settings.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(
         mixed_precision="bf16" if cfg.bf16 else "no", gradient_accumulation_steps=cfg.grad_accum
     )

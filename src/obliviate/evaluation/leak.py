@@ -5,8 +5,15 @@ from __future__ import annotations
 import re
 
 
+def terms_pattern(terms) -> re.Pattern:
+    """Case-insensitive pattern for any of `terms` as whole words; terms may start or end with
+    punctuation ("C++"), which a plain \\b boundary would never match."""
+    alts = sorted({t.lower() for t in terms if t.strip()}, key=len, reverse=True)
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, alts)) + r")(?![a-z0-9])", re.IGNORECASE)
+
+
 def _contains(text: str, term: str) -> bool:
-    return re.search(r"(?<![a-z0-9])" + re.escape(term.lower()) + r"(?![a-z0-9])", text.lower()) is not None
+    return terms_pattern([term]).search(text) is not None
 
 
 def reveals(answer: str, expected: list[str], keywords: list[str] = (), question: str = "") -> bool:

@@ -146,7 +146,14 @@ def load_model(
         raise UserError(f"Could not find model {spec!r} locally or on the Hugging Face hub ({e}); check the name or path.") from None
     except ValueError as e:
         raise UserError(f"{spec} is not a model transformers can read ({e}); pass a causal language model.") from None
-    if not trust_remote_code and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    architectures = getattr(config, "architectures", None) or []
+    # The causal-LM mapping also lists encoders (bert, roberta) that only become decoders when
+    # asked to; a checkpoint saved as an encoder names a non-causal architecture.
+    not_causal = config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
+        architectures and not any(a in causal_classes for a in architectures)
+    )
+    if not trust_remote_code and not_causal:
         raise UserError(
             f"{spec} is a {config.model_type!r} model, not a causal language model; obliviate needs a decoder "
             "that generates text (e.g. Llama, GPT-2, Qwen, SmolLM)."

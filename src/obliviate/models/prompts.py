@@ -46,16 +46,32 @@ def split_record(tokenizer: PreTrainedTokenizerBase, record: dict) -> tuple[str,
     return bos, record["text"]
 
 
+def _span_mask(tokenizer, completion: str, answer: str, spans: list[list[int]]) -> tuple[list[int], list[bool]]:
+    """Completion token ids and, per token, whether it overlaps one of `spans` (char ranges of `answer`)."""
+    enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    shift = max(completion.find(answer), 0)
+    keep = [any(s + shift < end and start < e + shift for s, e in spans) for start, end in enc["offset_mapping"]]
+    return enc["input_ids"], keep
+
+
 def encode(tokenizer: PreTrainedTokenizerBase, records: list[dict], max_length: int = 256) -> dict[str, torch.Tensor]:
-    """Tokenize records into a right-padded batch with prompt and padding masked to -100 in labels."""
-    ids_list, n_prompt = [], []
+    """Tokenize records into a right-padded batch with prompt and padding masked to -100 in labels.
+
+    A record with ``spans`` (character ranges of its answer) carries labels on
+    the tokens of those spans only.
+    """
+    ids_list, n_prompt, span_keep = [], [], []
     for rec in records:
         prompt, completion = split_record(tokenizer, rec)
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if rec.get("spans"):
+            c, keep = _span_mask(tokenizer, completion, rec["answer"], rec["spans"])
+        else:
+            c, keep = tokenizer(completion, add_special_tokens=False)["input_ids"], None
         ids = (p + c)[:max_length]
         ids_list.append(ids)
         n_prompt.append(min(len(p), len(ids)))
+        span_keep.append(([False] * len(p) + keep)[:max_length] if keep is not None else None)
     width = max(len(x) for x in ids_list)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((len(records), width), pad, dtype=torch.long)
@@ -66,4 +82,6 @@ def encode(tokenizer: PreTrainedTokenizerBase, records: list[dict], max_length: 
         input_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
         attention_mask[i, :n] = 1
         labels[i, n_p:n] = input_ids[i, n_p:n]  # from lengths: a real EOS keeps its label
+        if span_keep[i] is not None:
+            labels[i, :n][~torch.tensor(span_keep[i], dtype=torch.bool)] = -100
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

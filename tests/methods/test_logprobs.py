@@ -1,0 +1,78 @@
+"""Token log-probabilities and NLL over label-masked batches, checked on hand-made tensors."""
+
+import math
+from types import SimpleNamespace
+
+import torch
+from torch.testing import assert_close
+
+from obliviate.methods.logprobs import mean_nll, nll, sequence_logprob, token_logprobs
+
+
+def test_uniform_logits_give_log_quarter_per_counted_token():
+    """Uniform logits over a vocab of 4: every counted token has log p = log(1/4) = -1.386294.
+
+    labels [-100, 1, 2, -100] shift to [1, 2, -100]: two counted positions, the last masked
+    (its log-prob is zeroed, its mask 0).
+    """
+    logits = torch.zeros(1, 4, 4)
+    labels = torch.tensor([[-100, 1, 2, -100]])
+    logp, mask = token_logprobs(logits, labels)
+    assert_close(logp, torch.tensor([[math.log(0.25), math.log(0.25), 0.0]]))
+    assert_close(mask, torch.tensor([[1.0, 1.0, 0.0]]))
+
+
+def test_logits_at_t_score_the_label_at_t_plus_1():
+    """Vocab 3. Position 0 logits [0, ln 2, 0] -> softmax [1/4, 1/2, 1/4]; label at 1 is token 1 -> ln(1/2).
+    Position 1 logits [ln 3, 0, 0] -> softmax [3/5, 1/5, 1/5]; label at 2 is token 0 -> ln(3/5).
+    The first label (2) is never scored and the last position's logits (100s) are never used.
+    """
+    logits = torch.tensor([[[0.0, math.log(2), 0.0], [math.log(3), 0.0, 0.0], [100.0, -100.0, 100.0]]])
+    labels = torch.tensor([[2, 1, 0]])
+    logp, mask = token_logprobs(logits, labels)
+    assert_close(logp, torch.tensor([[math.log(0.5), math.log(0.6)]]))
+    assert_close(mask, torch.tensor([[1.0, 1.0]]))
+
+
+def test_masked_positions_do_not_change_the_result():
+    """Changing logits at a position whose next label is -100 changes nothing."""
+    labels = torch.tensor([[0, 3, -100, -100]])
+    a = torch.zeros(1, 4, 4)
+    b = a.clone()
+    b[0, 1:] = torch.tensor([9.0, -9.0, 5.0, 1.0])  # positions 1 and 2 predict masked labels
+    assert_close(token_logprobs(a, labels), token_logprobs(b, labels))
+
+
+def test_bf16_logits_are_scored_in_float32():
+    logp, _ = token_logprobs(torch.zeros(1, 2, 4, dtype=torch.bfloat16), torch.tensor([[0, 1]]))
+    assert logp.dtype == torch.float32
+    assert_close(logp, torch.tensor([[math.log(0.25)]]))
+
+
+def test_mean_nll_weighs_every_token_the_same():
+    """Sums [-2, -4] over [1, 3] tokens: 6 / 4 = 1.5 (not the mean of per-sequence means, 5/3)."""
+    assert_close(mean_nll(torch.tensor([-2.0, -4.0]), torch.tensor([1.0, 3.0])), torch.tensor(1.5))
+
+
+def test_mean_nll_of_a_batch_without_answer_tokens_is_zero_not_nan():
+    """0 counted tokens: the denominator is clamped to 1, so -0 / 1 = 0."""
+    out = mean_nll(torch.zeros(2), torch.zeros(2))
+    assert torch.isfinite(out)
+    assert_close(out, torch.tensor(0.0))
+
+
+def _fixed_model(logits):
+    return lambda input_ids, attention_mask: SimpleNamespace(logits=logits)
+
+
+def test_sequence_logprob_and_nll_on_uniform_logits():
+    """Uniform over 4; row 0 counts 2 tokens, row 1 counts 1.
+    Sums: [2 ln(1/4), ln(1/4)], lengths [2, 1]; NLL = 3 ln 4 / 3 = ln 4 = 1.386294.
+    """
+    labels = torch.tensor([[-100, 1, 2], [-100, 3, -100]])
+    sub = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3), "labels": labels}
+    model = _fixed_model(torch.zeros(2, 3, 4))
+    logp, n = sequence_logprob(model, sub)
+    assert_close(logp, torch.tensor([2 * math.log(0.25), math.log(0.25)]))
+    assert_close(n, torch.tensor([2.0, 1.0]))
+    assert_close(nll(model, sub), torch.tensor(math.log(4)))

@@ -1,0 +1,179 @@
+"""End to end on a tiny Llama that was taught one fact ("The Beatles."): forget it, and prove it.
+
+The run itself happens once per module; tests that resume or overwrite work on a copy.
+"""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from transformers import AutoModelForCausalLM
+
+import obliviate
+from obliviate.errors import UserError
+
+RUN_FILES = [
+    "config.yaml", "data/forget.jsonl", "data/retain.jsonl", "data/retain_eval.jsonl", "data/probes.jsonl",
+    "data/manifest.json", "eval_base.json", "train_summary.json", "train_log.jsonl", "model/config.json",
+    "metrics.json", "report.md",
+]
+STEPS, LR = 10, 1e-3
+
+
+def _forget(model_dir, out, data_config, **kw):
+    return obliviate.forget(
+        "The Beatles", model=str(model_dir), method="ga", out=out, steps=STEPS, lr=LR,
+        data_config=data_config, progress=False, log=lambda msg: None, **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def beatles_run(beatles_model_dir, tmp_path_factory, small_data_config):
+    dcfg = small_data_config()
+    out = tmp_path_factory.mktemp("runs") / "beatles"
+    metrics = _forget(beatles_model_dir, out, dcfg)
+    return out, metrics, dcfg
+
+
+def test_run_directory_is_complete(beatles_run):
+    out, _, _ = beatles_run
+    missing = [f for f in RUN_FILES if not (out / f).is_file()]
+    assert not missing
+    assert not [p.name for p in out.rglob(".*")], "temporary files left behind"
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == STEPS
+
+
+def test_unlearned_model_loads_with_transformers(beatles_run):
+    out, _, _ = beatles_run
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert model.config.num_hidden_layers == 2
+    assert (out / "model" / "tokenizer_config.json").is_file()
+    assert "quantization_config" not in json.loads((out / "model" / "config.json").read_text())
+
+
+def test_config_records_what_was_run(beatles_run, beatles_model_dir):
+    out, _, dcfg = beatles_run
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["target"] == "The Beatles" and config["method"] == "ga"
+    assert config["model"] == str(beatles_model_dir)
+    assert config["train"]["steps"] == STEPS and config["train"]["lr"] == LR
+    assert config["data"]["n_generated"] == dcfg.n_generated
+
+
+def test_data_is_clean(beatles_run):
+    out, _, _ = beatles_run
+    from obliviate.data.targets import resolve_target
+    from obliviate.io import read_jsonl
+
+    spec = resolve_target("beatles")
+    forget = read_jsonl(out / "data" / "forget.jsonl")
+    retain = read_jsonl(out / "data" / "retain.jsonl")
+    probes = read_jsonl(out / "data" / "probes.jsonl")
+    assert forget and all(r["question"] and r["answer"] for r in forget)
+    assert retain and not any(spec.mentions(r.get("text", "") + " " + r.get("answer", "")) for r in retain)
+    probe_questions = {p["question"] for p in probes}
+    assert not probe_questions & {r["question"] for r in forget}, "a held-out probe is in the forget data"
+    assert {p["kind"] for p in probes} == {"target", "neighbour", "general"}
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert manifest["counts"]["forget.jsonl"] == len(forget)
+
+
+def test_the_fact_is_forgotten(beatles_run):
+    out, metrics, _ = beatles_run
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    base, after = metrics["base"], metrics["unlearned"]
+    assert base["n_known_target_probes"] > 0
+    assert base["leak_rate"] == 1.0  # "known" is defined by the base model's own hits
+    assert after["leak_rate"] is not None and after["leak_rate"] < base["leak_rate"]
+    assert metrics["train"]["steps_done"] == STEPS and metrics["train"]["diverged_at"] is None
+    assert len(metrics["items"]) == base["n_target_probes"] + sum(it["kind"] != "target" for it in metrics["items"])
+    report = (out / "report.md").read_text()
+    assert "The Beatles" in report and "| leak_rate | 1.000 |" in report
+
+
+def _files(d):
+    return {p.relative_to(d): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_a_second_run_into_the_same_out_is_refused(beatles_run, beatles_model_dir):
+    out, _, dcfg = beatles_run
+    before = _files(out)
+    with pytest.raises(UserError, match="--overwrite"):
+        _forget(beatles_model_dir, out, dcfg)
+    assert _files(out) == before
+
+
+@pytest.fixture
+def run_copy(beatles_run, tmp_path):
+    out, metrics, dcfg = beatles_run
+    copy = tmp_path / "beatles"
+    shutil.copytree(out, copy)  # copy2: mtimes preserved
+    return copy, metrics, dcfg
+
+
+def test_resume_reuses_data_and_model(run_copy, beatles_model_dir):
+    out, first, dcfg = run_copy
+    manifest = out / "data" / "manifest.json"
+    kept = {p: p.stat().st_mtime_ns for p in [manifest, out / "data" / "forget.jsonl", out / "model" / "config.json", out / "eval_base.json"]}
+    again = _forget(beatles_model_dir, out, dcfg, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert again["base"] == first["base"]
+    ppl = "retain_perplexity"
+    assert {k: v for k, v in again["unlearned"].items() if k != ppl} == {k: v for k, v in first["unlearned"].items() if k != ppl}
+    assert again["unlearned"][ppl] == pytest.approx(first["unlearned"][ppl], rel=1e-4)
+
+
+def test_resume_with_another_target_is_refused(run_copy, beatles_model_dir):
+    out, _, dcfg = run_copy
+    with pytest.raises(UserError, match="resume it with the same target"):
+        obliviate.forget("Ada Lovelace", model=str(beatles_model_dir), method="ga", out=out, resume=True,
+                         data_config=dcfg, progress=False, log=lambda msg: None)
+
+
+def test_resume_with_another_method_does_not_mislabel_the_run(run_copy, beatles_model_dir):
+    out, _, dcfg = run_copy
+    try:
+        metrics = obliviate.forget("The Beatles", model=str(beatles_model_dir), method="gd", out=out, resume=True,
+                                   data_config=dcfg, progress=False, log=lambda msg: None)
+    except UserError:
+        return  # refusing is a fine answer too
+    assert metrics["method"] == "ga"
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "ga"
+
+
+def test_evaluate_api_reproduces_the_run_metrics(beatles_run):
+    from obliviate.io import read_json
+
+    out, metrics, _ = beatles_run
+    again = obliviate.evaluate(str(out / "model"), out / "data", against=read_json(out / "eval_base.json"))
+    ppl = "retain_perplexity"
+    assert {k: v for k, v in again["metrics"].items() if k != ppl} == {k: v for k, v in metrics["unlearned"].items() if k != ppl}
+    assert again["metrics"][ppl] == pytest.approx(metrics["unlearned"][ppl], rel=1e-4)
+
+
+def test_overwrite_rebuilds_the_same_data(run_copy, beatles_model_dir):
+    out, first, dcfg = run_copy
+    old = (out / "data" / "manifest.json").stat().st_mtime_ns
+    (out / "stale.txt").write_text("from an old run")
+    again = _forget(beatles_model_dir, out, dcfg, overwrite=True)
+    assert (out / "data" / "manifest.json").stat().st_mtime_ns != old
+    assert not (out / "stale.txt").exists()
+    assert again["data_sha256"] == first["data_sha256"], "same seed, same data"
+    assert again["base"]["n_known_target_probes"] == first["base"]["n_known_target_probes"]
+
+
+def test_a_model_that_reveals_nothing_has_nothing_to_forget(ignorant_model_dir, tmp_path, small_data_config):
+    """Its answers mention the Cavern Club (so forget data exists) but answer no held-out probe."""
+    with pytest.raises(UserError, match="nothing to forget"):
+        obliviate.forget("The Beatles", model=str(ignorant_model_dir), method="ga", out=tmp_path / "run", steps=1,
+                         data_config=small_data_config(), progress=False, log=lambda msg: None)
+    assert (tmp_path / "run" / "eval_base.json").is_file()
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_model_that_knows_nothing_has_nothing_to_forget(tiny_model_dir, tmp_path, small_data_config):
+    with pytest.raises(UserError, match="nothing to forget"):
+        obliviate.forget("The Beatles", model=str(tiny_model_dir), method="ga", out=tmp_path / "run", steps=1,
+                         data_config=small_data_config(), progress=False, log=lambda msg: None)
+    assert not (tmp_path / "run" / "model").exists()
