@@ -28,9 +28,9 @@ from obliviate.report.markdown import write_report
 
 # Defaults per method, tuned on the embedded model (see README for the measured run).
 METHOD_TRAIN_DEFAULTS: dict[str, dict] = {
-    "ga": {"lr": 1e-5, "steps": 20},
-    "gd": {"lr": 1e-5, "steps": 40},
-    "npo": {"lr": 2e-5, "steps": 40},
+    "ga": {"lr": 1e-5, "steps": 8},
+    "gd": {"lr": 2e-5, "steps": 15},
+    "npo": {"lr": 3e-5, "steps": 15},
 }
 
 
@@ -87,6 +87,13 @@ def forget(
     _prepare_run_dir(out, overwrite, resume)
 
     t0 = time.perf_counter()
+    clock = [time.perf_counter()]
+
+    def done(what: str) -> None:
+        now = time.perf_counter()
+        log(f"{what} in {now - clock[0]:.0f} s.")
+        clock[0] = now
+
     log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
     lm = load_model(model)
     config = {
@@ -114,6 +121,7 @@ def forget(
         log(f"Building forget / retain / probe data for {spec.name} from the model ...")
         with atomic_dir(data_dir) as tmp:
             build_data(lm, spec, tmp, dcfg)
+        done("Data built")
     data = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("forget", "retain", "retain_eval", "probes")}
     keywords = [*spec.aliases, *spec.keywords]
 
@@ -123,6 +131,7 @@ def forget(
         log(f"Evaluating the base model on {len(data['probes'])} held-out probes ...")
         base = evaluate_model(lm.model, lm.tokenizer, data["probes"], data["retain_eval"], keywords)
         write_json(out / "eval_base.json", base)
+        done("Base model evaluated")
     if base["metrics"]["n_known_target_probes"] == 0:
         raise UserError(
             f"The model answered none of {base['metrics']['n_target_probes']} held-out probes about {spec.name}; there is nothing to forget."
@@ -146,10 +155,12 @@ def forget(
             lm.model.save_pretrained(tmp)
             lm.tokenizer.save_pretrained(tmp)
         write_json(out / "train_summary.json", summary)
+        done("Unlearned and saved")
 
     log("Evaluating the unlearned model ...")
     after = evaluate_model(lm.model, lm.tokenizer, data["probes"], data["retain_eval"], keywords,
                            known=[it["hit"] for it in base["items"]])
+    done("Unlearned model evaluated")
     metrics = {
         "target": spec.name,
         "method": method,

@@ -32,7 +32,7 @@ DATA_FILES = ("forget.jsonl", "retain.jsonl", "retain_eval.jsonl", "probes.jsonl
 class DataConfig:
     n_generated: int = field(default=48, metadata={"help": "questions sampled from the model about the target"})
     max_forget: int = field(default=48, metadata={"help": "cap on forget questions (seeds first, then generated)"})
-    answer_tokens: int = field(default=64, metadata={"help": "max new tokens of each self-generated answer"})
+    answer_tokens: int = field(default=48, metadata={"help": "max new tokens of each self-generated answer"})
     n_retain_text: int = field(default=24, metadata={"help": "retain prose passages used for training"})
     n_retain_eval: int = field(default=24, metadata={"help": "held-out prose passages for retain perplexity"})
     n_retain_qa: int = field(default=48, metadata={"help": "questions about other subjects, asked like the forget questions, answered by the model"})

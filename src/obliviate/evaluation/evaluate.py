@@ -62,7 +62,7 @@ def evaluate_model(
     retain_eval: list[dict],
     keywords: list[str] = (),
     known: list[bool] | None = None,
-    max_new_tokens: int = 48,
+    max_new_tokens: int = 40,
 ) -> dict:
     """Answer every probe greedily and compute the metrics.
 

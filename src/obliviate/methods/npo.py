@@ -14,7 +14,11 @@ from obliviate.methods.logprobs import mean_nll, nll, sequence_logprob
 @dataclass
 class NPOConfig:
     beta: float = field(default=0.1, metadata={"help": "inverse temperature; small beta behaves like gradient ascent (paper: 0.1)"})
-    alpha: float = field(default=1.0, metadata={"help": "weight of the retain NLL term (0 disables it)"})
+    alpha: float = field(default=30.0, metadata={"help": (
+        "weight of the token-averaged retain NLL (0 disables it). The NPO term is summed over the "
+        "forget answer's tokens, so the retain weight must grow with answer length to balance it; "
+        "30 keeps general QA within 3 points on the embedded model"
+    )})
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:

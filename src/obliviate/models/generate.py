@@ -15,7 +15,7 @@ def generate(
     prompts: list[str],
     *,
     max_new_tokens: int = 48,
-    batch_size: int = 32,
+    batch_size: int = 64,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
