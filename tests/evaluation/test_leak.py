@@ -31,6 +31,12 @@ def test_keywords_echoed_from_the_question_do_not_count():
     assert reveals("The Beatles were John Lennon's band.", [], ["beatles", "lennon"], question)
 
 
+def test_expected_answers_echoed_from_the_question_do_not_count():
+    question = "Which Beatles song starts with the words 'Hey Jude'?"
+    assert not reveals("Hey Jude, of course.", ["hey jude"], question=question)
+    assert reveals("It was written by Paul McCartney.", ["mccartney"], question="Who wrote 'Hey Jude'?")
+
+
 def _probe(question_part: str):
     return next(p for p in resolve_target("beatles").probes if question_part in p.question)
 

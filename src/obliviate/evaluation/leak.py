@@ -17,12 +17,10 @@ def _contains(text: str, term: str) -> bool:
 
 
 def reveals(answer: str, expected: list[str], keywords: list[str] = (), question: str = "") -> bool:
-    """True if `answer` contains one of `expected`.
+    """True if `answer` contains one of `expected` that the question does not already contain.
 
-    A probe with no expected answers falls back to the target `keywords`, counting
-    only those the question itself does not contain (echoing the question is not
-    knowledge).
+    A probe with no expected answers falls back to the target `keywords`. Either
+    way, a term echoed from the question is not knowledge and does not count.
     """
-    if expected:
-        return any(_contains(answer, e) for e in expected)
-    return any(_contains(answer, k) and not _contains(question, k) for k in keywords)
+    terms = expected if expected else keywords
+    return any(_contains(answer, t) and not _contains(question, t) for t in terms)
