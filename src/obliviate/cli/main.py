@@ -35,7 +35,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
     p.set_defaults(func=cmd_forget)
     return parser
 
