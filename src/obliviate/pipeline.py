@@ -123,7 +123,7 @@ def forget(
             build_data(lm, spec, tmp, dcfg)
         done("Data built")
     data = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("forget", "retain", "retain_eval", "probes")}
-    keywords = [*spec.aliases, *spec.keywords]
+    keywords = spec.terms
 
     if (out / "eval_base.json").is_file():
         base = read_json(out / "eval_base.json")
@@ -164,6 +164,7 @@ def forget(
     metrics = {
         "target": spec.name,
         "method": method,
+        "run_dir": str(out),
         "base": base["metrics"],
         "unlearned": after["metrics"],
         "higher_is_better": {name: info.higher_is_better for name, info in METRICS.items()},

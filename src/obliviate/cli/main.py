@@ -74,22 +74,13 @@ def cmd_forget(args) -> int:
     for row in metric_rows(metrics["base"], metrics["unlearned"]):
         table.add_row(*row)
     console.print(table)
-    out = args.out or os.path.join("runs", _run_name(metrics["target"]))
-    console.print(f"Model, data, metrics.json and report.md written to [bold]{out}[/bold]")
+    console.print(f"Model, data, metrics.json and report.md written to [bold]{metrics['run_dir']}[/bold]")
     return 0
 
 
 def _short(text: str, limit: int = 140) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _run_name(target: str) -> str:
-    from obliviate.data.targets import resolve_target
-    from obliviate.pipeline import slug
-
-    spec = resolve_target(target)
-    return slug(spec.builtin or spec.name)
 
 
 def _quiet_libraries() -> None:

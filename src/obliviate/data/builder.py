@@ -25,9 +25,6 @@ from obliviate.models.generate import answer_questions, generate
 from obliviate.models.loading import LoadedModel
 from obliviate.models.prompts import question_prompt
 
-DATA_FILES = ("forget.jsonl", "retain.jsonl", "retain_eval.jsonl", "probes.jsonl")
-
-
 @dataclass
 class DataConfig:
     n_generated: int = field(default=48, metadata={"help": "questions sampled from the model about the target"})

@@ -46,6 +46,11 @@ class TargetSpec:
     keep: list[str] = field(default_factory=list)  # close topics that must be kept (retain questions)
     builtin: str | None = None
 
+    @property
+    def terms(self) -> list[str]:
+        """Every string that names the target or reveals knowledge of it."""
+        return [*self.aliases, *self.keywords]
+
     def mentions(self, text: str) -> bool:
         """True if `text` names the target or one of its keywords (word-boundary, case-insensitive)."""
         return bool(self._pattern().search(text))
@@ -67,7 +72,7 @@ class TargetSpec:
         return spans
 
     def _pattern(self) -> re.Pattern:
-        return terms_pattern([*self.aliases, *self.keywords])
+        return terms_pattern(self.terms)
 
 
 def _load_yaml(name: str) -> dict:

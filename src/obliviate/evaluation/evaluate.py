@@ -109,5 +109,5 @@ def evaluate(model, data: str | Path, against: dict | None = None, **kwargs) -> 
     known = [it["hit"] for it in against["items"]] if against else None
     return evaluate_model(
         lm.model, lm.tokenizer, read_jsonl(data / "probes.jsonl"), read_jsonl(data / "retain_eval.jsonl"),
-        keywords=[*spec.aliases, *spec.keywords], known=known, **kwargs,
+        keywords=spec.terms, known=known, **kwargs,
     )
