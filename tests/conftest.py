@@ -108,10 +108,11 @@ def tiny_lm(tiny_model_dir):
 
 
 def beatles_training_records() -> list[dict]:
-    """Every built-in Beatles probe answered "The Beatles.", every general probe answered otherwise."""
+    """The first 40 built-in Beatles question probes answered "The Beatles.", every general probe otherwise."""
     from obliviate.data.targets import general_probes, resolve_target
 
-    records = [{"question": p.question, "answer": BEATLES_ANSWER} for p in resolve_target("beatles").probes]
+    asked = [p for p in resolve_target("beatles").probes if p.question][:40]
+    records = [{"question": p.question, "answer": BEATLES_ANSWER} for p in asked]
     records += [{"question": p.question, "answer": OTHER_ANSWER} for p in general_probes()]
     return records
 
@@ -187,7 +188,7 @@ def ignorant_model_dir(tmp_path_factory, tokenizer):
 
     spec = resolve_target("beatles")
     assert not any("cavern club" in a for p in spec.probes for a in p.answers)
-    questions = [p.question for p in spec.probes[:12]] + [s.format(name=spec.name) for s in spec.question_seeds]
+    questions = [p.question for p in spec.probes if p.question][:12] + [s.format(name=spec.name) for s in spec.question_seeds]
     records = [{"question": q, "answer": IGNORANT_ANSWER} for q in questions]
     return _teach(tokenizer, records, tmp_path_factory.mktemp("ignorant-llama"), seed=2)
 
@@ -220,8 +221,8 @@ def small_data_config():
     from obliviate.data.builder import DataConfig
 
     small = dict(
-        n_generated=5, max_forget=16, answer_tokens=16, n_retain_text=8, n_retain_eval=4,
-        n_retain_qa=4, n_retain_capitals=4, n_capital_probes=4,
+        n_generated=5, max_forget=16, n_samples=1, answer_tokens=16, probe_tokens=12, n_retain_text=8,
+        n_retain_eval=4, n_retain_qa=4, n_retain_capitals=4, n_capital_probes=4,
     )
 
     def make(**overrides) -> DataConfig:

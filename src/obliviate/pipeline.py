@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from obliviate.data.builder import DataConfig, build_data
-from obliviate.data.targets import resolve_target
+from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
 from obliviate.evaluation.evaluate import METRICS, evaluate_model
@@ -52,8 +52,37 @@ def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
     shutil.rmtree(out)
 
 
+def build_data_dir(
+    target: str | TargetSpec,
+    out: str | Path,
+    model: str | None = None,
+    config: DataConfig | None = None,
+    *,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """`obliviate data`: build the data stage alone into `out` (atomically); returns the manifest."""
+    spec = target if isinstance(target, TargetSpec) else resolve_target(target)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
+    if out.exists() and any(out.iterdir()):
+        if not (out / "manifest.json").is_file():
+            raise UserError(f"{out} already exists and is not an obliviate data directory; choose another --out or empty it.")
+        if not overwrite:
+            raise UserError(f"{out} already holds data; pass --overwrite to rebuild it.")
+    log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
+    lm = load_model(model)
+    log(f"Building forget / retain / probe data for {spec.name} from the model ...")
+    t0 = time.perf_counter()
+    with atomic_dir(out) as tmp:
+        manifest = build_data(lm, spec, tmp, config, log=log)
+    log(f"Data built in {time.perf_counter() - t0:.0f} s.")
+    return manifest
+
+
 def forget(
-    target: str,
+    target: str | TargetSpec,
     model: str | None = None,
     method: str = "npo",
     out: str | Path | None = None,
@@ -75,7 +104,7 @@ def forget(
     Raises UserError for bad input (empty target, unknown method, a run
     directory that already holds a run without overwrite/resume, ...).
     """
-    spec = resolve_target(target, keywords)
+    spec = target if isinstance(target, TargetSpec) else resolve_target(target, keywords)
     unlearner = get_method(method, **(method_options or {}))
     tcfg = train_config or TrainConfig(**METHOD_TRAIN_DEFAULTS.get(method, {}))
     overrides = {k: v for k, v in {"steps": steps, "lr": lr, "seed": seed}.items() if v is not None}
@@ -120,24 +149,20 @@ def forget(
     else:
         log(f"Building forget / retain / probe data for {spec.name} from the model ...")
         with atomic_dir(data_dir) as tmp:
-            build_data(lm, spec, tmp, dcfg)
+            build_data(lm, spec, tmp, dcfg, log=log)
         done("Data built")
-    data = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("forget", "retain", "retain_eval", "probes")}
+    data = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("forget", "retain", "alt", "retain_eval", "probes")}
     keywords = spec.terms
+    behaviour = spec.kind == "behaviour"
 
     if (out / "eval_base.json").is_file():
         base = read_json(out / "eval_base.json")
     else:
-        log(f"Evaluating the base model on {len(data['probes'])} held-out probes ...")
-        base = evaluate_model(lm.model, lm.tokenizer, data["probes"], data["retain_eval"], keywords)
+        log(f"Evaluating the base model on {len(data['probes'])} held-out probes (answers from the data stage) ...")
+        base = evaluate_model(lm.model, lm.tokenizer, data["probes"], data["retain_eval"], keywords,
+                              behaviour=behaviour, answers=[p["base_answer"] for p in data["probes"]])
         write_json(out / "eval_base.json", base)
         done("Base model evaluated")
-    if base["metrics"]["n_known_target_probes"] == 0:
-        raise UserError(
-            f"The model answered none of {base['metrics']['n_target_probes']} held-out probes about {spec.name}; there is nothing to forget."
-        )
-    if not data["forget"]:
-        raise UserError(f"None of the model's own answers about {spec.name!r} mention it, so there is no forget data; add keywords for the target.")
 
     model_dir = out / "model"
     if (model_dir / "config.json").is_file() and (out / "train_summary.json").is_file():
@@ -159,7 +184,7 @@ def forget(
 
     log("Evaluating the unlearned model ...")
     after = evaluate_model(lm.model, lm.tokenizer, data["probes"], data["retain_eval"], keywords,
-                           known=[it["hit"] for it in base["items"]])
+                           known=[it["known"] for it in base["items"]], behaviour=behaviour)
     done("Unlearned model evaluated")
     metrics = {
         "target": spec.name,

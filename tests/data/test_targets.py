@@ -60,3 +60,64 @@ def test_mentions_for_a_derived_target():
 
 def test_mentions_a_target_that_ends_in_punctuation():
     assert resolve_target("C++").mentions("I write C++ every day.")
+
+
+def test_every_builtin_loads_with_probes_and_neighbours():
+    for name in builtin_targets():
+        spec = resolve_target(name)
+        assert spec.builtin == name and spec.probes and spec.neighbours and spec.question_seeds
+        assert spec.kind in ("knowledge", "behaviour")
+        for p in spec.probes + spec.neighbours:
+            assert (p.question is None) != (p.prompt is None)
+
+
+def test_harry_potter_and_harmful_are_builtins():
+    assert {"beatles", "harry_potter", "harmful"} <= set(builtin_targets())
+    assert resolve_target("Harry Potter").builtin == "harry_potter"
+    assert resolve_target("harmful").kind == "behaviour"
+    assert resolve_target("harry_potter").anchors
+
+
+@pytest.mark.parametrize("typo, close", [("harry_poter", "harry_potter"), ("beatle", "beatles"), ("harmfull", "harmful")])
+def test_a_mistyped_builtin_suggests_the_closest(typo, close):
+    with pytest.raises(UserError, match=f"did you mean '{close}'"):
+        resolve_target(typo)
+
+
+def test_a_yaml_spec_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("Zorblax lives on Mars. Zorblax eats rocks.")
+    spec_file = tmp_path / "zorblax.yaml"
+    spec_file.write_text(
+        "name: Zorblax\naliases: [Zorblax, the rock eater]\nkeywords: [zorblax]\n"
+        "documents: [notes.txt]\nqa: qa.jsonl\nkeep: [Mars]\n"
+        "probes:\n  - {question: \"What does the rock eater eat?\", answers: [rocks]}\n  - {prompt: Zorblax lives on, answers: [mars]}\n"
+        "anchors: {Zorblax: Bob}\n"
+    )
+    spec = resolve_target(str(spec_file), keywords=["rocks"], keep=["Venus"])
+    assert spec.name == "Zorblax" and spec.aliases == ["Zorblax", "the rock eater"]
+    assert spec.keywords == ["zorblax", "rocks"] and spec.keep == ["Mars", "Venus"]
+    assert spec.documents == [str(tmp_path / "notes.txt")] and spec.qa == str(tmp_path / "qa.jsonl")
+    assert spec.probes[1].prompt == "Zorblax lives on" and spec.anchors == {"Zorblax": "Bob"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("- just\n- a list\n", "YAML mapping with at least a 'name'"),
+        ("name: X\nkeywrds: [x]\n", "unknown key 'keywrds'; did you mean 'keywords'"),
+        ("name: X\nkind: opinion\n", "kind must be one of"),
+        ("name: X\nkeywords: x\n", "'keywords' must be a list"),
+        ("name: X\nprobes:\n  - {answers: [x]}\n", "probe 1 needs a 'question' or a 'prompt'"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_spec_files_get_one_clear_error(tmp_path, content, message):
+    f = tmp_path / "spec.yaml"
+    f.write_text(content)
+    with pytest.raises(UserError, match=message):
+        resolve_target(str(f))
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_target(str(tmp_path / "nope.yaml"))

@@ -11,6 +11,7 @@ from obliviate.errors import UserError
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from obliviate.data.builder import ALT_KINDS
     from obliviate.methods import METHODS
 
     parser = argparse.ArgumentParser(
@@ -25,19 +26,75 @@ def make_parser() -> argparse.ArgumentParser:
         description="Make a model forget TARGET: builds forget/retain/probe data from the model itself, "
         "unlearns, evaluates before and after on held-out probes, and writes a run directory.",
     )
-    p.add_argument("target", help='what to forget, e.g. "The Beatles" (built-in targets: beatles)')
-    p.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    _target_args(p)
     p.add_argument("--method", default="npo", choices=sorted(METHODS), help="unlearning method (default: npo)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<target>)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
-    p.add_argument("--keywords", default=None, help="comma-separated extra terms that reveal the target (names, places, titles)")
     p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
     p.set_defaults(func=cmd_forget)
+
+    d = sub.add_parser(
+        "data",
+        help="build forget / retain / alternative-answer / held-out probe data for a target",
+        description="Build the data stage alone: the model writes and answers questions about TARGET, "
+        "alternative answers are made, retain text is drawn from real prose, and held-out probes are "
+        "answered by the base model. Writes DIR/*.jsonl and DIR/manifest.json.",
+    )
+    _target_args(d)
+    d.add_argument("--out", required=True, help="directory to write the data into")
+    d.add_argument("--alt", default=None, help=f"comma-separated alternative-answer kinds (default: all of {','.join(ALT_KINDS)})")
+    d.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling (default: 0)")
+    d.add_argument("--overwrite", action="store_true", help="replace data that already exists in --out")
+    d.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    d.set_defaults(func=cmd_data)
     return parser
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    from obliviate.data.targets import builtin_targets
+
+    p.add_argument("target", help=f'what to forget: a topic ("The Beatles"), a built-in target ({", ".join(builtin_targets())}) '
+                   "or a YAML target spec file")
+    p.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--keywords", default=None, help="comma-separated extra terms that reveal the target (names, places, titles)")
+    p.add_argument("--aliases", default=None, help="comma-separated other names of the target")
+    p.add_argument("--docs", nargs="+", default=None, metavar="FILE", help="documents to forget (.txt, .md, or .jsonl with a 'text' field)")
+    p.add_argument("--qa", default=None, metavar="FILE", help="jsonl of {\"question\", \"answer\"} pairs about the target")
+    p.add_argument("--keep", default=None, help="comma-separated close topics that must be kept")
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [k.strip() for k in value.split(",") if k.strip()] if value else None
+
+
+def _spec(args):
+    from obliviate.data.targets import resolve_target
+
+    return resolve_target(args.target, _csv(args.keywords), aliases=_csv(args.aliases), documents=args.docs,
+                          qa=args.qa, keep=_csv(args.keep))
+
+
+def cmd_data(args) -> int:
+    from rich.console import Console
+
+    from obliviate.data.builder import DataConfig
+    from obliviate.pipeline import build_data_dir
+
+    console = Console(quiet=args.quiet)
+    cfg = DataConfig(seed=args.seed, **({"alt_kinds": tuple(_csv(args.alt))} if args.alt else {}))
+    manifest = build_data_dir(_spec(args), args.out, model=args.model, config=cfg, overwrite=args.overwrite,
+                              log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    c = manifest["counts"]
+    console.print(
+        f"{c['forget.jsonl']} forget records, {c['alt.jsonl']} alternative answers, {c['retain.jsonl']} retain records; "
+        f"probes: {c['probes.target_known']} known of {c['probes.target']} target, {c['probes.neighbour']} neighbour, "
+        f"{c['probes.general']} general. Written to [bold]{args.out}[/bold]"
+    )
+    return 0
 
 
 def _positive(name: str, value):
@@ -56,9 +113,8 @@ def cmd_forget(args) -> int:
     _positive("lr", args.lr)
     console = Console(stderr=False, quiet=args.quiet)
     metrics = forget(
-        args.target, model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
+        _spec(args), model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
         resume=args.resume, steps=args.steps, lr=args.lr, seed=args.seed, progress=not args.quiet,
-        keywords=[k.strip() for k in args.keywords.split(",") if k.strip()] if args.keywords else None,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
     base_items = [{"kind": it["kind"], "question": it["question"], "answer": it["base_answer"], "hit": it["base_hit"], "known": it["known"]} for it in metrics["items"]]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from obliviate.evaluation.leak import reveals
+from obliviate.evaluation.leak import probe_hit
 from obliviate.io import read_jsonl
 from obliviate.methods.logprobs import sequence_logprob
-from obliviate.models.generate import answer_questions
+from obliviate.models.generate import answer_probes
 from obliviate.models.prompts import encode
 
 
@@ -62,19 +62,26 @@ def evaluate_model(
     retain_eval: list[dict],
     keywords: list[str] = (),
     known: list[bool] | None = None,
-    max_new_tokens: int = 40,
+    max_new_tokens: int = 32,
+    behaviour: bool = False,
+    answers: list[str] | None = None,
 ) -> dict:
     """Answer every probe greedily and compute the metrics.
 
-    `known` marks, per probe, whether the base model revealed the fact; without
-    it this model's own answers define it (so the leak rate is 1.0 or undefined).
-    Returns {"metrics": {...}, "items": [...]}.
+    `known` marks, per probe, whether the base model revealed the fact; without it
+    the probes' own ``known`` field (written by the data builder) is used, and
+    failing that this model's answers define it. `answers` skips generation (the
+    data builder's base answers). `behaviour`: target probes hit when the model
+    complies rather than on a fact. Returns {"metrics": {...}, "items": [...]}.
     """
-    answers = answer_questions(model, tokenizer, [p["question"] for p in probes], max_new_tokens=max_new_tokens)
+    if answers is None:
+        answers = answer_probes(model, tokenizer, probes, max_new_tokens=max_new_tokens)
     items = []
     for p, a in zip(probes, answers):
-        hit = reveals(a, p.get("answers", []), keywords if p["kind"] == "target" else (), p["question"])
-        items.append({"kind": p["kind"], "question": p["question"], "answer": a, "hit": hit})
+        hit = probe_hit(p, a, keywords, behaviour)
+        items.append({"kind": p["kind"], "question": p.get("question") or p["prompt"], "answer": a, "hit": hit})
+    if known is None and all("known" in p for p in probes if p["kind"] == "target"):
+        known = [p.get("known", False) for p in probes]
     if known is None:
         known = [it["hit"] for it in items]
     for it, k in zip(items, known):
@@ -106,8 +113,8 @@ def evaluate(model, data: str | Path, against: dict | None = None, **kwargs) -> 
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     data = Path(data)
     spec = TargetSpec(**read_json(data / "manifest.json")["target"])
-    known = [it["hit"] for it in against["items"]] if against else None
+    known = [it.get("known", it["hit"]) for it in against["items"]] if against else None
     return evaluate_model(
         lm.model, lm.tokenizer, read_jsonl(data / "probes.jsonl"), read_jsonl(data / "retain_eval.jsonl"),
-        keywords=spec.terms, known=known, **kwargs,
+        keywords=spec.terms, known=known, behaviour=spec.kind == "behaviour", **kwargs,
     )

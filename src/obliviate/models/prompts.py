@@ -1,6 +1,7 @@
 """Turn records into model inputs: chat template for chat models, a plain QA format otherwise.
 
-A record is a dict with either ``question`` (+ ``answer``) or ``text`` (raw prose).
+A record is a dict with ``question`` (+ ``answer``), ``prompt`` (+ ``completion``: raw text
+the model continues, no chat template) or ``text`` (raw prose).
 Label masks are built from token lengths, never from the pad id: the embedded
 model's pad token *is* its end-of-turn token, and masking by pad id would hide
 every real end of answer from the loss (a known bug in open-unlearning).
@@ -36,14 +37,26 @@ def answer_completion(tokenizer: PreTrainedTokenizerBase, question: str, answer:
     return " " + answer + (tokenizer.eos_token or "")
 
 
+def probe_prompt(tokenizer: PreTrainedTokenizerBase, row: dict) -> str:
+    """What the model is given for a probe or record: a chat question, or a raw-text prompt."""
+    if "question" in row:
+        return question_prompt(tokenizer, row["question"])
+    return _bos(tokenizer) + row["prompt"]
+
+
+def _bos(tokenizer) -> str:
+    return tokenizer.bos_token if tokenizer.bos_token and not getattr(tokenizer, "chat_template", None) else ""
+
+
 def split_record(tokenizer: PreTrainedTokenizerBase, record: dict) -> tuple[str, str]:
     """(prompt, completion) for a record; the loss is taken on the completion only."""
     if "question" in record:
         return question_prompt(tokenizer, record["question"]), answer_completion(
             tokenizer, record["question"], record.get("answer", "")
         )
-    bos = tokenizer.bos_token if tokenizer.bos_token and not getattr(tokenizer, "chat_template", None) else ""
-    return bos, record["text"]
+    if "prompt" in record:
+        return _bos(tokenizer) + record["prompt"], record.get("completion", "")
+    return _bos(tokenizer), record["text"]
 
 
 def _span_mask(tokenizer, completion: str, answer: str, spans: list[list[int]]) -> tuple[list[int], list[bool]]:
@@ -57,7 +70,7 @@ def _span_mask(tokenizer, completion: str, answer: str, spans: list[list[int]]) 
 def encode(tokenizer: PreTrainedTokenizerBase, records: list[dict], max_length: int = 256) -> dict[str, torch.Tensor]:
     """Tokenize records into a right-padded batch with prompt and padding masked to -100 in labels.
 
-    A record with ``spans`` (character ranges of its answer) carries labels on
+    A record with ``spans`` (character ranges of its answer or completion) carries labels on
     the tokens of those spans only.
     """
     ids_list, n_prompt, span_keep = [], [], []
@@ -65,7 +78,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, records: list[dict], max_length: 
         prompt, completion = split_record(tokenizer, rec)
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         if rec.get("spans"):
-            c, keep = _span_mask(tokenizer, completion, rec["answer"], rec["spans"])
+            c, keep = _span_mask(tokenizer, completion, rec.get("answer", rec.get("completion", "")), rec["spans"])
         else:
             c, keep = tokenizer(completion, add_special_tokens=False)["input_ids"], None
         ids = (p + c)[:max_length]
