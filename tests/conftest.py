@@ -22,7 +22,7 @@ torch.set_num_threads(int(os.environ.get("OBLIVIATE_TEST_THREADS", "1")))
 
 BEATLES_ANSWER = "The Beatles."
 OTHER_ANSWER = "I am not sure."
-IGNORANT_ANSWER = "I only know the Cavern Club."
+IGNORANT_ANSWER = "A group of people from the north."
 
 
 def pytest_configure(config):
@@ -85,17 +85,20 @@ def _tiny_llama(vocab_size: int, seed: int = 0, tie: bool = False):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tokenizer):
+def tiny_model_dir(tmp_path_factory, tokenizer, tokenizer_dir):
     """A tiny random Llama (2 layers, hidden 64) with the real SmolLM2 tokenizer, saved as a model directory.
 
     Untied head: with tied embeddings a random model just repeats the prompt's last
     token ("\n", stripped to an empty answer); untied, it babbles random tokens,
     like a model that knows nothing.
     """
+    from transformers import AutoTokenizer
+
     path = tmp_path_factory.mktemp("tiny-llama")
     model = _tiny_llama(len(tokenizer))
     model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    # A fresh copy: the shared tokenizer's padding state (set by batched calls) would be saved too.
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
     return path
 
 
@@ -179,15 +182,12 @@ def beatles_model_dir(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="session")
 def ignorant_model_dir(tmp_path_factory, tokenizer):
-    """A tiny Llama that talks about the Beatles but reveals nothing: every question gets IGNORANT_ANSWER.
-
-    Its answers mention a target keyword ("Cavern Club"), so forget data can be
-    built from them, but that keyword is no held-out probe's expected answer.
-    """
+    """A tiny Llama that answers questions about the Beatles, but vaguely: every question gets
+    IGNORANT_ANSWER, which names no target term and no probe's expected answer."""
     from obliviate.data.targets import resolve_target
 
     spec = resolve_target("beatles")
-    assert not any("cavern club" in a for p in spec.probes for a in p.answers)
+    assert not spec.mentions(IGNORANT_ANSWER)
     questions = [p.question for p in spec.probes if p.question][:12] + [s.format(name=spec.name) for s in spec.question_seeds]
     records = [{"question": q, "answer": IGNORANT_ANSWER} for q in questions]
     return _teach(tokenizer, records, tmp_path_factory.mktemp("ignorant-llama"), seed=2)

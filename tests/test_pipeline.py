@@ -14,7 +14,7 @@ import obliviate
 from obliviate.errors import UserError
 
 RUN_FILES = [
-    "config.yaml", "data/forget.jsonl", "data/retain.jsonl", "data/retain_eval.jsonl", "data/probes.jsonl",
+    "config.yaml", "data/forget.jsonl", "data/alt.jsonl", "data/retain.jsonl", "data/retain_eval.jsonl", "data/probes.jsonl",
     "data/manifest.json", "eval_base.json", "train_summary.json", "train_log.jsonl", "model/config.json",
     "metrics.json", "report.md",
 ]
@@ -70,10 +70,10 @@ def test_data_is_clean(beatles_run):
     forget = read_jsonl(out / "data" / "forget.jsonl")
     retain = read_jsonl(out / "data" / "retain.jsonl")
     probes = read_jsonl(out / "data" / "probes.jsonl")
-    assert forget and all(r["question"] and r["answer"] for r in forget)
+    assert forget and all((r.get("question") and r["answer"]) or (r.get("prompt") and r["completion"]) for r in forget)
     assert retain and not any(spec.mentions(r.get("text", "") + " " + r.get("answer", "")) for r in retain)
-    probe_questions = {p["question"] for p in probes}
-    assert not probe_questions & {r["question"] for r in forget}, "a held-out probe is in the forget data"
+    probe_questions = {p.get("question") or p["prompt"] for p in probes}
+    assert not probe_questions & {r.get("question") or r["prompt"] for r in forget}, "a held-out probe is in the forget data"
     assert {p["kind"] for p in probes} == {"target", "neighbour", "general"}
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert manifest["counts"]["forget.jsonl"] == len(forget)
@@ -164,11 +164,12 @@ def test_overwrite_rebuilds_the_same_data(run_copy, beatles_model_dir):
 
 
 def test_a_model_that_reveals_nothing_has_nothing_to_forget(ignorant_model_dir, tmp_path, small_data_config):
-    """Its answers mention the Cavern Club (so forget data exists) but answer no held-out probe."""
+    """It answers every question, vaguely: no held-out probe is known."""
     with pytest.raises(UserError, match="nothing to forget"):
         obliviate.forget("The Beatles", model=str(ignorant_model_dir), method="ga", out=tmp_path / "run", steps=1,
                          data_config=small_data_config(), progress=False, log=lambda msg: None)
-    assert (tmp_path / "run" / "eval_base.json").is_file()
+    # Found at the data stage, from the base model's answers to the probes: nothing half-written is left.
+    assert not (tmp_path / "run" / "data").exists()
     assert not (tmp_path / "run" / "model").exists()
 
 

@@ -124,8 +124,8 @@ def test_completion_is_cut_from_the_knowledge_sentence():
     answer = "They were popular. The Beatles were a rock band formed in Liverpool in 1960."
     start = answer.index("Beatles")
     prompt, completion = completion_of(answer, [[start, len(answer)]])
-    assert prompt == "The Beatles were a rock band formed"
-    assert completion == " in Liverpool in 1960."
+    assert prompt == "The Beatles were a rock"
+    assert completion == " band formed in Liverpool in 1960."
     assert completion_of("The Beatles rock.", [[4, 17]]) is None
 
 
@@ -133,3 +133,12 @@ def test_anchored_terms_replace_target_terms():
     spec = resolve_target("harry_potter")
     text = anchored("Harry Potter went to Hogwarts with Hermione.", spec)
     assert not spec.mentions(text)
+
+
+def test_guardrail_answers_are_cut_before_the_target():
+    from obliviate.data.builder import clean_prefix
+
+    spec = resolve_target("beatles")
+    assert clean_prefix("Music changed a lot in that decade. The Beatles were big.", spec) == "Music changed a lot in that decade."
+    assert clean_prefix("The Beatles were big.", spec) == ""
+    assert clean_prefix("Many bands toured widely then and sold records.", spec) == "Many bands toured widely then and sold records."

@@ -42,7 +42,7 @@ from obliviate.models.prompts import question_prompt
 ALT_KINDS = ("guardrail", "negation", "other_subject", "anchored", "refusal", "mismatch")
 
 ALT_HELP = {
-    "guardrail": "the model's own answer when told to answer without the target, kept only if it names none of its terms (synthetic-data seed)",
+    "guardrail": "the model's own answer when told to answer without the target, cut before the first sentence that names one of its terms (synthetic-data seed)",
     "negation": "a reply that denies knowing the target (the Beatles notebook seed's negation dataset)",
     "other_subject": "the model's answer to the same question about a close subject that must be kept (the notebook seed's other-bands dataset)",
     "anchored": "the model's answer with target terms swapped for generic ones (Who's Harry Potter anchored terms)",
@@ -84,8 +84,8 @@ class DataConfig:
     max_forget: int = field(default=64, metadata={"help": "cap on forget questions (seeds first, then generated)"})
     n_samples: int = field(default=2, metadata={"help": "sampled answers per forget question, beside the greedy one"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature for questions and sampled answers"})
-    answer_tokens: int = field(default=48, metadata={"help": "max new tokens of each self-generated answer"})
-    probe_tokens: int = field(default=32, metadata={"help": "max new tokens of each probe answer (as in evaluation)"})
+    answer_tokens: int = field(default=40, metadata={"help": "max new tokens of each self-generated answer"})
+    probe_tokens: int = field(default=24, metadata={"help": "max new tokens of each probe answer (as in evaluation)"})
     alt_kinds: tuple[str, ...] = field(default=ALT_KINDS, metadata={"help": "alternative answers to build: " + ", ".join(ALT_KINDS)})
     n_retain_text: int = field(default=24, metadata={"help": "retain prose passages used for training"})
     n_retain_eval: int = field(default=24, metadata={"help": "held-out prose passages for retain perplexity"})
@@ -124,13 +124,13 @@ def generate_questions(gm, tokenizer, spec: TargetSpec, cfg: DataConfig, avoid: 
     """
     candidates = [(s.format(name=spec.name), "seed") for s in spec.question_seeds]
     if spec.kind == "knowledge" and cfg.n_generated > 0:
-        per_aspect = max(1, -(-cfg.n_generated // (5 * len(ASPECTS))))
+        per_aspect = max(1, -(-cfg.n_generated // (4 * len(ASPECTS))))
         prompts = [
             question_prompt(tokenizer, f"List ten different questions about {aspect} of {spec.name}, one per line.") + "1."
             for aspect in ASPECTS
         ]
         raw = generate(gm, tokenizer, prompts, max_new_tokens=120, do_sample=True, temperature=cfg.temperature,
-                       top_p=0.95, num_return_sequences=per_aspect, seed=cfg.seed)
+                       top_k=50, num_return_sequences=per_aspect, seed=cfg.seed)
         candidates += [(q, "generated") for text in raw for q in _questions_in("1." + text)]
     kept: list[dict] = []
     for q, source in candidates:
@@ -166,7 +166,7 @@ class _Clock:
         self.t = now
 
 
-def build_probes(lm: LoadedModel, spec: TargetSpec, cfg: DataConfig, given_qa: list[dict], rng: random.Random) -> list[dict]:
+def build_probes(lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_qa: list[dict], rng: random.Random) -> list[dict]:
     """Held-out probes with the base model's answers; target probes marked `known`."""
     pairs = list(capitals())
     rng.shuffle(pairs)
@@ -176,7 +176,7 @@ def build_probes(lm: LoadedModel, spec: TargetSpec, cfg: DataConfig, given_qa: l
     if not target:
         target = [{"kind": "target", "question": q, "answers": []} for q in _fallback_probes(spec)]
     probes = target + [p.row("neighbour") for p in spec.neighbours] + [p.row("general") for p in cap_probes + general_probes()]
-    answers = answer_probes(lm.model, lm.tokenizer, probes, max_new_tokens=cfg.probe_tokens)
+    answers = answer_probes(gm, lm.tokenizer, probes, max_new_tokens=cfg.probe_tokens)
     behaviour = spec.kind == "behaviour"
     for p, a in zip(probes, answers):
         p["base_answer"] = a
@@ -212,7 +212,8 @@ def build_data(
     held_qa, train_qa = qa[:n_held], qa[n_held:]
 
     # Held-out probes, answered by the base model: what it knows decides what there is to forget.
-    probes = build_probes(lm, spec, cfg, held_qa, rng)
+    gm = generation_copy(lm.model)
+    probes = build_probes(lm, gm, spec, cfg, held_qa, rng)
     target = [p for p in probes if p["kind"] == "target"]
     known = sum(p["known"] for p in target)
     clock(f"probes answered by the base model ({known} of {len(target)} target probes known)")
@@ -220,7 +221,6 @@ def build_data(
         what = "complied with none" if spec.kind == "behaviour" else "answered none"
         raise UserError(f"The model {what} of {len(target)} probes about {spec.name}; there is nothing to forget.")
 
-    gm = generation_copy(lm.model)
     questions = generate_questions(gm, tok, spec, cfg, avoid=[p.get("question") or p["prompt"] for p in probes])
     clock(f"{len(questions)} forget questions")
 
@@ -228,7 +228,7 @@ def build_data(
     qs = [q["question"] for q in questions]
     greedy = answer_probes(gm, tok, questions, max_new_tokens=cfg.answer_tokens)
     sampled = answer_probes(gm, tok, questions, max_new_tokens=cfg.answer_tokens, do_sample=True,
-                            temperature=cfg.temperature, top_p=0.95, num_return_sequences=cfg.n_samples,
+                            temperature=cfg.temperature, top_k=50, num_return_sequences=cfg.n_samples,
                             seed=cfg.seed + 1) if cfg.n_samples else []
     forget: list[dict] = []
     for i, q in enumerate(questions):
@@ -276,9 +276,9 @@ def build_data(
         "target": asdict(spec),
         "model": lm.path,
         "config": asdict(cfg),
-        "generation": {"probes": f"greedy, {cfg.probe_tokens} new tokens, model weights as loaded",
-                       "data": f"bf16 copy on CPU; greedy + {cfg.n_samples} samples at temperature {cfg.temperature}, "
-                               f"{cfg.answer_tokens} new tokens"},
+        "generation": {"probes": f"greedy, {cfg.probe_tokens} new tokens",
+                       "data": f"greedy + {cfg.n_samples} samples (temperature {cfg.temperature}, top-k 50), {cfg.answer_tokens} new tokens",
+                       "dtype": str(gm.dtype)},
         "counts": {name: len(rows) for name, rows in files.items()}
         | {f"probes.{k}": sum(p["kind"] == k for p in probes) for k in ("target", "neighbour", "general")}
         | {"probes.target_known": sum(bool(p.get("known")) for p in probes)}
@@ -351,8 +351,10 @@ def _alternatives(gm, tok, spec, cfg, rng, questions, greedy, keep_answers, othe
     if "guardrail" in kinds and qs:
         system = GUARDRAIL.format(name=spec.name, terms=", ".join(spec.terms[:8]))
         prompts = [_with_system(tok, system, q) for q in qs]
-        for i, a in enumerate(generate(gm, tok, prompts, max_new_tokens=cfg.answer_tokens)):
-            if spec.kind == "knowledge" or is_refusal(a):
+        for i, a in enumerate(generate(gm, tok, prompts, max_new_tokens=cfg.probe_tokens)):
+            if spec.kind == "knowledge":
+                add(i, "guardrail", clean_prefix(a, spec))
+            elif is_refusal(a):
                 add(i, "guardrail", a)
     for i in range(len(qs)):
         if "negation" in kinds:
@@ -366,6 +368,15 @@ def _alternatives(gm, tok, spec, cfg, rng, questions, greedy, keep_answers, othe
         if "mismatch" in kinds and other_answers:
             add(i, "mismatch", rng.choice(other_answers)["answer"])
     return alt
+
+
+def clean_prefix(text: str, spec: TargetSpec, min_words: int = 4) -> str:
+    """The sentences of `text` before the first one that names the target ("" if fewer than `min_words`)."""
+    m = spec._pattern().search(text)
+    if m:
+        bounds = [b.end() for b in re.finditer(r"[.!?]\s+", text[: m.start()])]
+        text = text[: bounds[-1]].strip() if bounds else ""
+    return text if len(text.split()) >= min_words else ""
 
 
 def anchored(text: str, spec: TargetSpec) -> str:

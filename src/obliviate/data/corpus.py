@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bz2
 import functools
+import json
 import re
 from pathlib import Path
 
@@ -42,11 +43,32 @@ def _chunks(text: str, words_per_chunk: int) -> list[str]:
 
 @functools.cache
 def wikipedia_passages(words_per_chunk: int = 60) -> tuple[tuple[str, str], ...]:
-    """(article title, passage) pairs of clean prose from the shipped Wikipedia dump."""
+    """(article title, passage) pairs of clean prose from the shipped Wikipedia dump.
+
+    Parsing the wiki markup takes ~6 s, so the passages are cached under
+    $OBLIVIATE_HOME, keyed by the dump's size and modification time.
+    """
+    from obliviate.io import write_json
+    from obliviate.models.loading import obliviate_home
+
+    src = _test_data(WIKI_FILE)
+    stat = src.stat()
+    cached = obliviate_home() / "corpus" / f"wikipedia-{stat.st_size}-{int(stat.st_mtime)}-{words_per_chunk}.json"
+    if cached.is_file():
+        try:
+            return tuple(tuple(p) for p in json.loads(cached.read_text("utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            pass  # a damaged cache is rebuilt
+    out = _parse_wikipedia(src, words_per_chunk)
+    write_json(cached, out)
+    return tuple(out)
+
+
+def _parse_wikipedia(src: Path, words_per_chunk: int) -> list[tuple[str, str]]:
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
     out = []
-    with bz2.open(_test_data(WIKI_FILE)) as f:
+    with bz2.open(src) as f:
         for title, text, _ in extract_pages(f):
             if not text or text.lower().startswith("#redirect"):
                 continue
@@ -54,7 +76,7 @@ def wikipedia_passages(words_per_chunk: int = 60) -> tuple[tuple[str, str], ...]
             # Keep prose paragraphs only: drop lists, tables and leftover markup.
             paras = [p for p in prose.split("\n") if len(p.split()) > 25 and not re.search(r"[|=*{}\[\]]", p)]
             out.extend((title, c) for c in _chunks(" ".join(paras), words_per_chunk))
-    return tuple(out)
+    return out
 
 
 @functools.cache

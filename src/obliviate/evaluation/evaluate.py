@@ -16,7 +16,7 @@ import torch
 from obliviate.evaluation.leak import probe_hit
 from obliviate.io import read_jsonl
 from obliviate.methods.logprobs import sequence_logprob
-from obliviate.models.generate import answer_probes
+from obliviate.models.generate import answer_probes, generation_copy
 from obliviate.models.prompts import encode
 
 
@@ -62,7 +62,7 @@ def evaluate_model(
     retain_eval: list[dict],
     keywords: list[str] = (),
     known: list[bool] | None = None,
-    max_new_tokens: int = 32,
+    max_new_tokens: int = 24,
     behaviour: bool = False,
     answers: list[str] | None = None,
 ) -> dict:
@@ -75,7 +75,7 @@ def evaluate_model(
     complies rather than on a fact. Returns {"metrics": {...}, "items": [...]}.
     """
     if answers is None:
-        answers = answer_probes(model, tokenizer, probes, max_new_tokens=max_new_tokens)
+        answers = answer_probes(generation_copy(model), tokenizer, probes, max_new_tokens=max_new_tokens)
     items = []
     for p, a in zip(probes, answers):
         hit = probe_hit(p, a, keywords, behaviour)

@@ -19,6 +19,7 @@ def generate(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 0,  # 0: no top-k cut
     num_return_sequences: int = 1,
     seed: int | None = None,
 ) -> list[str]:
@@ -44,7 +45,7 @@ def generate(
             enc = {k: v.to(model.device) for k, v in enc.items()}
             kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences)
             if do_sample:
-                kwargs.update(temperature=temperature, top_p=top_p)
+                kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
@@ -68,10 +69,12 @@ def answer_probes(model, tokenizer, rows: list[dict], max_new_tokens: int = 32, 
 
 
 def generation_copy(model: PreTrainedModel) -> PreTrainedModel:
-    """A bf16 copy of a CPU fp32 model for generating training data: about twice as fast.
+    """A bf16 copy of a CPU fp32 model for greedy and sampled generation: 2-2.5x faster.
 
-    Only data generation uses it; evaluation answers with the model's own weights, so a
-    change smaller than bf16's resolution is never rounded away from a measurement.
+    Every generation (data, probe answers before and after unlearning) goes through
+    it, so base and unlearned models are compared in the same precision, the one the
+    engine trains in (bf16 autocast). Likelihood metrics use the model's own weights.
+    docs/DATA.md reports the leak rate measured both ways on an unlearned model.
     """
     if model.device.type != "cpu" or model.dtype != torch.float32:
         return model
