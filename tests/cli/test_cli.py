@@ -100,3 +100,28 @@ def test_out_that_is_a_file(tmp_path, capsys):
     assert main(["forget", "The Beatles", "--out", str(f), "--model", "/does/not/exist"]) == 2
     _error_line(capsys)
     assert f.read_text() == "mine"
+
+
+def test_data_command_builds_a_data_directory(beatles_model_dir, tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["data", "beatles", "--model", str(beatles_model_dir), "--out", str(out), "--alt", "refusal,negation"]) == 0
+    assert (out / "manifest.json").is_file() and (out / "alt.jsonl").is_file()
+    assert "neighbour" in capsys.readouterr().out
+    assert main(["data", "beatles", "--model", str(beatles_model_dir), "--out", str(out), "--quiet"]) == 2
+    assert "--overwrite" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "harry_poter", "--out", "d"], "did you mean 'harry_potter'"),
+        (["data", "beatles", "--out", "d", "--alt", "nagation"], "Unknown alternative-answer kind 'nagation'"),
+        (["data", "Zorblax", "--out", "d", "--docs", "missing.txt"], "missing.txt does not exist"),
+        (["data", "Zorblax", "--out", "d", "--qa", "qa.csv"], "must be .jsonl"),
+        (["forget", "spec.yaml"], "spec.yaml does not exist"),
+    ],
+)
+def test_data_bad_input(args, message, capsys, tmp_path):
+    assert main(args) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "d").exists()
