@@ -125,3 +125,13 @@ def test_data_bad_input(args, message, capsys, tmp_path):
     assert main(args) == 2
     assert message in _error_line(capsys)
     assert not (tmp_path / "d").exists()
+
+
+def test_methods_lists_every_method_with_its_source(capsys, monkeypatch):
+    from obliviate.methods import METHODS
+
+    monkeypatch.setenv("COLUMNS", "400")  # no folding inside cells
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in METHODS)
+    assert "Zhang et al. 2024" in out and "beta=0.1" in out

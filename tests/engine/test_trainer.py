@@ -25,7 +25,9 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def data(forget_records, retain_records):
-    return {"forget": forget_records, "retain": retain_records}
+    alt = [{"question": r["question"], "answer": a, "kind": k} for r in forget_records
+           for k, a in (("negation", "I don't know of them."), ("mismatch", "Paris is in France."), ("refusal", "I can't say."))]
+    return {"forget": forget_records, "retain": retain_records, "alt": alt}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -13,7 +13,7 @@ def _one_sentence(msg: str) -> bool:
 
 
 def test_the_three_methods_are_registered():
-    assert {"ga", "gd", "npo"} <= set(METHODS)
+    assert {"ga", "gd", "npo", "simnpo", "kl", "yao", "relabel", "retain_ft"} <= set(METHODS)
 
 
 def test_typo_suggests_the_closest_method():
@@ -56,6 +56,6 @@ def test_every_method_meets_the_contract(name):
     assert issubclass(cls, Method) and cls.name == name
     assert cls.help and cls.source
     assert dataclasses.is_dataclass(cls.config_class)
-    assert cls.batches and set(cls.batches) <= {"forget", "retain"}
+    assert cls.batches and set(cls.batches) <= {"forget", "retain", "alt"}
     method = get_method(name)
     assert isinstance(method.config, cls.config_class)

@@ -76,3 +76,27 @@ def test_sequence_logprob_and_nll_on_uniform_logits():
     assert_close(logp, torch.tensor([2 * math.log(0.25), math.log(0.25)]))
     assert_close(n, torch.tensor([2.0, 1.0]))
     assert_close(nll(model, sub), torch.tensor(math.log(4)))
+
+
+def test_kl_to_ref_matches_a_hand_computation():
+    """KL(p_ref || p) at every labelled position, averaged; zero for the same model."""
+    import torch.nn.functional as F
+
+    from obliviate.methods.logprobs import kl_to_ref
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": self.logits})()
+
+    torch.manual_seed(0)
+    a, b = torch.randn(1, 3, 5), torch.randn(1, 3, 5)
+    sub = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long),
+           "labels": torch.tensor([[-100, 2, -100]])}  # only position 0's prediction counts
+    p_ref, logp = F.log_softmax(b[0, 0], -1), F.log_softmax(a[0, 0], -1)
+    expected = (p_ref.exp() * (p_ref - logp)).sum()
+    torch.testing.assert_close(kl_to_ref(Fixed(a), Fixed(b), sub), expected)
+    torch.testing.assert_close(kl_to_ref(Fixed(a), Fixed(a), sub), torch.tensor(0.0), atol=1e-6, rtol=0)

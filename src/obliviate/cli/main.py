@@ -51,7 +51,33 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace data that already exists in --out")
     d.add_argument("--quiet", action="store_true", help="print nothing but errors")
     d.set_defaults(func=cmd_data)
+
+    m = sub.add_parser("methods", help="list the unlearning methods with their help, source and settings",
+                       description="List every registered unlearning method: what it does, where it comes from, "
+                       "which data it reads and its settings with their defaults.")
+    m.set_defaults(func=cmd_methods)
     return parser
+
+
+def cmd_methods(args) -> int:
+    import dataclasses
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from obliviate.methods import METHODS
+
+    table = Table(title="Unlearning methods", show_lines=True)
+    for col in ("method", "what it does", "data", "settings (default)", "source"):
+        table.add_column(col, overflow="fold")
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        settings = [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
+                    for f in dataclasses.fields(cls.config_class)]
+        data = ", ".join(cls.batches) + (" + base model" if cls.needs_ref_model else "")
+        table.add_row(name, cls.help, data, "\n".join(settings) or "-", cls.source)
+    Console().print(table)
+    return 0
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:

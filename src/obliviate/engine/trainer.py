@@ -62,6 +62,7 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train `model` in place with `method` on `data` (one record list per sub-batch name)."""
+    data = method.prepare(data)
     missing = [name for name in method.batches if not data.get(name)]
     if missing:
         raise ValueError(f"method {method.name!r} needs non-empty {missing} data")

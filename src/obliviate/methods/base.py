@@ -35,8 +35,17 @@ class Method:
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.config_class()
 
+    def prepare(self, data: dict[str, list[dict]]) -> dict[str, list[dict]]:
+        """Choose the records the loss sees (e.g. which kinds of alternative answers); default: all."""
+        return data
+
     def loss(self, model, batch: dict[str, dict[str, torch.Tensor]], ref=None) -> LossOutput:
         raise NotImplementedError
+
+
+def only_alt_kinds(data: dict[str, list[dict]], kinds: tuple[str, ...]) -> dict[str, list[dict]]:
+    """`data` with its "alt" records narrowed to `kinds`."""
+    return {**data, "alt": [r for r in data.get("alt", []) if r.get("kind") in kinds]}
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -34,3 +34,18 @@ def mean_nll(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
 
 def nll(model, sub: dict[str, torch.Tensor]) -> torch.Tensor:
     return mean_nll(*sequence_logprob(model, sub))
+
+
+def kl_to_ref(model, ref, sub: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-level KL(ref || model) of the next-token distributions, averaged over labelled positions.
+
+    KL(p_ref || p_theta) = sum_v p_ref(v) * (log p_ref(v) - log p_theta(v)); the reference's
+    forward pass carries no gradient.
+    """
+    logits = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits[:, :-1].float()
+    with torch.no_grad():
+        ref_logits = ref(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits[:, :-1].float()
+    mask = (sub["labels"][:, 1:] != -100).float()
+    ref_logp = F.log_softmax(ref_logits, dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - F.log_softmax(logits, dim=-1))).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp(min=1)

@@ -1,0 +1,37 @@
+"""Relabelling: fine-tune forget questions onto alternative answers, plus retain NLL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register
+from obliviate.methods.logprobs import nll
+
+
+@dataclass
+class RelabelConfig:
+    alt_kinds: tuple[str, ...] = field(default=("guardrail", "negation", "other_subject", "anchored"), metadata={
+        "help": "which alternative answers of alt.jsonl to train on: guardrail, negation, other_subject, anchored, refusal, mismatch"})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the retain NLL (0 disables it)"})
+
+
+@register
+class Relabel(Method):
+    name = "relabel"
+    help = "Fine-tune the forget questions onto alternative answers (guardrail, negations, other subjects, anchored terms, refusals) plus retain NLL."
+    source = "the synthetic-data seed (guardrail answers) and the Beatles notebook seed (negation / other-band datasets)"
+    config_class = RelabelConfig
+    batches = ("alt", "retain")
+
+    def prepare(self, data):
+        return only_alt_kinds(data, tuple(self.config.alt_kinds))
+
+    def loss(self, model, batch, ref=None) -> LossOutput:
+        alt = nll(model, batch["alt"])
+        logs = {"alt_nll": alt.item()}
+        loss = alt
+        if self.config.alpha:
+            retain = nll(model, batch["retain"])
+            loss = loss + self.config.alpha * retain
+            logs["retain_nll"] = retain.item()
+        return LossOutput(loss, logs)

@@ -1,0 +1,26 @@
+"""Fine-tuning on retain data only: forgetting by overwriting (the LLM Unlearning Project seed's baseline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.logprobs import nll
+
+
+@dataclass
+class RetainFTConfig:
+    pass
+
+
+@register
+class RetainFT(Method):
+    name = "retain_ft"
+    help = "Fine-tune on retain data only (NLL); never sees the forget set. The weakest baseline."
+    source = "the LLM Unlearning Project seed's fine-tuning baseline; TOFU (Maini et al. 2024) 'retain fine-tuning'"
+    config_class = RetainFTConfig
+    batches = ("retain",)
+
+    def loss(self, model, batch, ref=None) -> LossOutput:
+        retain = nll(model, batch["retain"])
+        return LossOutput(retain, {"retain_nll": retain.item()})
