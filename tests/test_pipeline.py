@@ -178,3 +178,21 @@ def test_a_model_that_knows_nothing_has_nothing_to_forget(tiny_model_dir, tmp_pa
         obliviate.forget("The Beatles", model=str(tiny_model_dir), method="ga", out=tmp_path / "run", steps=1,
                          data_config=small_data_config(), progress=False, log=lambda msg: None)
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_run_reuses_a_data_directory(beatles_run, beatles_model_dir, tmp_path):
+    """`obliviate run`: a second method on the first run's data; nothing is regenerated."""
+    from obliviate.cli.main import main
+
+    out, first, _ = beatles_run
+    run = tmp_path / "simnpo"
+    assert main(["run", "--data", str(out / "data"), "--method", "simnpo", "--model", str(beatles_model_dir),
+                 "--out", str(run), "--steps", "2", "--quiet"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["method"] == "simnpo" and metrics["data_sha256"] == first["data_sha256"]
+    assert metrics["base"]["n_known_target_probes"] == first["base"]["n_known_target_probes"]
+    # Data built from another model is refused: its "known" flags would be wrong.
+    with pytest.raises(UserError, match="was built from the model at"):
+        obliviate.forget(None, data=out / "data", method="ga", out=tmp_path / "other", log=lambda m: None, progress=False)
+    with pytest.raises(UserError, match="not a data directory"):
+        obliviate.forget(None, data=tmp_path, out=tmp_path / "x", log=lambda m: None, progress=False)

@@ -82,11 +82,12 @@ def build_data_dir(
 
 
 def forget(
-    target: str | TargetSpec,
+    target: str | TargetSpec | None,
     model: str | None = None,
     method: str = "npo",
     out: str | Path | None = None,
     *,
+    data: str | Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
     steps: int | None = None,
@@ -104,7 +105,13 @@ def forget(
     Raises UserError for bad input (empty target, unknown method, a run
     directory that already holds a run without overwrite/resume, ...).
     """
-    spec = target if isinstance(target, TargetSpec) else resolve_target(target, keywords)
+    if data is not None:
+        data = Path(data)
+        if not (data / "manifest.json").is_file():
+            raise UserError(f"{data} is not a data directory (no manifest.json); build one with `obliviate data`.")
+        spec = TargetSpec(**read_json(data / "manifest.json")["target"])
+    else:
+        spec = target if isinstance(target, TargetSpec) else resolve_target(target, keywords)
     unlearner = get_method(method, **(method_options or {}))
     tcfg = train_config or TrainConfig(**METHOD_TRAIN_DEFAULTS.get(method, {}))
     overrides = {k: v for k, v in {"steps": steps, "lr": lr, "seed": seed}.items() if v is not None}
@@ -125,6 +132,11 @@ def forget(
 
     log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
     lm = load_model(model)
+    if data is not None:
+        built_from = read_json(data / "manifest.json").get("model")
+        if built_from and str(built_from) != str(lm.path):
+            raise UserError(f"{data} was built from the model at {built_from}; pass that model with --model, "
+                            "since its probes' 'known' flags come from that model's answers.")
     config = {
         "target": spec.name,
         "model": model or "embedded",
@@ -144,8 +156,12 @@ def forget(
     write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     data_dir = out / "data"
+    if data is not None and not (data_dir / "manifest.json").is_file():
+        with atomic_dir(data_dir) as tmp:
+            shutil.copytree(data, tmp, dirs_exist_ok=True)
+        log(f"Using the data in {data} (copied into the run directory).")
     if (data_dir / "manifest.json").is_file():
-        log("Reusing data from the interrupted run.")
+        log("Reusing data from the interrupted run." if data is None else "Data ready.")
     else:
         log(f"Building forget / retain / probe data for {spec.name} from the model ...")
         with atomic_dir(data_dir) as tmp:

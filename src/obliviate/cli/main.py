@@ -52,6 +52,21 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="print nothing but errors")
     d.set_defaults(func=cmd_data)
 
+    r = sub.add_parser("run", help="unlearn with one method on an existing data directory, then evaluate",
+                       description="Run one method on a data directory built by `obliviate data`: unlearn, "
+                       "evaluate before and after on its held-out probes, write the model and a report.")
+    r.add_argument("--data", required=True, help="a data directory written by `obliviate data` (or a run's data/)")
+    r.add_argument("--method", default="npo", choices=sorted(METHODS), help="unlearning method (default: npo)")
+    r.add_argument("--model", default=None, help="the model the data was built from (default: the embedded model)")
+    r.add_argument("--out", required=True, help="run directory")
+    r.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
+    r.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
+    r.add_argument("--seed", type=int, default=None, help="seed for training (default: 0)")
+    r.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    r.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    r.set_defaults(func=cmd_forget, target=None)
+
     m = sub.add_parser("methods", help="list the unlearning methods with their help, source and settings",
                        description="List every registered unlearning method: what it does, where it comes from, "
                        "which data it reads and its settings with their defaults.")
@@ -139,7 +154,7 @@ def cmd_forget(args) -> int:
     _positive("lr", args.lr)
     console = Console(stderr=False, quiet=args.quiet)
     metrics = forget(
-        _spec(args), model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
+        _spec(args) if args.target is not None else None, data=getattr(args, "data", None), model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
         resume=args.resume, steps=args.steps, lr=args.lr, seed=args.seed, progress=not args.quiet,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
