@@ -27,14 +27,8 @@ def make_parser() -> argparse.ArgumentParser:
         "unlearns, evaluates before and after on held-out probes, and writes a run directory.",
     )
     _target_args(p)
-    p.add_argument("--method", default="npo", choices=sorted(METHODS), help="unlearning method (default: npo)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<target>)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
-    p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
+    _unlearn_args(p, METHODS)
     p.set_defaults(func=cmd_forget)
 
     d = sub.add_parser(
@@ -56,15 +50,9 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Run one method on a data directory built by `obliviate data`: unlearn, "
                        "evaluate before and after on its held-out probes, write the model and a report.")
     r.add_argument("--data", required=True, help="a data directory written by `obliviate data` (or a run's data/)")
-    r.add_argument("--method", default="npo", choices=sorted(METHODS), help="unlearning method (default: npo)")
     r.add_argument("--model", default=None, help="the model the data was built from (default: the embedded model)")
     r.add_argument("--out", required=True, help="run directory")
-    r.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
-    r.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
-    r.add_argument("--seed", type=int, default=None, help="seed for training (default: 0)")
-    r.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    r.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _unlearn_args(r, METHODS)
     r.set_defaults(func=cmd_forget, target=None)
 
     m = sub.add_parser("methods", help="list the unlearning methods with their help, source and settings",
@@ -93,6 +81,16 @@ def cmd_methods(args) -> int:
         table.add_row(name, cls.help, data, "\n".join(settings) or "-", cls.source)
     Console().print(table)
     return 0
+
+
+def _unlearn_args(p: argparse.ArgumentParser, methods) -> None:
+    p.add_argument("--method", default="npo", choices=sorted(methods), help="unlearning method (default: npo; see `obliviate methods`)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
+    p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
