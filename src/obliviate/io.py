@@ -41,24 +41,24 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def json_line(path: str | Path, lineno: int, line: str) -> dict:
+    """One jsonl line as a dict; a malformed line is reported with its file and number."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}, line {lineno} is not valid JSON ({e.msg}); fix or remove that line.") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}, line {lineno} is not a JSON object; each line must be one object.")
+    return row
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a jsonl file; a malformed line is reported with its number."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; run the data stage first or pass the right directory.")
-    rows = []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}, line {lineno} is not valid JSON ({e.msg}); fix or remove that line.") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}, line {lineno} is not a JSON object; each line must be one object.")
-            rows.append(row)
-    return rows
+        return [json_line(path, lineno, line) for lineno, line in enumerate(f, 1) if line.strip()]
 
 
 @contextlib.contextmanager

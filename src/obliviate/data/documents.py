@@ -6,12 +6,12 @@ are cut as the text goes by and reading stops once enough have been collected.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from obliviate.errors import UserError
+from obliviate.io import json_line
 
 DOC_SUFFIXES = (".txt", ".md", ".jsonl")
 
@@ -41,11 +41,8 @@ def _jsonl_texts(path: Path, what: str, field: str = "text") -> Iterator[str]:
     for lineno, line in _lines(path, what):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}, line {lineno} is not valid JSON ({e.msg}); fix or remove that line.") from None
-        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+        row = json_line(path, lineno, line)
+        if not isinstance(row.get(field), str):
             raise UserError(f"{path}, line {lineno} has no {field!r} string; each line must be like {{\"{field}\": \"...\"}}.")
         yield row[field]
 
@@ -109,11 +106,8 @@ def read_qa(path: str) -> list[dict]:
     for lineno, line in _lines(path, "QA file"):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}, line {lineno} is not valid JSON ({e.msg}); fix or remove that line.") from None
-        if not (isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("answer"), str)
+        row = json_line(path, lineno, line)
+        if not (isinstance(row.get("question"), str) and isinstance(row.get("answer"), str)
                 and row["question"].strip() and row["answer"].strip()):
             raise UserError(f"{path}, line {lineno} needs non-empty \"question\" and \"answer\" strings.")
         rows.append({"question": row["question"].strip(), "answer": row["answer"].strip()})

@@ -49,3 +49,12 @@ def kl_to_ref(model, ref, sub: dict[str, torch.Tensor]) -> torch.Tensor:
     ref_logp = F.log_softmax(ref_logits, dim=-1)
     kl = (ref_logp.exp() * (ref_logp - F.log_softmax(logits, dim=-1))).sum(-1)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def plus_retain(model, batch: dict, loss: torch.Tensor, logs: dict[str, float], alpha: float) -> torch.Tensor:
+    """`loss + alpha * NLL(retain)`, logging the retain NLL; `alpha` 0 leaves `loss` as is."""
+    if not alpha:
+        return loss
+    retain = nll(model, batch["retain"])
+    logs["retain_nll"] = retain.item()
+    return loss + alpha * retain

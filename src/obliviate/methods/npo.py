@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import mean_nll, nll, sequence_logprob
+from obliviate.methods.logprobs import mean_nll, plus_retain, sequence_logprob
 
 
 @dataclass
@@ -45,9 +45,4 @@ class NPO(Method):
             ref_logp, _ = sequence_logprob(ref, batch["forget"])
         forget = npo_loss(logp, ref_logp, self.config.beta)
         logs = {"npo": forget.item(), "forget_nll": mean_nll(logp, n).item()}
-        loss = forget
-        if self.config.alpha:
-            retain = nll(model, batch["retain"])
-            loss = loss + self.config.alpha * retain
-            logs["retain_nll"] = retain.item()
-        return LossOutput(loss, logs)
+        return LossOutput(plus_retain(model, batch, forget, logs, self.config.alpha), logs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register
-from obliviate.methods.logprobs import nll
+from obliviate.methods.logprobs import nll, plus_retain
 
 
 @dataclass
@@ -29,9 +29,4 @@ class Relabel(Method):
     def loss(self, model, batch, ref=None) -> LossOutput:
         alt = nll(model, batch["alt"])
         logs = {"alt_nll": alt.item()}
-        loss = alt
-        if self.config.alpha:
-            retain = nll(model, batch["retain"])
-            loss = loss + self.config.alpha * retain
-            logs["retain_nll"] = retain.item()
-        return LossOutput(loss, logs)
+        return LossOutput(plus_retain(model, batch, alt, logs, self.config.alpha), logs)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import mean_nll, nll, sequence_logprob
+from obliviate.methods.logprobs import mean_nll, plus_retain, sequence_logprob
 
 
 @dataclass
@@ -35,9 +35,4 @@ class SimNPO(Method):
         logp, n = sequence_logprob(model, batch["forget"])
         forget = simnpo_loss(logp, n, self.config.beta, self.config.gamma)
         logs = {"simnpo": forget.item(), "forget_nll": mean_nll(logp, n).item()}
-        loss = forget
-        if self.config.alpha:
-            retain = nll(model, batch["retain"])
-            loss = loss + self.config.alpha * retain
-            logs["retain_nll"] = retain.item()
-        return LossOutput(loss, logs)
+        return LossOutput(plus_retain(model, batch, forget, logs, self.config.alpha), logs)
