@@ -225,7 +225,6 @@ def build_data(
     clock(f"{len(questions)} forget questions")
 
     # The model's own answers: greedy, then sampled; each keeps only what carries the target.
-    qs = [q["question"] for q in questions]
     greedy = answer_probes(gm, tok, questions, max_new_tokens=cfg.answer_tokens)
     sampled = answer_probes(gm, tok, questions, max_new_tokens=cfg.answer_tokens, do_sample=True,
                             temperature=cfg.temperature, top_k=50, num_return_sequences=cfg.n_samples,
