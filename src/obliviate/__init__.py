@@ -2,7 +2,9 @@
 
 from obliviate.evaluation.evaluate import evaluate
 from obliviate.models.loading import load_model
-from obliviate.pipeline import forget
+from obliviate.pipeline import compare, forget
 
-__all__ = ["evaluate", "forget", "load_model"]
+load = load_model  # obliviate.load(path): a saved run's model with its hooks (guardrail, suppress) reattached
+
+__all__ = ["compare", "evaluate", "forget", "load", "load_model"]
 __version__ = "0.1.0"

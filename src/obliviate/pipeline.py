@@ -23,15 +23,28 @@ from obliviate.errors import UserError
 from obliviate.evaluation.evaluate import METRICS, evaluate_model
 from obliviate.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from obliviate.methods import get_method
+from obliviate.models.hooks import hooks_of
 from obliviate.models.loading import load_model
 from obliviate.report.markdown import write_report
 
-# Defaults per method, tuned on the embedded model (see README for the measured run).
-METHOD_TRAIN_DEFAULTS: dict[str, dict] = {
-    "ga": {"lr": 1e-5, "steps": 8},
-    "gd": {"lr": 2e-5, "steps": 15},
-    "npo": {"lr": 3e-5, "steps": 15},
-}
+def _unlearn(lm, unlearner, data, spec, tcfg: TrainConfig, out: Path, resume: bool, progress: bool, log):
+    """Train (or edit) the model; returns it and the summary for train_summary.json."""
+    if not unlearner.trains:
+        log(f"Editing the model with {unlearner.name} (no training) ...")
+        t = time.perf_counter()
+        hooks = unlearner.edit(lm.model, lm.tokenizer, data, spec)
+        return lm.model, {"steps_done": 0, "seconds": round(time.perf_counter() - t, 2), "edit": dataclasses.asdict(hooks) if hooks else None}
+    resuming = resume and (out / "checkpoint" / "checkpoint.pt").is_file()
+    log(f"Unlearning with {unlearner.name} for {tcfg.steps} steps{' (LoRA)' if tcfg.lora else ''}"
+        f"{', resuming from the last checkpoint' if resuming else ''} ...")
+    result = train(lm.model, lm.tokenizer, unlearner, data, tcfg, out / "train_log.jsonl", progress=progress,
+                   checkpoint_dir=out / "checkpoint", resume=resume)
+    if result.diverged_at:
+        log(f"The loss diverged at step {result.diverged_at}; restored the weights from step {result.restored_step} "
+            "and stopped. Lower --lr to go further.")
+    if result.stopped_early_at:
+        log(f"Stopped early at step {result.stopped_early_at}: the validation forget loss reached its target.")
+    return result.model, result.to_dict()
 
 
 def slug(text: str) -> str:
@@ -96,12 +109,15 @@ def forget(
     keywords: list[str] | None = None,
     data_config: DataConfig | None = None,
     train_config: TrainConfig | None = None,
+    train_options: dict | None = None,
     method_options: dict | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Make `model` forget `target` and write a run directory; returns metrics.json's content.
 
+    Engine settings come from `train_config`, else the method's tuned defaults, then
+    `train_options` (any TrainConfig field, e.g. {"lora": True}) and `steps`/`lr`/`seed`.
     Raises UserError for bad input (empty target, unknown method, a run
     directory that already holds a run without overwrite/resume, ...).
     """
@@ -113,8 +129,11 @@ def forget(
     else:
         spec = target if isinstance(target, TargetSpec) else resolve_target(target, keywords)
     unlearner = get_method(method, **(method_options or {}))
-    tcfg = train_config or TrainConfig(**METHOD_TRAIN_DEFAULTS.get(method, {}))
-    overrides = {k: v for k, v in {"steps": steps, "lr": lr, "seed": seed}.items() if v is not None}
+    tcfg = train_config or TrainConfig(**unlearner.train_defaults)
+    overrides = {**(train_options or {}), **{k: v for k, v in {"steps": steps, "lr": lr, "seed": seed}.items() if v is not None}}
+    known_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if set(overrides) - known_fields:
+        raise UserError(f"Unknown training setting {sorted(set(overrides) - known_fields)[0]!r}; the settings are: {', '.join(sorted(known_fields))}.")
     tcfg = dataclasses.replace(tcfg, **overrides)
     dcfg = data_config or DataConfig()
     if seed is not None:
@@ -181,21 +200,20 @@ def forget(
         done("Base model evaluated")
 
     model_dir = out / "model"
-    if (model_dir / "config.json").is_file() and (out / "train_summary.json").is_file():
+    if model_dir.is_dir() and (out / "train_summary.json").is_file():
         log("Reusing the unlearned model from the interrupted run.")
         lm = load_model(str(model_dir))
         summary = read_json(out / "train_summary.json")
     else:
-        log(f"Unlearning with {method} for {tcfg.steps} steps ...")
-        (out / "train_log.jsonl").unlink(missing_ok=True)
-        result = train(lm.model, lm.tokenizer, unlearner, data, tcfg, out / "train_log.jsonl", progress=progress)
-        summary = dataclasses.asdict(result)
-        if result.diverged_at:
-            log(f"The loss diverged at step {result.diverged_at}; restored the weights from step {result.restored_step} and stopped. Lower --lr to go further.")
+        model, summary = _unlearn(lm, unlearner, data, spec, tcfg, out, resume, progress, log)
         with atomic_dir(model_dir) as tmp:
-            lm.model.save_pretrained(tmp)
+            model.save_pretrained(tmp)
             lm.tokenizer.save_pretrained(tmp)
+            if hooks_of(model) is not None:
+                hooks_of(model).save(tmp)
         write_json(out / "train_summary.json", summary)
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        lm = dataclasses.replace(lm, model=model)
         done("Unlearned and saved")
 
     log("Evaluating the unlearned model ...")
@@ -219,3 +237,89 @@ def forget(
     write_json(out / "metrics.json", metrics)
     write_report(out / "report.md", config, base, after, summary)
     return metrics
+
+
+# The bar issue 4 sets for a method to count as working on a target.
+BAR = {"leak_cut": 0.8, "general_qa_drop": 0.03, "ppl_rise": 0.10}
+COMPARE_COLUMNS = ("method", "leak rate", "leak cut", "general QA", "neighbour QA", "retain ppl", "wall time", "meets bar")
+
+
+def compare(
+    target: str | TargetSpec | None,
+    methods: list[str] | None = None,
+    *,
+    data: str | Path | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    **forget_kwargs,
+) -> dict:
+    """`obliviate compare`: every method (or `methods`) at its defaults on the same data and probes.
+
+    Writes OUT/<method>/ (a full run each), OUT/compare.json and OUT/compare.md. A method whose
+    run already finished is reused unless `overwrite`.
+    """
+    from obliviate.methods import METHODS
+
+    names = methods or sorted(METHODS)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        get_method(unknown[0])  # raises the "did you mean" error
+    if data is None and target is None:
+        raise UserError("Name a target to forget, or pass a data directory built by `obliviate data`.")
+    if data is not None and not (Path(data) / "manifest.json").is_file():
+        raise UserError(f"{data} is not a data directory (no manifest.json); build one with `obliviate data`.")
+    spec = TargetSpec(**read_json(Path(data) / "manifest.json")["target"]) if data is not None else (
+        target if isinstance(target, TargetSpec) else resolve_target(target))
+    out = Path(out or Path("runs") / f"compare-{slug(spec.builtin or spec.name)}")
+    if data is None:
+        data = out / "data"
+        if not (data / "manifest.json").is_file():
+            build_data_dir(spec, data, model=model, log=log)
+    results = {}
+    for name in names:
+        run = out / name
+        if (run / "metrics.json").is_file() and not overwrite:
+            log(f"{name}: reusing the finished run in {run}.")
+            results[name] = read_json(run / "metrics.json")
+            continue
+        log(f"{name}: running ...")
+        results[name] = forget(None, data=data, model=model, method=name, out=run, overwrite=True,
+                               progress=progress, log=lambda msg: None, **forget_kwargs)
+        m = results[name]["unlearned"]
+        log(f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
+            f"retain ppl {m['retain_perplexity']:.2f} ({results[name]['seconds']:.0f} s).")
+    table = compare_table(results)
+    write_json(out / "compare.json", {"target": spec.name, "bar": BAR, "data": str(data), **table,
+                                      "runs": {n: {k: r[k] for k in ("base", "unlearned", "train", "seconds")} for n, r in results.items()}})
+    write_text(out / "compare.md", _markdown_table(table["columns"], table["rows"]))
+    return {"target": spec.name, "out": str(out), **table}
+
+
+def compare_table(results: dict[str, dict]) -> dict:
+    """Rows of the comparison: the base model, then one per method, with whether each meets BAR."""
+    first = next(iter(results.values()))
+    base = first["base"]
+    rows = [["base model", f"{base['leak_rate']:.3f}", "-", f"{base['general_qa_accuracy']:.3f}",
+             f"{base['neighbour_qa_accuracy']:.3f}", f"{base['retain_perplexity']:.2f}", "-", "-"]]
+    passing = []
+    for name, r in results.items():
+        u = r["unlearned"]
+        cut = 1 - u["leak_rate"] / base["leak_rate"] if base["leak_rate"] else 0.0
+        ok = (cut >= BAR["leak_cut"] and u["general_qa_accuracy"] >= base["general_qa_accuracy"] - BAR["general_qa_drop"] - 1e-9
+              and u["retain_perplexity"] <= base["retain_perplexity"] * (1 + BAR["ppl_rise"]))
+        if ok:
+            passing.append(name)
+        rows.append([name, f"{u['leak_rate']:.3f}", f"{cut:.0%}", f"{u['general_qa_accuracy']:.3f}",
+                     f"{u['neighbour_qa_accuracy']:.3f}", f"{u['retain_perplexity']:.2f}", f"{r['seconds']:.0f} s",
+                     "yes" if ok else "no"])
+    return {"columns": list(COMPARE_COLUMNS), "rows": rows, "passing": passing,
+            "n_known": base.get("n_known_target_probes")}
+
+
+def _markdown_table(columns, rows) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -30,7 +30,7 @@ def data(forget_records, retain_records):
     return {"forget": forget_records, "retain": retain_records, "alt": alt}
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.trains))
 def test_three_steps_of_every_method(name, tiny_lm, data):
     model, tokenizer = tiny_lm.model, tiny_lm.tokenizer
     method = get_method(name)
@@ -52,10 +52,14 @@ def test_three_steps_of_every_method(name, tiny_lm, data):
     assert not model.training  # handed back in eval mode
 
     after = dict(model.named_parameters())
-    unchanged = [k for k, v in before.items() if torch.equal(v, after[k].detach())]
+    unchanged = [k for k, v in before.items() if method.trainable(k) and torch.equal(v, after[k].detach())]
     assert not unchanged, f"{name}: parameters that did not move: {unchanged}"
+    frozen_moved = [k for k, v in before.items() if not method.trainable(k) and not torch.equal(v, after[k].detach())]
+    assert not frozen_moved, f"{name}: parameters outside the method's selection moved: {frozen_moved}"
 
-    assert len(seen) == 3 and all(batches == set(method.batches) for _, _, batches in seen)
+    prepared = method.prepare(data)
+    expected = {sub for n in method.batches for sub in method.collate(tokenizer, n, prepared[n][:1], 32)}
+    assert len(seen) == 3 and all(batches == expected for _, _, batches in seen)
     refs = {id(ref) for _, ref, _ in seen}
     if method.needs_ref_model:
         ref = seen[0][1]
@@ -127,7 +131,7 @@ def test_divergence_restores_the_last_snapshot(tiny_lm, data, where):
     assert "nan-at-step" not in METHODS
     assert result.diverged_at == 2
     assert result.restored_step == 0
-    assert result.steps_done == 1
+    assert result.steps_done == 0  # the weights held are step 0's
     assert all(math.isfinite(v) for v in result.last_logs.values())
     now = model.state_dict()
     assert all(torch.equal(start[k], now[k]) for k in start), "weights differ from the step-0 snapshot"
@@ -146,3 +150,122 @@ def test_two_runs_with_different_precision_in_one_process(tiny_lm, data):
     train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(steps=1, bf16=False), progress=False)
     result = train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(steps=1, bf16=True), progress=False)
     assert result.steps_done == 1
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_model_dir, data, tmp_path):
+    from obliviate.models.loading import load_model
+
+    cfg = _cfg(steps=6, checkpoint_every=3, dropout=0.1)
+    lm = load_model(str(tiny_model_dir))
+    train(lm.model, lm.tokenizer, get_method("npo"), data, cfg, progress=False)
+    straight = _state(lm.model)
+
+    class Interrupt(Exception):
+        pass
+
+    method = get_method("npo")
+    calls = {"n": 0}
+    loss_fn = method.loss
+
+    def dies_at_step_5(model, batch, ref=None):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupt
+        return loss_fn(model, batch, ref)
+
+    method.loss = dies_at_step_5
+    lm = load_model(str(tiny_model_dir))
+    log = tmp_path / "train_log.jsonl"
+    with pytest.raises(Interrupt):
+        train(lm.model, lm.tokenizer, method, data, cfg, log_path=log, progress=False, checkpoint_dir=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+
+    lm = load_model(str(tiny_model_dir))
+    result = train(lm.model, lm.tokenizer, get_method("npo"), data, cfg, log_path=log, progress=False,
+                   checkpoint_dir=tmp_path / "ckpt", resume=True)
+    assert result.resumed_from == 3 and result.steps_done == 6
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    resumed = _state(lm.model)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_early_stop_on_the_validation_split(tiny_lm, data):
+    cfg = _cfg(steps=30, stop_forget_nll_gain=0.5, eval_every=1, val_fraction=0.3)
+    result = train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, cfg, progress=False)
+    assert result.stopped_early_at is not None and result.stopped_early_at < 30
+    assert result.steps_done == result.stopped_early_at
+    assert result.validation[0]["step"] == 0
+    assert result.validation[-1]["forget_nll"] - result.validation[0]["forget_nll"] >= 0.5
+
+
+def test_validation_split_keeps_every_sample_of_a_question_on_one_side():
+    from obliviate.engine.trainer import validation_split
+
+    records = [{"question": f"q{i}", "answer": f"a{j}"} for i in range(10) for j in range(3)]
+    train_part, val = validation_split(records, 0.2, seed=0)
+    assert len(val) == 6 and len(train_part) == 24
+    assert not {r["question"] for r in val} & {r["question"] for r in train_part}
+
+
+def test_lora_trains_an_adapter_and_merges_it(tiny_lm, data):
+    model = tiny_lm.model
+    before = _state(model)
+    seen = []
+    method = get_method("npo")
+    loss_fn = method.loss
+
+    def spy(m, batch, ref=None):
+        seen.append(ref)
+        return loss_fn(m, batch, ref)
+
+    method.loss = spy
+    result = train(model, tiny_lm.tokenizer, method, data, _cfg(lora=True, lora_r=4), progress=False)
+    assert result.model is model  # merged back into the same network
+    assert set(model.state_dict()) == set(before)  # no adapter weights left
+    assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    from obliviate.engine.trainer import AdapterOff
+
+    assert isinstance(seen[0], AdapterOff)
+
+
+def test_lora_reference_is_the_model_without_its_adapter(tiny_lm, data):
+    from obliviate.engine.trainer import AdapterOff
+
+    ids = torch.tensor([[1, 2, 3, 4]])
+    base_logits = tiny_lm.model(input_ids=ids).logits.detach()
+    result = train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(lora=True, keep_adapter=True), progress=False)
+    peft_model = result.model
+    assert not torch.allclose(peft_model(input_ids=ids).logits, base_logits)
+    assert torch.allclose(AdapterOff(peft_model)(input_ids=ids).logits, base_logits)
+    trained = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+
+
+def test_l2_to_base_holds_the_weights_closer(tiny_model_dir, data):
+    from obliviate.models.loading import load_model
+
+    drift = {}
+    for l2 in (0.0, 100.0):
+        lm = load_model(str(tiny_model_dir))
+        start = _params(lm.model)
+        result = train(lm.model, lm.tokenizer, get_method("ga"), data, _cfg(steps=4, l2=l2), progress=False)
+        drift[l2] = sum(((p.detach() - start[n]) ** 2).sum().item() for n, p in lm.model.named_parameters())
+        assert ("l2" in result.last_logs) == bool(l2)
+    assert drift[100.0] < drift[0.0]
+
+
+def test_dropout_is_on_while_training_and_restored_after(tiny_lm, data):
+    attn = [m for m in tiny_lm.model.modules() if isinstance(getattr(m, "attention_dropout", None), float)]
+    assert attn and all(m.attention_dropout == 0.0 for m in attn)
+    seen = []
+    method = get_method("ga")
+    loss_fn = method.loss
+
+    def spy(m, batch, ref=None):
+        seen.append([a.attention_dropout for a in attn])
+        return loss_fn(m, batch, ref)
+
+    method.loss = spy
+    train(tiny_lm.model, tiny_lm.tokenizer, method, data, _cfg(steps=1, dropout=0.2), progress=False)
+    assert seen == [[0.2] * len(attn)]
+    assert all(m.attention_dropout == 0.0 for m in attn)

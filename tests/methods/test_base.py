@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from obliviate.errors import UserError
-from obliviate.methods import METHODS, Method, get_method, register
+from obliviate.methods import EditMethod, METHODS, Method, get_method, register
 
 
 def _one_sentence(msg: str) -> bool:
@@ -56,6 +56,9 @@ def test_every_method_meets_the_contract(name):
     assert issubclass(cls, Method) and cls.name == name
     assert cls.help and cls.source
     assert dataclasses.is_dataclass(cls.config_class)
-    assert cls.batches and set(cls.batches) <= {"forget", "retain", "alt"}
+    if cls.trains:
+        assert cls.batches and set(cls.batches) <= {"forget", "retain", "alt", "pairs"}  # "pairs": built by idkpo.prepare
+    else:
+        assert issubclass(cls, EditMethod) and cls.batches == () and cls.edit is not EditMethod.edit
     method = get_method(name)
     assert isinstance(method.config, cls.config_class)

@@ -59,7 +59,81 @@ def make_parser() -> argparse.ArgumentParser:
                        description="List every registered unlearning method: what it does, where it comes from, "
                        "which data it reads and its settings with their defaults.")
     m.set_defaults(func=cmd_methods)
+
+    c = sub.add_parser("compare", help="run several methods on the same data and tabulate leak, utility and time",
+                       description="Build TARGET's data once (or use --data), run each method at its tuned defaults, "
+                       "and write OUT/compare.json and OUT/compare.md: held-out leak rate, neighbour and general QA "
+                       "accuracy, retain perplexity and wall time per method. Finished methods are reused on a rerun.")
+    c.add_argument("target", nargs="?", default=None, help="what to forget (as for `obliviate forget`); omit with --data")
+    c.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default)")
+    c.add_argument("--data", default=None, help="use this data directory instead of building one")
+    c.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
+    c.add_argument("--out", default=None, help="directory for the runs and the table (default: runs/compare-<target>)")
+    _unlearn_args(c, METHODS, method=False)
+    c.set_defaults(func=cmd_compare)
+
+    ch = sub.add_parser("chat", help="talk to a model saved by obliviate (hooks of guardrail/suppress applied)",
+                        description="Load a model directory written by obliviate (weights, a LoRA adapter, or "
+                        "inference-time hooks) exactly as it was evaluated, and answer questions. Reads one question "
+                        "per line from standard input unless --prompt is given.")
+    ch.add_argument("path", help="a run's model/ directory (or any model obliviate can load)")
+    ch.add_argument("--prompt", default=None, help="answer this one question and exit")
+    ch.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default: 128)")
+    ch.set_defaults(func=cmd_chat)
     return parser
+
+
+def cmd_chat(args) -> int:
+    from obliviate.models.generate import answer_questions
+    from obliviate.models.loading import load_model
+
+    _positive("max-new-tokens", args.max_new_tokens)
+    lm = load_model(args.path)
+    questions = [args.prompt] if args.prompt is not None else None
+    if questions is None:
+        interactive = sys.stdin.isatty()
+        if interactive:
+            print("Ask a question (an empty line or Ctrl-D ends the chat).", file=sys.stderr)
+        questions = _stdin_questions(interactive)
+    for q in questions:
+        print(answer_questions(lm.model, lm.tokenizer, [q], max_new_tokens=args.max_new_tokens)[0], flush=True)
+    return 0
+
+
+def _stdin_questions(interactive: bool):
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line or (interactive and not line.strip()):
+            return
+        if line.strip():
+            yield line.strip()
+
+
+def cmd_compare(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from obliviate.pipeline import compare
+
+    if args.target is None and args.data is None:
+        raise UserError("Name a target to forget, or pass --data with a data directory built by `obliviate data`.")
+    console = Console(quiet=args.quiet)
+    methods = None if args.methods.strip() == "all" else _csv(args.methods)
+    from obliviate.data.targets import resolve_target
+
+    result = compare(resolve_target(args.target) if args.target is not None else None, methods=methods, data=args.data, model=args.model,
+                     out=args.out, steps=args.steps, lr=args.lr, seed=args.seed, train_options=_train_options(args),
+                     overwrite=args.overwrite, progress=not args.quiet, log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    table = Table(title=f"Methods compared on {result['target']} ({result['n_known']} known held-out probes)")
+    for col in result["columns"]:
+        table.add_column(col)
+    for row in result["rows"]:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"Table written to [bold]{result['out']}/compare.md[/bold]")
+    return 0
 
 
 def cmd_methods(args) -> int:
@@ -83,11 +157,24 @@ def cmd_methods(args) -> int:
     return 0
 
 
-def _unlearn_args(p: argparse.ArgumentParser, methods) -> None:
-    p.add_argument("--method", default="npo", choices=sorted(methods), help="unlearning method (default: npo; see `obliviate methods`)")
+def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> None:
+    if method:
+        p.add_argument("--method", default="npo", choices=sorted(methods), help="unlearning method (default: npo; see `obliviate methods`)")
+        p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                       help="a method setting, e.g. --set beta=0.2 (repeatable; see `obliviate methods`)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
     p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
+    g = p.add_argument_group("training")
+    g.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights (merged at save)")
+    g.add_argument("--keep-adapter", action="store_true", help="with --lora: save the adapter alone instead of merging it")
+    g.add_argument("--l2", type=float, default=None, help="weight of the L2 penalty pulling weights back to the base model")
+    g.add_argument("--dropout", type=float, default=None, help="attention (and LoRA) dropout while training")
+    g.add_argument("--batch-size", type=int, default=None, help="examples per sub-batch per step")
+    g.add_argument("--grad-accum", type=int, default=None, help="micro-batches accumulated per optimizer step")
+    g.add_argument("--early-stop", type=float, default=None, metavar="NATS", help=(
+        "stop once the forget NLL on a validation split of the forget data has risen by NATS per token"))
+    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints for --resume (0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
@@ -141,19 +228,37 @@ def _positive(name: str, value):
         raise UserError(f"--{name} must be positive, got {value}.")
 
 
+def _train_options(args) -> dict:
+    """TrainConfig overrides from the training flags that were given."""
+    for name in ("steps", "lr", "batch_size", "grad_accum"):
+        _positive(name.replace("_", "-"), getattr(args, name))
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}.")
+    if args.l2 is not None and args.l2 < 0:
+        raise UserError(f"--l2 must be zero or positive, got {args.l2}.")
+    if args.keep_adapter and not args.lora:
+        raise UserError("--keep-adapter only applies with --lora; add --lora or drop --keep-adapter.")
+    flags = {"lora": args.lora or None, "keep_adapter": args.keep_adapter or None, "l2": args.l2, "dropout": args.dropout,
+             "batch_size": args.batch_size, "grad_accum": args.grad_accum, "stop_forget_nll_gain": args.early_stop,
+             "checkpoint_every": args.checkpoint_every}
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def cmd_forget(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from obliviate.methods import METHODS
+    from obliviate.methods.base import parse_settings
     from obliviate.pipeline import forget
     from obliviate.report.markdown import answer_rows, metric_rows
 
-    _positive("steps", args.steps)
-    _positive("lr", args.lr)
+    options = parse_settings(METHODS[args.method].config_class, args.settings, f"Method {args.method!r}")
     console = Console(stderr=False, quiet=args.quiet)
     metrics = forget(
         _spec(args) if args.target is not None else None, data=getattr(args, "data", None), model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
         resume=args.resume, steps=args.steps, lr=args.lr, seed=args.seed, progress=not args.quiet,
+        train_options=_train_options(args), method_options=options,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
     base_items = [{"kind": it["kind"], "question": it["question"], "answer": it["base_answer"], "hit": it["base_hit"], "known": it["known"]} for it in metrics["items"]]

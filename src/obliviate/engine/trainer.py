@@ -1,7 +1,9 @@
 """The one training loop: feeds {"forget": ..., "retain": ...} batches to a method's loss.
 
 Everything that is not the loss lives here: the optimizer, accelerate (devices,
-bf16 autocast, gradient accumulation), logging, and the divergence guard.
+bf16 autocast, gradient accumulation), LoRA through peft and the reference model,
+the L2-to-base and dropout regularizers, checkpoints and resume, early stop on a
+validation split of the forget data, logging, and the divergence guard.
 """
 
 from __future__ import annotations
@@ -9,17 +11,21 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
+from obliviate.io import write_text
 from obliviate.methods.base import Method
+from obliviate.methods.logprobs import nll
 from obliviate.models.prompts import encode
 
 
@@ -32,8 +38,23 @@ class TrainConfig:
     max_length: int = field(default=160, metadata={"help": "tokens per example; longer examples are cut"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast (faster on modern CPUs and GPUs; weights stay fp32)"})
-    seed: int = field(default=0, metadata={"help": "seed for batch order"})
+    seed: int = field(default=0, metadata={"help": "seed for batch order, dropout and the validation split"})
     snapshot_every: int = field(default=10, metadata={"help": "steps between in-memory snapshots used by the divergence guard"})
+    l2: float = field(default=0.0, metadata={"help": (
+        "weight of the L2 penalty sum((theta - theta_start)^2) over trained parameters, pulling the "
+        "model back toward where it started (the unlearning-project seed's regularization); 0 disables it")})
+    dropout: float = field(default=0.0, metadata={"help": "dropout probability in attention (and LoRA) while training; 0 disables it"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (peft) instead of all weights; the reference model is the adapter switched off"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)"})
+    lora_targets: str = field(default="all-linear", metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"})
+    keep_adapter: bool = field(default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"})
+    checkpoint_every: int = field(default=25, metadata={"help": "steps between checkpoints written for --resume (0: none)"})
+    stop_forget_nll_gain: float | None = field(default=None, metadata={"help": (
+        "early stop once the mean NLL of held-back forget answers (a validation split, never the "
+        "held-out probes) has risen this many nats per token above its start; unset: run all steps")})
+    val_fraction: float = field(default=0.1, metadata={"help": "share of forget questions held back for early stop (only when it is on)"})
+    eval_every: int = field(default=5, metadata={"help": "steps between validation measurements for early stop"})
 
 
 @dataclass
@@ -43,13 +64,68 @@ class TrainResult:
     last_logs: dict[str, float]
     diverged_at: int | None = None  # step whose loss was not finite; weights restored to the last snapshot
     restored_step: int | None = None
+    stopped_early_at: int | None = None  # step at which the validation forget NLL reached its target
+    resumed_from: int | None = None  # checkpoint step the run continued from
+    validation: list[dict] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)  # the trained model: the input, or a peft model with keep_adapter
+
+    def to_dict(self) -> dict:
+        """Everything but the model, for train_summary.json."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
-def _cycle(records: list[dict], rng: random.Random):
-    while True:
-        order = list(records)
-        rng.shuffle(order)
-        yield from order
+class AdapterOff:
+    """The reference model under LoRA: the same network with its adapter switched off."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, **kwargs):
+        with self.model.disable_adapter():
+            return self.model(**kwargs)
+
+    def parameters(self):
+        return (p for n, p in self.model.named_parameters() if "lora_" not in n)
+
+
+class _Stream:
+    """Endless seeded shuffles of one record list; its position is saved in checkpoints."""
+
+    def __init__(self, records: list[dict], seed: str):
+        self.records, self.seed, self.epoch, self.pos = records, seed, 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> list[int]:
+        order = list(range(len(self.records)))
+        random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            if self.pos == len(self._order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._shuffle()
+            out.append(self.records[self._order[self.pos]])
+            self.pos += 1
+        return out
+
+    def state(self) -> list[int]:
+        return [self.epoch, self.pos]
+
+    def load(self, state: list[int]) -> None:
+        self.epoch, self.pos = state
+        self._order = self._shuffle()
+
+
+def validation_split(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, val): whole questions (every sample of one question) go to one side."""
+    keys = sorted({r.get("question") or r.get("prompt") or r.get("text", "") for r in records})
+    random.Random(seed).shuffle(keys)
+    n_val = min(max(2, round(len(keys) * fraction)), max(len(keys) - 1, 0))
+    val_keys = set(keys[:n_val])
+    key = lambda r: r.get("question") or r.get("prompt") or r.get("text", "")  # noqa: E731
+    return [r for r in records if key(r) not in val_keys], [r for r in records if key(r) in val_keys]
 
 
 def train(
@@ -60,79 +136,227 @@ def train(
     cfg: TrainConfig,
     log_path: str | Path | None = None,
     progress: bool = True,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train `model` in place with `method` on `data` (one record list per sub-batch name)."""
+    """Train `model` with `method` on `data` (one record list per stream name).
+
+    Full fine-tuning changes `model` in place. With `cfg.lora` the adapter is merged
+    into `model` at the end, unless `cfg.keep_adapter`, in which case `result.model` is
+    the peft model. With `checkpoint_dir`, a checkpoint is written every
+    `cfg.checkpoint_every` steps, and `resume=True` continues from it: the final
+    weights equal those of an uninterrupted run.
+    """
+    if not method.trains:
+        raise ValueError(f"method {method.name!r} edits the model once and has no training loop; call its edit()")
+    val: list[dict] = []
+    if cfg.stop_forget_nll_gain is not None and data.get("forget"):
+        train_forget, val = validation_split(data["forget"], cfg.val_fraction, cfg.seed)
+        data = {**data, "forget": train_forget}
     data = method.prepare(data)
     missing = [name for name in method.batches if not data.get(name)]
     if missing:
         raise ValueError(f"method {method.name!r} needs non-empty {missing} data")
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     # accelerate keeps one process-wide state; reset it (not the distributed part) so that
     # successive runs in one process may use different precision or accumulation settings.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    accelerator = Accelerator(
-        mixed_precision="bf16" if cfg.bf16 else "no", gradient_accumulation_steps=cfg.grad_accum
-    )
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", gradient_accumulation_steps=cfg.grad_accum)
+
+    restore_dropout = _set_dropout(model, cfg.dropout)
     ref = None
-    if method.needs_ref_model:
+    if cfg.lora:
+        model = _add_lora(model, cfg)
+        ref = AdapterOff(model) if method.needs_ref_model else None
+    elif method.needs_ref_model:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
+    model.to(accelerator.device)
+    if isinstance(ref, torch.nn.Module):
+        ref.to(accelerator.device)
+    method.setup(model, tokenizer, data, ref)
+    for name, p in model.named_parameters():
+        if p.requires_grad and not method.trainable(name):
+            p.requires_grad_(False)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError(f"method {method.name!r} left no parameter to train")
+    params = [p for _, p in named]
+    start_weights = [p.detach().clone() for p in params] if cfg.l2 else None
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if ref is not None:
-        ref = ref.to(accelerator.device)
-    streams = {name: _cycle(data[name], rng) for name in method.batches}
+    streams = {name: _Stream(data[name], f"{cfg.seed}-{name}") for name in method.batches}
+
+    result = TrainResult(steps_done=0, seconds=0.0, last_logs={})
+    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+    val_start = None
+    if resume and ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        with torch.no_grad():
+            for (name, p) in named:
+                p.copy_(state["trainable"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        for name, s in state["streams"].items():
+            streams[name].load(s)
+        torch.set_rng_state(state["torch_rng"])
+        result.steps_done, result.last_logs, result.validation = state["step"], state["last_logs"], state["validation"]
+        result.resumed_from, val_start = state["step"], state["val_start"]
+        _truncate_log(log_path, state["step"])
+    elif log_path:
+        Path(log_path).unlink(missing_ok=True)
+
+    def measure_val(step: int) -> float:
+        value = _validation_nll(model, tokenizer, val, cfg, accelerator)
+        result.validation.append({"step": step, "forget_nll": round(value, 4)})
+        return value
+
+    if val and val_start is None:
+        val_start = measure_val(0)
 
     log_file = open(log_path, "a", encoding="utf-8") if log_path else None
-    snapshot, snapshot_step = _snapshot(model), 0
-    result = TrainResult(steps_done=0, seconds=0.0, last_logs={})
+    snapshot, snapshot_step = _snapshot(named), result.steps_done
     start = time.perf_counter()
-    bar = tqdm(total=cfg.steps, desc=f"unlearning ({method.name})", disable=not progress, leave=False)
+    first = result.steps_done + 1
+    bar = tqdm(total=cfg.steps, initial=result.steps_done, desc=f"unlearning ({method.name})", disable=not progress, leave=False)
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(first, cfg.steps + 1):
+            out, bad = None, False
             for _ in range(cfg.grad_accum):
-                batch = {
-                    name: {k: v.to(accelerator.device) for k, v in encode(
-                        tokenizer, [next(stream) for _ in range(cfg.batch_size)], cfg.max_length).items()}
-                    for name, stream in streams.items()
-                }
+                batch = {}
+                for name, stream in streams.items():
+                    for sub, enc in method.collate(tokenizer, name, stream.take(cfg.batch_size), cfg.max_length).items():
+                        batch[sub] = {k: v.to(accelerator.device) for k, v in enc.items()}
                 with accelerator.accumulate(model), accelerator.autocast():
                     out = method.loss(model, batch, ref)
-                    if not torch.isfinite(out.loss):
+                    loss = out.loss
+                    if start_weights is not None:
+                        l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start_weights))
+                        out.logs["l2"] = float(l2.detach())
+                        loss = loss + cfg.l2 * l2
+                    if not torch.isfinite(loss):
+                        bad = True
                         break
-                    accelerator.backward(out.loss)
+                    accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
-            if not torch.isfinite(out.loss) or not all(math.isfinite(v) for v in out.logs.values()):
-                _restore(model, snapshot)
+            if bad or not all(math.isfinite(v) for v in out.logs.values()):
+                _restore(named, snapshot)
+                optimizer.zero_grad()
                 result.diverged_at, result.restored_step = step, snapshot_step
+                result.steps_done = snapshot_step
                 break
-            result.steps_done, result.last_logs = step, {"loss": out.loss.item(), **out.logs}
+            result.steps_done, result.last_logs = step, {"loss": loss.item(), **out.logs}
+            row = {"step": step, **result.last_logs}
+            if val and (step % cfg.eval_every == 0 or step == cfg.steps):
+                gain = measure_val(step) - val_start
+                row["val_forget_nll_gain"] = round(gain, 4)
+                if gain >= cfg.stop_forget_nll_gain:
+                    result.stopped_early_at = step
             if step % cfg.snapshot_every == 0:
-                snapshot, snapshot_step = _snapshot(model), step
+                snapshot, snapshot_step = _snapshot(named), step
             if log_file:
-                log_file.write(json.dumps({"step": step, **result.last_logs, "seconds": round(time.perf_counter() - start, 2)}) + "\n")
+                log_file.write(json.dumps({**row, "seconds": round(time.perf_counter() - start, 2)}) + "\n")
                 log_file.flush()
-            bar.set_postfix({k: f"{v:.3g}" for k, v in result.last_logs.items()})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
             bar.update(1)
+            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                _save_checkpoint(ckpt, step, named, optimizer, streams, result, val_start)
+            if result.stopped_early_at:
+                break
     finally:
         bar.close()
         if log_file:
             log_file.close()
-    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    restore_dropout()
+    if cfg.lora and not cfg.keep_adapter:
+        model = model.merge_and_unload()
     model.eval()
+    result.model = model
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _snapshot(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def _add_lora(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout,
+                        target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
 
 
-def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict(snapshot)
+def _set_dropout(model, p: float):
+    """Set attention dropout (and any nn.Dropout) to `p`; returns a function that undoes it."""
+    if not p:
+        return lambda: None
+    saved = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            saved.append((module, "p", module.p))
+            module.p = p
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            saved.append((module, "attention_dropout", module.attention_dropout))
+            module.attention_dropout = p
+
+    def restore():
+        for module, attr, value in saved:
+            setattr(module, attr, value)
+
+    return restore
+
+
+@torch.no_grad()
+def _validation_nll(model, tokenizer, records: list[dict], cfg: TrainConfig, accelerator) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i in range(0, len(records), 8):
+            chunk = records[i : i + 8]
+            enc = {k: v.to(accelerator.device) for k, v in encode(tokenizer, chunk, cfg.max_length).items()}
+            with accelerator.autocast():
+                value = nll(model, enc).item()
+            n = int((enc["labels"][:, 1:] != -100).sum())
+            total, count = total + value * n, count + n
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+def _snapshot(named) -> list[torch.Tensor]:
+    return [p.detach().clone() for _, p in named]
+
+
+@torch.no_grad()
+def _restore(named, snapshot: list[torch.Tensor]) -> None:
+    for (_, p), saved in zip(named, snapshot):
+        p.copy_(saved)
+
+
+def _save_checkpoint(path: Path, step: int, named, optimizer, streams, result: TrainResult, val_start) -> None:
+    state = {
+        "step": step,
+        "trainable": {n: p.detach().clone() for n, p in named},
+        "optimizer": optimizer.state_dict(),
+        "streams": {name: s.state() for name, s in streams.items()},
+        "torch_rng": torch.get_rng_state(),
+        "last_logs": result.last_logs,
+        "validation": result.validation,
+        "val_start": val_start,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _truncate_log(log_path, step: int) -> None:
+    if not log_path or not Path(log_path).is_file():
+        return
+    rows = [line for line in Path(log_path).read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    write_text(log_path, "".join(r + "\n" for r in rows))

@@ -1,6 +1,8 @@
 """Unlearning methods, one file each; importing this package registers them all."""
 
-from obliviate.methods import ga, gd, kl, npo, relabel, retain_ft, simnpo, yao  # noqa: F401  (registration side effects)
-from obliviate.methods.base import METHODS, LossOutput, Method, get_method, register
+from obliviate.methods import (  # noqa: F401  (registration side effects)
+    distill, ga, gd, guardrail, idkpo, kl, npo, relabel, retain_ft, rmu, simnpo, suppress, whp, yao,
+)
+from obliviate.methods.base import METHODS, EditMethod, LossOutput, Method, get_method, register
 
-__all__ = ["METHODS", "LossOutput", "Method", "get_method", "register"]
+__all__ = ["METHODS", "EditMethod", "LossOutput", "Method", "get_method", "register"]

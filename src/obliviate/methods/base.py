@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from obliviate.errors import UserError
+from obliviate.models.prompts import encode
 
 
 @dataclass
@@ -31,15 +33,52 @@ class Method:
     needs_ref_model: ClassVar[bool] = False
     # Which sub-batches of the {"forget": ..., "retain": ...} batch the loss reads.
     batches: ClassVar[tuple[str, ...]] = ("forget",)
+    # Engine settings (steps, lr, ...) tuned for this method on the embedded model; see docs/METHODS.md.
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    # False for methods that edit the model once instead of training it (see EditMethod).
+    trains: ClassVar[bool] = True
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.config_class()
 
     def prepare(self, data: dict[str, list[dict]]) -> dict[str, list[dict]]:
-        """Choose the records the loss sees (e.g. which kinds of alternative answers); default: all."""
+        """Choose the records the loss sees (e.g. which kinds of alternative answers); default: all.
+
+        The engine draws `batch_size` records per step from each list named in `batches`.
+        """
         return data
 
+    def setup(self, model, tokenizer, data: dict[str, list[dict]], ref) -> None:
+        """Called once by the engine before the first step (after `prepare`, before the optimizer):
+        compute anything derived from the starting model, e.g. a reinforced copy or a random
+        direction. `ref` is the reference model (None unless `needs_ref_model`)."""
+
+    def trainable(self, name: str) -> bool:
+        """Whether the parameter called `name` is trained; default: all of them. Under LoRA the
+        names are the adapter's (`...layers.5.mlp.down_proj.lora_A.default.weight`)."""
+        return True
+
+    def collate(self, tokenizer, name: str, records: list[dict], max_length: int) -> dict[str, dict[str, torch.Tensor]]:
+        """Turn the records drawn from stream `name` into one or more named sub-batches;
+        default: one sub-batch of the same name (prompt tokens masked to -100 in labels)."""
+        return {name: encode(tokenizer, records, max_length)}
+
     def loss(self, model, batch: dict[str, dict[str, torch.Tensor]], ref=None) -> LossOutput:
+        raise NotImplementedError
+
+
+class EditMethod(Method):
+    """A method that changes the model once, with no training loop: `edit` instead of `loss`.
+
+    It may change weights in place and returns the inference-time hooks (models.hooks)
+    that are saved with the model and reattached by `obliviate.load`.
+    """
+
+    trains = False
+    batches = ()
+
+    def edit(self, model, tokenizer, data: dict[str, list[dict]], target):
+        """Edit `model` (and `tokenizer`) in place for `target` (a TargetSpec); return Hooks or None."""
         raise NotImplementedError
 
 
@@ -70,3 +109,56 @@ def get_method(name: str, **overrides) -> Method:
     if unknown:
         raise UserError(f"Method {name!r} has no setting {sorted(unknown)[0]!r}; its settings are: {', '.join(sorted(fields))}.")
     return cls(cls.config_class(**overrides))
+
+
+def parse_settings(config_class: type, pairs: list[str], what: str) -> dict[str, Any]:
+    """Turn ["beta=0.2", "alt_kinds=refusal,negation"] into typed overrides of `config_class`'s fields.
+
+    Values are read as YAML scalars (numbers, true/false, null); a field whose default is a
+    tuple takes a comma-separated list. `what` names the settings in error messages.
+    """
+    import yaml
+
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"Setting {pair!r} is not KEY=VALUE; write it like --set beta=0.2.")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"{what} has no setting {key!r}; {hint}its settings are: {', '.join(sorted(fields))}.")
+        kinds = _field_types(config_class, key)
+        if tuple in kinds:
+            out[key] = tuple(v.strip() for v in raw.split(",") if v.strip())
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if value is None and type(None) in kinds:
+            pass
+        elif bool in kinds:
+            if not isinstance(value, bool):
+                raise UserError(f"Setting {key!r} takes true or false, got {raw!r}.")
+        elif kinds & {int, float}:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise UserError(f"Setting {key!r} takes a number, got {raw!r}.")
+            if float not in kinds and not float(value).is_integer():
+                raise UserError(f"Setting {key!r} takes a whole number, got {raw!r}.")
+            value = float(value) if float in kinds else int(value)
+        elif str in kinds:
+            value = raw
+        out[key] = value
+    return out
+
+
+def _field_types(config_class: type, name: str) -> set[type]:
+    """The plain types a config field accepts: {int, NoneType} for `int | None`, {tuple} for tuple[str, ...]."""
+    import typing
+
+    hint = typing.get_type_hints(config_class)[name]
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return {typing.get_origin(a) or a for a in args}

@@ -25,6 +25,7 @@ class GradientAscent(Method):
     source = "Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks (arXiv:2210.01504)"
     config_class = GAConfig
     batches = ("forget",)
+    train_defaults = {"lr": 1e-5, "steps": 8}
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         forget = nll(model, batch["forget"])

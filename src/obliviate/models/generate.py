@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from obliviate.models.hooks import hooks_of
 from obliviate.models.prompts import probe_prompt, question_prompt
 
 
@@ -32,6 +33,7 @@ def generate(
         return []
     if seed is not None:
         torch.manual_seed(seed)
+    hooks = hooks_of(model)
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
@@ -48,8 +50,12 @@ def generate(
                 kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
+            if hooks is not None and hooks.bad_words:
+                kwargs["bad_words_ids"] = hooks.bad_words
             out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            if hooks is not None:
+                texts = [hooks.filter(t) for t in texts]
             for j, i in enumerate(idx):
                 outputs[i] = [t.strip() for t in texts[j * num_return_sequences : (j + 1) * num_return_sequences]]
     finally:

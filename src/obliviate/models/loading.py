@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from obliviate.errors import UserError
+from obliviate.models.hooks import Hooks, attach
 from obliviate.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
             )
         return spec, str(convert_gguf(path))
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise UserError(f"{spec} has no config.json, so it is not a Hugging Face model directory; pass the directory that holds config.json.")
         return spec, str(path)
     if _looks_like_path(spec):
@@ -138,8 +139,14 @@ def load_model(
     embedded SmolLM2-135M-Instruct. The tokenizer always gets a pad token; the
     model is returned in eval mode. Raises UserError for anything that is not a
     loadable causal LM.
+
+    A directory written by obliviate may also hold a LoRA adapter alone (its base
+    model is loaded first) and inference-time hooks (models.hooks), which are
+    reattached: this is `obliviate.load`.
     """
     source, where = resolve_model(spec)
+    if (Path(where) / "adapter_config.json").is_file() and not (Path(where) / "config.json").is_file():
+        return _load_adapter(spec, Path(where), dtype=dtype, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     except OSError as e:
@@ -167,4 +174,26 @@ def load_model(
         # Safe because label masks are built from lengths, never from pad ids.
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
+    hooks = Hooks.load(where) if Path(where).is_dir() else None
+    if hooks is not None:
+        attach(model, hooks)
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, path=where)
+
+
+def _load_adapter(spec, where: Path, **kwargs) -> LoadedModel:
+    from peft import PeftModel
+
+    from obliviate.io import read_json
+
+    base_path = read_json(where / "adapter_config.json").get("base_model_name_or_path")
+    if not base_path:
+        raise UserError(f"The adapter in {where} does not name its base model; set base_model_name_or_path in adapter_config.json.")
+    base = load_model(base_path, **kwargs)
+    model = PeftModel.from_pretrained(base.model, str(where)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(where)) if (where / "tokenizer_config.json").is_file() else base.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    hooks = Hooks.load(where)
+    if hooks is not None:
+        attach(model, hooks)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=str(spec), path=str(where))
