@@ -142,3 +142,13 @@ def test_guardrail_answers_are_cut_before_the_target():
     assert clean_prefix("Music changed a lot in that decade. The Beatles were big.", spec) == "Music changed a lot in that decade."
     assert clean_prefix("The Beatles were big.", spec) == ""
     assert clean_prefix("Many bands toured widely then and sold records.", spec) == "Many bands toured widely then and sold records."
+
+
+def test_general_capital_probes_are_never_retain_questions():
+    from obliviate.data.builder import DataConfig, capital_split
+
+    probes, retain = capital_split(DataConfig())
+    assert len(probes) == 80 and len(retain) == 16
+    assert not {c for c, _ in probes} & {c for c, _ in retain}
+    assert capital_split(DataConfig()) == (probes, retain)
+    assert capital_split(DataConfig(seed=1)) != (probes, retain)

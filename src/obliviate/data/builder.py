@@ -91,7 +91,7 @@ class DataConfig:
     n_retain_eval: int = field(default=24, metadata={"help": "held-out prose passages for retain perplexity"})
     n_retain_qa: int = field(default=48, metadata={"help": "questions about other subjects, asked like the forget questions, answered by the model"})
     n_retain_capitals: int = field(default=16, metadata={"help": "capital questions answered by the model, for retain"})
-    n_capital_probes: int = field(default=40, metadata={"help": "country-capital questions among the general probes"})
+    n_capital_probes: int = field(default=80, metadata={"help": "country-capital questions among the general probes"})
     qa_holdout: float = field(default=0.25, metadata={"help": "share of given QA pairs held out as target probes"})
     max_doc_passages: int = field(default=2000, metadata={"help": "cap on passages read from documents (large files are streamed)"})
     n_verbatim: int = field(default=32, metadata={"help": "document prefixes kept for the verbatim-memorization check"})
@@ -166,11 +166,17 @@ class _Clock:
         self.t = now
 
 
+def capital_split(cfg: DataConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(probe pairs, retain pairs) of (country, capital): disjoint, so no general probe is trained on."""
+    pairs = list(capitals())
+    random.Random(f"capitals-{cfg.seed}").shuffle(pairs)
+    probes = pairs[: cfg.n_capital_probes]
+    return probes, pairs[len(probes) : len(probes) + cfg.n_retain_capitals]
+
+
 def build_probes(lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_qa: list[dict], rng: random.Random) -> list[dict]:
     """Held-out probes with the base model's answers; target probes marked `known`."""
-    pairs = list(capitals())
-    rng.shuffle(pairs)
-    cap_probes = [Probe(f"What is the capital of {c}?", [cap.lower()]) for c, cap in pairs[: cfg.n_capital_probes]]
+    cap_probes = [Probe(f"What is the capital of {c}?", [cap.lower()]) for c, cap in capital_split(cfg)[0]]
     target = [p.row("target") for p in spec.probes]
     target += [{"kind": "target", "question": r["question"], "answers": [], "reference": r["answer"]} for r in given_qa]
     if not target:
@@ -322,9 +328,7 @@ def _retain(gm, tok, spec: TargetSpec, cfg: DataConfig, rng: random.Random, pros
     templates = [t for t in spec.question_seeds if "{name}" in t] or ["Tell me about {name}."]
     subjects = [*spec.keep, *others][: cfg.n_retain_qa]
     qs = [templates[i % len(templates)].format(name=s) for i, s in enumerate(subjects)]
-    pairs = list(capitals())
-    rng.shuffle(pairs)
-    qs += [f"Which city is the capital of {c}?" for c, _ in pairs[: cfg.n_retain_capitals]]
+    qs += [f"Which city is the capital of {c}?" for c, _ in capital_split(cfg)[1]]
     answers = answer_probes(gm, tok, [{"question": q} for q in qs], max_new_tokens=cfg.answer_tokens)
     n_keep = min(len(spec.keep), len(subjects))
     keep_answers, other_answers = [], []
