@@ -157,3 +157,35 @@ def test_suppress_spellings_cover_case_and_leading_space():
 
     assert {"Beatles", " Beatles", "beatles", " beatles"} <= set(spellings("Beatles"))
     assert resolve_target("beatles").terms  # the terms suppress and guardrail act on
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(data_dir, beatles_model_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from obliviate.methods.ga import GradientAscent
+
+    def run(out, **kw):
+        return obliviate.forget(None, data=data_dir, model=str(beatles_model_dir), method="ga", out=out, steps=4, lr=1e-3,
+                                train_options={"checkpoint_every": 2}, progress=False, log=lambda m: None, **kw)
+
+    run(tmp_path / "straight")
+    loss, calls = GradientAscent.loss, {"n": 0}
+
+    def dies_at_step_3(self, model, batch, ref=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return loss(self, model, batch, ref)
+
+    monkeypatch.setattr(GradientAscent, "loss", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    assert (tmp_path / "cut" / "checkpoint" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / "model").exists()
+    monkeypatch.setattr(GradientAscent, "loss", loss)
+    run(tmp_path / "cut", resume=True)
+    summary = json.loads((tmp_path / "cut" / "train_summary.json").read_text())
+    assert summary["resumed_from"] == 2 and summary["steps_done"] == 4
+    assert not (tmp_path / "cut" / "checkpoint").exists()
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
