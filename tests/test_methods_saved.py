@@ -59,7 +59,7 @@ def test_guard_template_keeps_a_given_system_message(tokenizer):
 
 
 def test_suppress_bans_the_terms_and_edits_only_rare_tokens(data_dir, beatles_model_dir, tmp_path):
-    metrics = _run(data_dir, beatles_model_dir, tmp_path / "s", "suppress")
+    metrics = _run(data_dir, beatles_model_dir, tmp_path / "s", "suppress", "--set", "embed_mix=0.8")
     model_dir = tmp_path / "s" / "model"
     hooks = json.loads((model_dir / HOOKS_FILE).read_text())
     assert hooks["bad_words"] and hooks["notes"]["edited_tokens"]

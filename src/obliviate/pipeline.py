@@ -241,7 +241,7 @@ def forget(
 
 # The bar issue 4 sets for a method to count as working on a target.
 BAR = {"leak_cut": 0.8, "general_qa_drop": 0.03, "ppl_rise": 0.10}
-COMPARE_COLUMNS = ("method", "leak rate", "leak cut", "general QA", "neighbour QA", "retain ppl", "wall time", "meets bar")
+COMPARE_COLUMNS = ("method", "leak rate", "leak cut", "general QA", "neighbour QA", "retain ppl", "unlearning time", "run time", "meets bar")
 
 
 def compare(
@@ -303,7 +303,7 @@ def compare_table(results: dict[str, dict]) -> dict:
     first = next(iter(results.values()))
     base = first["base"]
     rows = [["base model", f"{base['leak_rate']:.3f}", "-", f"{base['general_qa_accuracy']:.3f}",
-             f"{base['neighbour_qa_accuracy']:.3f}", f"{base['retain_perplexity']:.2f}", "-", "-"]]
+             f"{base['neighbour_qa_accuracy']:.3f}", f"{base['retain_perplexity']:.2f}", "-", "-", "-"]]
     passing = []
     for name, r in results.items():
         u = r["unlearned"]
@@ -313,7 +313,8 @@ def compare_table(results: dict[str, dict]) -> dict:
         if ok:
             passing.append(name)
         rows.append([name, f"{u['leak_rate']:.3f}", f"{cut:.0%}", f"{u['general_qa_accuracy']:.3f}",
-                     f"{u['neighbour_qa_accuracy']:.3f}", f"{u['retain_perplexity']:.2f}", f"{r['seconds']:.0f} s",
+                     f"{u['neighbour_qa_accuracy']:.3f}", f"{u['retain_perplexity']:.2f}", f"{r['train']['seconds']:.0f} s",
+                     f"{r['seconds']:.0f} s",
                      "yes" if ok else "no"])
     return {"columns": list(COMPARE_COLUMNS), "rows": rows, "passing": passing,
             "n_known": base.get("n_known_target_probes")}

@@ -25,7 +25,7 @@ class GradientDifference(Method):
     source = "Liu et al. 2022, Continual Learning and Private Unlearning (arXiv:2203.12817); TOFU (arXiv:2401.06121)"
     config_class = GDConfig
     batches = ("forget", "retain")
-    train_defaults = {"lr": 2e-5, "steps": 15}
+    train_defaults = {"lr": 2e-5, "steps": 25}
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         forget, retain = nll(model, batch["forget"]), nll(model, batch["retain"])

@@ -11,8 +11,11 @@ from obliviate.models.hooks import Hooks, attach, guard_chat_template
 @dataclass
 class GuardrailConfig:
     instruction: str = field(default=(
-        "Never discuss {target} or anything about it ({terms}). If a request is about it, reply only: "
-        "\"I can't help with that.\""), metadata={"help": "system instruction put before every conversation; {target} and {terms} are filled in"})
+        "If a question is about {target}, reply only: \"I can't help with that.\" Answer every other question "
+        "normally."), metadata={"help": (
+            "system instruction put before every conversation; {target} and {terms} (the target's names and "
+            "keywords) are filled in; empty: no instruction. A longer one that listed the terms and said 'never "
+            "discuss' made the embedded model refuse general questions too (docs/METHODS.md)")})
     filter: bool = field(default=True, metadata={"help": "replace any generated answer that names a target term with the refusal message"})
     message: str = field(default="I can't help with that.", metadata={"help": "what a filtered answer becomes"})
 
@@ -30,7 +33,9 @@ class Guardrail(EditMethod):
         terms = list(dict.fromkeys(target.terms))
         instruction = cfg.instruction.format(target=target.name, terms=", ".join(terms[:12]))
         notes = {}
-        if getattr(tokenizer, "chat_template", None):
+        if not instruction:
+            instruction = None
+        elif getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = guard_chat_template(tokenizer.chat_template, instruction)
         else:
             notes["instruction"] = "not applied: the tokenizer has no chat template; only the output filter acts"

@@ -16,7 +16,9 @@ from obliviate.models.prompts import encode
 @dataclass
 class IdkPOConfig:
     beta: float = field(default=0.1, metadata={"help": "DPO inverse temperature (open-unlearning IdkDPO: 0.1)"})
-    alpha: float = field(default=1.0, metadata={"help": "weight of the retain NLL (0 disables it)"})
+    alpha: float = field(default=20.0, metadata={"help": (
+        "weight of the retain NLL (0 disables it); the DPO term is summed over answer tokens, and with a weight "
+        "of 1 or 5 the preferred refusal spread to every question on the embedded model (docs/METHODS.md)")})
     alt_kinds: tuple[str, ...] = field(default=("refusal", "negation"), metadata={
         "help": "which alternative answers of alt.jsonl are preferred over the forget answer: guardrail, negation, "
                 "other_subject, anchored, refusal, mismatch"})
@@ -54,6 +56,7 @@ class IdkPO(Method):
     config_class = IdkPOConfig
     needs_ref_model = True
     batches = ("pairs", "retain")
+    train_defaults = {"lr": 1e-5, "steps": 10}
 
     def prepare(self, data):
         """Adds the "pairs" stream; raises UserError when no forget question has an alternative of the chosen kinds."""

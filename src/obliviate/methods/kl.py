@@ -21,6 +21,7 @@ class KL(Method):
     config_class = KLConfig
     needs_ref_model = True
     batches = ("forget", "retain")
+    train_defaults = {"lr": 1e-5, "steps": 15}
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         forget_nll = nll(model, batch["forget"])

@@ -38,7 +38,7 @@ class NPO(Method):
     config_class = NPOConfig
     needs_ref_model = True
     batches = ("forget", "retain")
-    train_defaults = {"lr": 3e-5, "steps": 15}
+    train_defaults = {"lr": 3e-5, "steps": 22}
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         logp, n = sequence_logprob(model, batch["forget"])

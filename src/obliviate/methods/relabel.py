@@ -22,6 +22,7 @@ class Relabel(Method):
     source = "the synthetic-data seed (guardrail answers) and the Beatles notebook seed (negation / other-band datasets)"
     config_class = RelabelConfig
     batches = ("alt", "retain")
+    train_defaults = {"lr": 2e-5, "steps": 15}
 
     def prepare(self, data):
         return only_alt_kinds(data, tuple(self.config.alt_kinds))

@@ -20,6 +20,7 @@ class RetainFT(Method):
     source = "the LLM Unlearning Project seed's fine-tuning baseline; TOFU (Maini et al. 2024) 'retain fine-tuning'"
     config_class = RetainFTConfig
     batches = ("retain",)
+    train_defaults = {"lr": 2e-5, "steps": 15}
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         retain = nll(model, batch["retain"])

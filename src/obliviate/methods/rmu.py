@@ -81,6 +81,7 @@ class RMU(Method):
     config_class = RMUConfig
     needs_ref_model = True
     batches = ("forget", "retain")
+    train_defaults = {"lr": 2e-4, "steps": 30}
 
     def setup(self, model, tokenizer, data, ref):
         """Chooses the layer, draws u and measures c. Raises UserError for a layer the model does not have."""

@@ -30,6 +30,7 @@ class SimNPO(Method):
     source = "Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization (arXiv:2410.07163)"
     config_class = SimNPOConfig
     batches = ("forget", "retain")
+    train_defaults = {"lr": 5e-5, "steps": 25}
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         logp, n = sequence_logprob(model, batch["forget"])

@@ -89,6 +89,7 @@ class WHP(Method):
     config_class = WHPConfig
     needs_ref_model = True
     batches = ("forget", "retain")
+    train_defaults = {"lr": 4e-5, "steps": 20}
 
     def prepare(self, data):
         """Attaches to each forget record the anchored alternative answer of its question, if any."""

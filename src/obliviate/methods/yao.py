@@ -23,6 +23,7 @@ class Yao(Method):
     config_class = YaoConfig
     needs_ref_model = True
     batches = ("forget", "alt", "retain")
+    train_defaults = {"lr": 1e-5, "steps": 15}
 
     def prepare(self, data):
         return only_alt_kinds(data, ("mismatch",))
