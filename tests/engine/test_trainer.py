@@ -269,3 +269,13 @@ def test_dropout_is_on_while_training_and_restored_after(tiny_lm, data):
     train(tiny_lm.model, tiny_lm.tokenizer, method, data, _cfg(steps=1, dropout=0.2), progress=False)
     assert seen == [[0.2] * len(attn)]
     assert all(m.attention_dropout == 0.0 for m in attn)
+
+
+def test_resume_with_other_training_settings_is_refused(tiny_lm, data, tmp_path):
+    from obliviate.errors import UserError
+
+    cfg = _cfg(steps=2, checkpoint_every=1)
+    train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(UserError, match="other training settings"):
+        train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(steps=3, lora=True), progress=False,
+              checkpoint_dir=tmp_path, resume=True)

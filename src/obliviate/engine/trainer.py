@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
+from obliviate.errors import UserError
 from obliviate.io import write_text
 from obliviate.methods.base import Method
 from obliviate.methods.logprobs import nll
@@ -194,6 +195,9 @@ def train(
     val_start = None
     if resume and ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
+        if set(state["trainable"]) != {n for n, _ in named}:
+            raise UserError(f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
+                            "or trained layers); resume with the same flags, or pass --overwrite to start again.")
         with torch.no_grad():
             for (name, p) in named:
                 p.copy_(state["trainable"][name])
