@@ -47,6 +47,13 @@ def _unlearn(lm, unlearner, data, spec, tcfg: TrainConfig, out: Path, resume: bo
     return result.model, result.to_dict()
 
 
+def _data_target(data: Path) -> TargetSpec:
+    """The target a data directory was built for; UserError if `data` is not one."""
+    if not (data / "manifest.json").is_file():
+        raise UserError(f"{data} is not a data directory (no manifest.json); build one with `obliviate data`.")
+    return TargetSpec(**read_json(data / "manifest.json")["target"])
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
 
@@ -123,9 +130,7 @@ def forget(
     """
     if data is not None:
         data = Path(data)
-        if not (data / "manifest.json").is_file():
-            raise UserError(f"{data} is not a data directory (no manifest.json); build one with `obliviate data`.")
-        spec = TargetSpec(**read_json(data / "manifest.json")["target"])
+        spec = _data_target(data)
     else:
         spec = target if isinstance(target, TargetSpec) else resolve_target(target, keywords)
     unlearner = get_method(method, **(method_options or {}))
@@ -269,9 +274,7 @@ def compare(
         get_method(unknown[0])  # raises the "did you mean" error
     if data is None and target is None:
         raise UserError("Name a target to forget, or pass a data directory built by `obliviate data`.")
-    if data is not None and not (Path(data) / "manifest.json").is_file():
-        raise UserError(f"{data} is not a data directory (no manifest.json); build one with `obliviate data`.")
-    spec = TargetSpec(**read_json(Path(data) / "manifest.json")["target"]) if data is not None else (
+    spec = _data_target(Path(data)) if data is not None else (
         target if isinstance(target, TargetSpec) else resolve_target(target))
     out = Path(out or Path("runs") / f"compare-{slug(spec.builtin or spec.name)}")
     if data is None:
