@@ -151,7 +151,8 @@ def cmd_methods(args) -> int:
         cls = METHODS[name]
         settings = [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
                     for f in dataclasses.fields(cls.config_class)]
-        data = ", ".join(cls.batches) + (" + base model" if cls.needs_ref_model else "")
+        settings += [f"{k}={v!r} (engine)" for k, v in cls.train_defaults.items()]
+        data = ", ".join(cls.batches) + (" + base model" if cls.needs_ref_model else "") if cls.trains else "target terms (edits the model once, no training)"
         table.add_row(name, cls.help, data, "\n".join(settings) or "-", cls.source)
     Console().print(table)
     return 0

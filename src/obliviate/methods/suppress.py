@@ -49,8 +49,8 @@ def passage_counts(tokenizer) -> Counter:
 @register
 class Suppress(EditMethod):
     name = "suppress"
-    help = ("Token-level suppression: generation may not complete any spelling of a target term, and the input "
-            "embeddings of rare target-term tokens are moved toward generic (anchored) ones. Changes no other weight.")
+    help = ("Token-level suppression: generation may not complete any spelling of a target term; optionally "
+            "(embed_mix > 0) the input embeddings of rare target-term tokens move toward generic (anchored) ones.")
     source = "the Beatles notebook seed's suggested next steps (token suppression, embedding edits); transformers' bad_words_ids"
     config_class = SuppressConfig
 
