@@ -41,10 +41,12 @@ def test_guardrail_saves_its_instruction_and_filter(data_dir, beatles_model_dir,
     assert lm.model.obliviate_hooks == hooks
     assert hooks.system_prompt in question_prompt(lm.tokenizer, "Who were they?")  # from the saved chat template
     base = json.loads((tmp_path / "g" / "eval_base.json").read_text())["metrics"]
-    assert metrics["unlearned"]["leak_rate"] < base["leak_rate"]
+    assert metrics["metrics"]["leak_rate"] < base["leak_rate"]
     # Every answer that names a target term was replaced by the refusal message.
     pattern = terms_pattern(hooks.filter_terms)
-    assert not [it["answer"] for it in metrics["items"] if pattern.search(it["answer"])]
+    assert not [it["answer"] for it in metrics["items"]["probes"] if it["answer"] and pattern.search(it["answer"])]
+    # The attacks aimed at the guard: the same weights without the filter answer as the base model would.
+    assert metrics["metrics"]["attack_no_hooks_leak_rate"] > metrics["metrics"]["attack_leak_rate"]
     assert metrics["train"]["steps_done"] == 0 and metrics["train"]["edit"]["method"] == "guardrail"
 
     assert main(["chat", str(model_dir), "--prompt", "Who were The Beatles?", "--max-new-tokens", "8"]) == 0
@@ -63,7 +65,7 @@ def test_suppress_bans_the_terms_and_edits_only_rare_tokens(data_dir, beatles_mo
     model_dir = tmp_path / "s" / "model"
     hooks = json.loads((model_dir / HOOKS_FILE).read_text())
     assert hooks["bad_words"] and hooks["notes"]["edited_tokens"]
-    assert not [it["answer"] for it in metrics["items"] if "Beatles" in it["answer"]]
+    assert not [it["answer"] for it in metrics["items"]["probes"] if it["answer"] and "Beatles" in it["answer"]]
     base = obliviate.load(str(beatles_model_dir)).model.get_input_embeddings().weight
     after = obliviate.load(str(model_dir)).model.get_input_embeddings().weight
     changed = {i for i in range(base.shape[0]) if not torch.equal(base[i], after[i])}

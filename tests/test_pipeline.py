@@ -82,14 +82,26 @@ def test_data_is_clean(beatles_run):
 def test_the_fact_is_forgotten(beatles_run):
     out, metrics, _ = beatles_run
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    base, after = metrics["base"], metrics["unlearned"]
+    base, after = metrics["against"]["metrics"], metrics["metrics"]
     assert base["n_known_target_probes"] > 0
     assert base["leak_rate"] == 1.0  # "known" is defined by the base model's own hits
     assert after["leak_rate"] is not None and after["leak_rate"] < base["leak_rate"]
     assert metrics["train"]["steps_done"] == STEPS and metrics["train"]["diverged_at"] is None
-    assert len(metrics["items"]) == base["n_target_probes"] + sum(it["kind"] != "target" for it in metrics["items"])
+    items = metrics["items"]["probes"]
+    assert len(items) == base["n_target_probes"] + sum(it["kind"] != "target" for it in items)
+    # Only known target probes are asked after unlearning; every keep probe is.
+    assert all((it["answer"] is not None) == (it["kind"] != "target" or it["known"]) for it in items)
+    assert metrics["model"]["sha256"] and metrics["data"]["sha256"]
+    assert {r["metric"] for r in metrics["comparison"]} >= {"leak_rate", "mia_auc_loss", "attack_relearn_leak_rate"}
     report = (out / "report.md").read_text()
-    assert "The Beatles" in report and "| leak_rate | 1.000 |" in report
+    assert "The Beatles" in report and "| leak_rate | forget | 1.000 |" in report
+
+
+def assert_same_metrics(a: dict, b: dict) -> None:
+    """Equal metrics; floats up to the last digits (likelihood batches may be summed in another order)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] is None and b[k] is None) or a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-9), k
 
 
 def _files(d):
@@ -118,10 +130,8 @@ def test_resume_reuses_data_and_model(run_copy, beatles_model_dir):
     kept = {p: p.stat().st_mtime_ns for p in [manifest, out / "data" / "forget.jsonl", out / "model" / "config.json", out / "eval_base.json"]}
     again = _forget(beatles_model_dir, out, dcfg, resume=True)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
-    assert again["base"] == first["base"]
-    ppl = "retain_perplexity"
-    assert {k: v for k, v in again["unlearned"].items() if k != ppl} == {k: v for k, v in first["unlearned"].items() if k != ppl}
-    assert again["unlearned"][ppl] == pytest.approx(first["unlearned"][ppl], rel=1e-4)
+    assert again["against"] == first["against"]
+    assert_same_metrics(again["metrics"], first["metrics"])
 
 
 def test_resume_with_another_target_is_refused(run_copy, beatles_model_dir):
@@ -146,10 +156,9 @@ def test_evaluate_api_reproduces_the_run_metrics(beatles_run):
     from obliviate.io import read_json
 
     out, metrics, _ = beatles_run
-    again = obliviate.evaluate(str(out / "model"), out / "data", against=read_json(out / "eval_base.json"))
-    ppl = "retain_perplexity"
-    assert {k: v for k, v in again["metrics"].items() if k != ppl} == {k: v for k, v in metrics["unlearned"].items() if k != ppl}
-    assert again["metrics"][ppl] == pytest.approx(metrics["unlearned"][ppl], rel=1e-4)
+    again = obliviate.evaluate(str(out / "model"), out / "data", against=read_json(out / "eval_base.json"), log=lambda m: None)
+    assert_same_metrics(again["metrics"], metrics["metrics"])
+    assert again["model"]["sha256"] == metrics["model"]["sha256"]
 
 
 def test_overwrite_rebuilds_the_same_data(run_copy, beatles_model_dir):
@@ -159,8 +168,8 @@ def test_overwrite_rebuilds_the_same_data(run_copy, beatles_model_dir):
     again = _forget(beatles_model_dir, out, dcfg, overwrite=True)
     assert (out / "data" / "manifest.json").stat().st_mtime_ns != old
     assert not (out / "stale.txt").exists()
-    assert again["data_sha256"] == first["data_sha256"], "same seed, same data"
-    assert again["base"]["n_known_target_probes"] == first["base"]["n_known_target_probes"]
+    assert again["data"]["sha256"] == first["data"]["sha256"], "same seed, same data"
+    assert again["against"]["metrics"]["n_known_target_probes"] == first["against"]["metrics"]["n_known_target_probes"]
 
 
 def test_a_model_that_reveals_nothing_has_nothing_to_forget(ignorant_model_dir, tmp_path, small_data_config):
@@ -189,8 +198,8 @@ def test_run_reuses_a_data_directory(beatles_run, beatles_model_dir, tmp_path):
     assert main(["run", "--data", str(out / "data"), "--method", "simnpo", "--model", str(beatles_model_dir),
                  "--out", str(run), "--steps", "2", "--quiet"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["method"] == "simnpo" and metrics["data_sha256"] == first["data_sha256"]
-    assert metrics["base"]["n_known_target_probes"] == first["base"]["n_known_target_probes"]
+    assert metrics["method"] == "simnpo" and metrics["data"]["sha256"] == first["data"]["sha256"]
+    assert metrics["against"]["metrics"]["n_known_target_probes"] == first["against"]["metrics"]["n_known_target_probes"]
     # Data built from another model is refused: its "known" flags would be wrong.
     with pytest.raises(UserError, match="was built from the model at"):
         obliviate.forget(None, data=out / "data", method="ga", out=tmp_path / "other", log=lambda m: None, progress=False)

@@ -7,6 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 import obliviate
+from obliviate.evaluation.evaluate import EvalConfig
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +17,7 @@ def test_forget_the_beatles_on_the_embedded_model(tmp_path, small_data_config):
     metrics = obliviate.forget(
         "The Beatles", out=out, steps=2,
         data_config=small_data_config(answer_tokens=24, n_retain_eval=4),
+        eval_config=EvalConfig(attack_probes=6, mia_records=16, relearn_steps=2),
         progress=False, log=lambda msg: None,
     )
     for f in ["config.yaml", "data/forget.jsonl", "data/retain.jsonl", "data/probes.jsonl", "data/manifest.json",
@@ -23,10 +25,10 @@ def test_forget_the_beatles_on_the_embedded_model(tmp_path, small_data_config):
         assert (out / f).is_file(), f
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["method"] == "npo" and metrics["train"]["steps_done"] == 2
-    assert metrics["base"]["n_known_target_probes"] > 0
-    for stage in ("base", "unlearned"):
-        values = [v for v in metrics[stage].values() if v is not None]
-        assert values and all(math.isfinite(v) for v in values), metrics[stage]
-        assert metrics[stage]["retain_perplexity"] is not None
+    assert metrics["against"]["metrics"]["n_known_target_probes"] > 0
+    for values in (metrics["against"]["metrics"], metrics["metrics"]):
+        assert all(math.isfinite(v) for v in values.values() if v is not None), values
+        assert values["retain_perplexity"] is not None and values["attack_quantize_4bit_leak_rate"] is not None
+    assert metrics["metrics"]["attack_relearn_leak_rate"] is not None
     assert all(math.isfinite(v) for v in metrics["train"]["last_logs"].values())
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 30

@@ -20,7 +20,7 @@ from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
-from obliviate.evaluation.evaluate import METRICS, evaluate_model
+from obliviate.evaluation.evaluate import EvalConfig, EvalData, document, evaluate_model
 from obliviate.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from obliviate.methods import get_method
 from obliviate.models.hooks import hooks_of
@@ -118,10 +118,16 @@ def forget(
     train_config: TrainConfig | None = None,
     train_options: dict | None = None,
     method_options: dict | None = None,
+    eval_config: EvalConfig | None = None,
+    base_eval: dict | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Make `model` forget `target` and write a run directory; returns metrics.json's content.
+
+    The evaluation (`eval_config`, default: the full suite) runs on the base model, reusing
+    the data stage's answers, and on the unlearned model; `base_eval` is a base evaluation
+    already made on the same data and model (compare shares one across methods).
 
     Engine settings come from `train_config`, else the method's tuned defaults, then
     `train_options` (any TrainConfig field, e.g. {"lora": True}) and `steps`/`lr`/`seed`.
@@ -192,15 +198,19 @@ def forget(
             build_data(lm, spec, tmp, dcfg, log=log)
         done("Data built")
     data = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("forget", "retain", "alt", "retain_eval", "probes")}
-    keywords = spec.terms
-    behaviour = spec.kind == "behaviour"
+    edata = EvalData.from_dir(data_dir)
+    ecfg = eval_config or EvalConfig()
 
     if (out / "eval_base.json").is_file():
         base = read_json(out / "eval_base.json")
+    elif base_eval is not None:
+        base = base_eval
+        write_json(out / "eval_base.json", base)
     else:
-        log(f"Evaluating the base model on {len(data['probes'])} held-out probes (answers from the data stage) ...")
-        base = evaluate_model(lm.model, lm.tokenizer, data["probes"], data["retain_eval"], keywords,
-                              behaviour=behaviour, answers=[p["base_answer"] for p in data["probes"]])
+        log(f"Evaluating the base model on {len(data['probes'])} held-out probes (answers from the data stage) and attacks ...")
+        result = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, is_base=True, log=lambda m: None,
+                                answers=[p["base_answer"] for p in data["probes"]])
+        base = document(result, lm.path, edata, ecfg)
         write_json(out / "eval_base.json", base)
         done("Base model evaluated")
 
@@ -221,32 +231,26 @@ def forget(
         lm = dataclasses.replace(lm, model=model)
         done("Unlearned and saved")
 
-    log("Evaluating the unlearned model ...")
-    after = evaluate_model(lm.model, lm.tokenizer, data["probes"], data["retain_eval"], keywords,
-                           known=[it["known"] for it in base["items"]], behaviour=behaviour)
+    log("Evaluating the unlearned model (probes, likelihoods, attacks) ...")
+    after = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, base=base, log=lambda m: None)
     done("Unlearned model evaluated")
     metrics = {
         "target": spec.name,
         "method": method,
         "run_dir": str(out),
-        "base": base["metrics"],
-        "unlearned": after["metrics"],
-        "higher_is_better": {name: info.higher_is_better for name, info in METRICS.items()},
+        **document(after, model_dir, edata, ecfg, against=base),
         "train": summary,
-        "data_sha256": read_json(data_dir / "manifest.json")["sha256"],
-        "seconds": round(time.perf_counter() - t0, 1),
-        "items": [
-            {**a, "base_answer": b["answer"], "base_hit": b["hit"]} for b, a in zip(base["items"], after["items"])
-        ],
+        "run_seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(out / "metrics.json", metrics)
-    write_report(out / "report.md", config, base, after, summary)
+    write_report(out / "report.md", config, metrics)
     return metrics
 
 
 # The bar issue 4 sets for a method to count as working on a target.
 BAR = {"leak_cut": 0.8, "general_qa_drop": 0.03, "ppl_rise": 0.10}
-COMPARE_COLUMNS = ("method", "leak rate", "leak cut", "general QA", "neighbour QA", "retain ppl", "unlearning time", "run time", "meets bar")
+COMPARE_COLUMNS = ("method", "leak rate", "leak cut", "general QA", "neighbour QA", "retain ppl", "worst attack leak",
+                   "MIA AUC (loss)", "unlearning time", "run time", "meets bar")
 
 
 def compare(
@@ -281,6 +285,19 @@ def compare(
         data = out / "data"
         if not (data / "manifest.json").is_file():
             build_data_dir(spec, data, model=model, log=log)
+    base_path = out / "eval_base.json"
+    if base_path.is_file() and not overwrite:
+        base_eval = read_json(base_path)
+    else:
+        log("Evaluating the base model once for every method (probes, likelihoods, attacks) ...")
+        lm = load_model(model)
+        edata = EvalData.from_dir(data)
+        ecfg = forget_kwargs.get("eval_config") or EvalConfig()
+        result = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, is_base=True, log=lambda m: None,
+                                answers=[p["base_answer"] for p in edata.probes])
+        base_eval = document(result, lm.path, edata, ecfg)
+        write_json(base_path, base_eval)
+        del lm
     results = {}
     for name in names:
         run = out / name
@@ -289,36 +306,44 @@ def compare(
             results[name] = read_json(run / "metrics.json")
             continue
         log(f"{name}: running ...")
-        results[name] = forget(None, data=data, model=model, method=name, out=run, overwrite=True,
+        results[name] = forget(None, data=data, model=model, method=name, out=run, overwrite=True, base_eval=base_eval,
                                progress=progress, log=lambda msg: None, **forget_kwargs)
-        m = results[name]["unlearned"]
+        m = results[name]["metrics"]
         log(f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
-            f"retain ppl {m['retain_perplexity']:.2f} ({results[name]['seconds']:.0f} s).")
+            f"retain ppl {m['retain_perplexity']:.2f}, worst attack leak {_num(m.get('attack_worst_leak_rate'))} "
+            f"({results[name]['run_seconds']:.0f} s).")
     table = compare_table(results)
     write_json(out / "compare.json", {"target": spec.name, "bar": BAR, "data": str(data), **table,
-                                      "runs": {n: {k: r[k] for k in ("base", "unlearned", "train", "seconds")} for n, r in results.items()}})
+                                      "runs": {n: {"metrics": r["metrics"], "train": r["train"], "run_seconds": r["run_seconds"]}
+                                               for n, r in results.items()},
+                                      "base": base_eval["metrics"]})
     write_text(out / "compare.md", _markdown_table(table["columns"], table["rows"]))
     return {"target": spec.name, "out": str(out), **table}
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def compare_table(results: dict[str, dict]) -> dict:
     """Rows of the comparison: the base model, then one per method, with whether each meets BAR."""
     first = next(iter(results.values()))
-    base = first["base"]
-    rows = [["base model", f"{base['leak_rate']:.3f}", "-", f"{base['general_qa_accuracy']:.3f}",
-             f"{base['neighbour_qa_accuracy']:.3f}", f"{base['retain_perplexity']:.2f}", "-", "-", "-"]]
+    base = first["against"]["metrics"]
+    rows = [["base model", _num(base["leak_rate"]), "-", _num(base["general_qa_accuracy"]),
+             _num(base["neighbour_qa_accuracy"]), _num(base["retain_perplexity"], 2),
+             _num(base.get("attack_worst_leak_rate")), _num(base.get("mia_auc_loss")), "-", "-", "-"]]
     passing = []
     for name, r in results.items():
-        u = r["unlearned"]
+        u = r["metrics"]
         cut = 1 - u["leak_rate"] / base["leak_rate"] if base["leak_rate"] else 0.0
         ok = (cut >= BAR["leak_cut"] and u["general_qa_accuracy"] >= base["general_qa_accuracy"] - BAR["general_qa_drop"] - 1e-9
               and u["retain_perplexity"] <= base["retain_perplexity"] * (1 + BAR["ppl_rise"]))
         if ok:
             passing.append(name)
-        rows.append([name, f"{u['leak_rate']:.3f}", f"{cut:.0%}", f"{u['general_qa_accuracy']:.3f}",
-                     f"{u['neighbour_qa_accuracy']:.3f}", f"{u['retain_perplexity']:.2f}", f"{r['train']['seconds']:.0f} s",
-                     f"{r['seconds']:.0f} s",
-                     "yes" if ok else "no"])
+        rows.append([name, _num(u["leak_rate"]), f"{cut:.0%}", _num(u["general_qa_accuracy"]),
+                     _num(u["neighbour_qa_accuracy"]), _num(u["retain_perplexity"], 2),
+                     _num(u.get("attack_worst_leak_rate")), _num(u.get("mia_auc_loss")),
+                     f"{r['train']['seconds']:.0f} s", f"{r['run_seconds']:.0f} s", "yes" if ok else "no"])
     return {"columns": list(COMPARE_COLUMNS), "rows": rows, "passing": passing,
             "n_known": base.get("n_known_target_probes")}
 

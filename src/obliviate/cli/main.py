@@ -72,6 +72,21 @@ def make_parser() -> argparse.ArgumentParser:
     _unlearn_args(c, METHODS, method=False)
     c.set_defaults(func=cmd_compare)
 
+    e = sub.add_parser("eval", help="evaluate a model on a data directory: forget efficacy, privacy, utility, attacks",
+                       description="Run the whole evaluation suite on MODEL with the held-out probes and records of "
+                       "--data: leak rate, truth ratio, ROUGE-L, membership inference, utility, the classification "
+                       "view and robustness attacks. Writes OUT/metrics.json (every value, per item, with its "
+                       "direction) and OUT/metrics.md. With --against, the base model is evaluated the same way and "
+                       "both are tabulated side by side.")
+    e.add_argument("model", help="the model to evaluate: a run's model/ directory, hub id, local directory or .gguf")
+    e.add_argument("--data", required=True, help="a data directory written by `obliviate data` (or a run's data/)")
+    e.add_argument("--against", default=None, metavar="BASE", help="the base model to compare with (e.g. the model the data was built from)")
+    e.add_argument("--oracle", default=None, help="a model that never learned the forget set: adds PrivLeak and forget quality")
+    e.add_argument("--out", default=None, help="directory for metrics.json and metrics.md (default: evals/<model>)")
+    _eval_args(e)
+    e.add_argument("--quiet", action="store_true", help="print nothing but errors (metrics.json is still written)")
+    e.set_defaults(func=cmd_eval)
+
     ch = sub.add_parser("chat", help="talk to a model saved by obliviate (hooks of guardrail/suppress applied)",
                         description="Load a model directory written by obliviate (weights, a LoRA adapter, or "
                         "inference-time hooks) exactly as it was evaluated, and answer questions. Reads one question "
@@ -81,6 +96,66 @@ def make_parser() -> argparse.ArgumentParser:
     ch.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default: 128)")
     ch.set_defaults(func=cmd_chat)
     return parser
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--attacks", default="all", help="attack groups to run: prompting,quantize,relearn, 'all' (default) or 'none'")
+    g.add_argument("--eval-set", dest="eval_settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="an evaluation setting, e.g. --eval-set attack_probes=80 (repeatable; see docs/EVALUATION.md)")
+
+
+def _eval_config(args):
+    from obliviate.evaluation.evaluate import ATTACK_GROUPS, EvalConfig
+    from obliviate.methods.base import parse_settings
+
+    settings = parse_settings(EvalConfig, args.eval_settings, "The evaluation")
+    choice = args.attacks.strip().lower()
+    attacks = ATTACK_GROUPS if choice == "all" else () if choice == "none" else tuple(_csv(choice) or ())
+    return EvalConfig(**{"attacks": attacks, **settings})
+
+
+KEY_METRICS = ("leak_rate", "forget_truth_ratio", "forget_rouge_l", "mia_auc_loss", "general_qa_accuracy",
+               "neighbour_qa_accuracy", "retain_perplexity", "refusal_rate", "gibberish_rate", "cls_f1",
+               "attack_worst_leak_rate")
+
+
+def _metrics_table(doc: dict, title: str, keys=KEY_METRICS):
+    from rich.table import Table
+
+    from obliviate.evaluation.evaluate import fmt
+
+    table = Table(title=title)
+    if "comparison" in doc:
+        for col in ("metric", "before", "after", "better?"):
+            table.add_column(col)
+        for r in doc["comparison"]:
+            if r["metric"] in keys or r["metric"].endswith("_leak_rate") and r["metric"].startswith("attack_"):
+                table.add_row(r["metric"], fmt(r["before"]), fmt(r["after"]), {True: "yes", False: "no", None: "-"}[r["better"]])
+    else:
+        table.add_column("metric")
+        table.add_column("value")
+        for k, v in doc["metrics"].items():
+            if k in keys or k.startswith("attack_") and k.endswith("_leak_rate"):
+                table.add_row(k, fmt(v))
+    return table
+
+
+def cmd_eval(args) -> int:
+    from rich.console import Console
+
+    from obliviate.evaluation.evaluate import evaluate
+    from obliviate.pipeline import slug
+
+    cfg = _eval_config(args)
+    console = Console(quiet=args.quiet)
+    out = args.out or f"evals/{slug(args.model)}"
+    doc = evaluate(args.model, args.data, against=args.against, oracle=args.oracle, config=cfg, out=out,
+                   log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    console.print(_metrics_table(doc, f"{doc['model']['path']} on {doc['data']['target']} "
+                                      f"({doc['metrics']['n_known_target_probes']} known held-out probes)"))
+    console.print(f"Every metric, per item, in [bold]{out}/metrics.json[/bold]; the table in {out}/metrics.md")
+    return 0
 
 
 def cmd_chat(args) -> int:
@@ -125,6 +200,7 @@ def cmd_compare(args) -> int:
 
     result = compare(resolve_target(args.target) if args.target is not None else None, methods=methods, data=args.data, model=args.model,
                      out=args.out, steps=args.steps, lr=args.lr, seed=args.seed, train_options=_train_options(args),
+                     eval_config=_eval_config(args),
                      overwrite=args.overwrite, progress=not args.quiet, log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     table = Table(title=f"Methods compared on {result['target']} ({result['n_known']} known held-out probes)")
     for col in result["columns"]:
@@ -176,6 +252,7 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
     g.add_argument("--early-stop", type=float, default=None, metavar="NATS", help=(
         "stop once the forget NLL on a validation split of the forget data has risen by NATS per token"))
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints for --resume (0: none)")
+    _eval_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
@@ -252,29 +329,24 @@ def cmd_forget(args) -> int:
     from obliviate.methods import METHODS
     from obliviate.methods.base import parse_settings
     from obliviate.pipeline import forget
-    from obliviate.report.markdown import answer_rows, metric_rows
 
     options = parse_settings(METHODS[args.method].config_class, args.settings, f"Method {args.method!r}")
     console = Console(stderr=False, quiet=args.quiet)
     metrics = forget(
         _spec(args) if args.target is not None else None, data=getattr(args, "data", None), model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
         resume=args.resume, steps=args.steps, lr=args.lr, seed=args.seed, progress=not args.quiet,
-        train_options=_train_options(args), method_options=options,
+        train_options=_train_options(args), method_options=options, eval_config=_eval_config(args),
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
-    base_items = [{"kind": it["kind"], "question": it["question"], "answer": it["base_answer"], "hit": it["base_hit"], "known": it["known"]} for it in metrics["items"]]
     answers = Table(title=f"Known held-out probes about {metrics['target']}: before and after", show_lines=True)
     for col in ("question", "before", "after"):
         answers.add_column(col, overflow="fold", max_width=48 if col != "question" else 32)
-    for r in answer_rows(base_items, metrics["items"])[:12]:
-        answers.add_row(r["question"], _short(r["before"]), _short(r["after"]))
+    pairs = [(b, a) for b, a in zip(metrics["against"]["items"]["probes"], metrics["items"]["probes"])
+             if b["kind"] == "target" and b["known"] and a["answer"] is not None]
+    for b, a in pairs[:12]:
+        answers.add_row(a["question"], _short(b["answer"]), _short(a["answer"]))
     console.print(answers)
-    table = Table(title="Held-out evaluation")
-    for col in ("metric", "before", "after", "better"):
-        table.add_column(col)
-    for row in metric_rows(metrics["base"], metrics["unlearned"]):
-        table.add_row(*row)
-    console.print(table)
+    console.print(_metrics_table(metrics, "Held-out evaluation (all metrics in metrics.json and report.md)"))
     console.print(f"Model, data, metrics.json and report.md written to [bold]{metrics['run_dir']}[/bold]")
     return 0
 

@@ -1,120 +1,480 @@
-"""Evaluate a model on held-out probes and retain text; the only place reported numbers come from.
+"""`obliviate eval`: every metric of the suite for one model, the only place reported numbers come from.
 
-One greedy generation pass over all probes (batched), one likelihood pass over
-retain text. Leak rate is measured against a base evaluation: only target
-probes the base model answered with target knowledge ("known") count.
+Work is shared so nothing is computed twice: one batched greedy generation over the probes
+(plus one over all prompting attacks), and one likelihood pass (likelihood.score_records)
+over every record a likelihood metric needs: membership-inference members and non-members
+(whose losses are also the forget loss), answer candidates (truth ratio, multiple choice,
+classification losses) and retain prose. Generation and likelihoods run on a bf16 copy on a
+CPU fp32 model (`EvalConfig.bf16`), the precision the engine trains in.
+
+Forget efficacy is measured on the held-out target probes the base model answered with the
+fact ("known"): with `base` (the base model's evaluation) its answers decide, otherwise the
+data builder's `known` flags.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
-from dataclasses import dataclass
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from scipy.stats import ks_2samp
 
-from obliviate.evaluation.leak import probe_hit
-from obliviate.io import read_jsonl
-from obliviate.methods.logprobs import sequence_logprob
-from obliviate.models.generate import answer_probes, generation_copy
-from obliviate.models.prompts import encode
+from obliviate.evaluation import attacks as atk
+from obliviate.evaluation.leak import is_refusal, probe_hit
+from obliviate.evaluation.likelihood import mean_nll, perplexity, score_records
+from obliviate.evaluation.metrics import METRICS, better
+from obliviate.evaluation.mia import mia_auc, privleak
+from obliviate.evaluation.quantize import quantize_rtn
+from obliviate.evaluation.text import distinct_n, is_gibberish, repeats, rouge_l_recall
+from obliviate.evaluation.truth import candidate_record, candidates, truth_ratio
+from obliviate.io import file_sha256, read_json, read_jsonl, write_json, write_text
+from obliviate.models.generate import generate, generation_copy
+from obliviate.models.hooks import hooks_of
+from obliviate.models.prompts import probe_prompt
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    name: str
-    higher_is_better: bool
-    help: str
-
-
-METRICS = {
-    m.name: m
-    for m in [
-        MetricInfo("leak_rate", False, "share of known held-out target probes whose answer still reveals the target fact"),
-        MetricInfo("target_answer_rate", False, "share of all held-out target probes answered with the target fact"),
-        MetricInfo("general_qa_accuracy", True, "share of general probes (capitals, general knowledge) answered correctly"),
-        MetricInfo("neighbour_qa_accuracy", True, "share of neighbour-topic probes answered correctly"),
-        MetricInfo("retain_perplexity", False, "perplexity of held-out retain prose (never trained on)"),
-    ]
-}
+ATTACK_GROUPS = ("prompting", "quantize", "relearn")
 
 
-def _rate(flags: list[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = field(default=24, metadata={"help": "greedy tokens per probe answer (the data stage's probe_tokens)"})
+    batch_size: int = field(default=64, metadata={"help": "prompts per generation batch"})
+    score_batch_size: int = field(default=16, metadata={"help": "records per likelihood batch"})
+    bf16: bool = field(default=True, metadata={"help": "generate and score with a bf16 copy of a CPU fp32 model"})
+    attacks: tuple[str, ...] = field(default=ATTACK_GROUPS, metadata={"help": "attack groups to run: prompting, quantize, relearn"})
+    attack_probes: int = field(default=48, metadata={"help": "known target probes re-asked under every attack (seeded subset)"})
+    mia_records: int = field(default=64, metadata={"help": "forget records and held-out records sampled for membership inference"})
+    n_wrong: int = field(default=3, metadata={"help": "wrong answer candidates per probe for the truth ratio"})
+    min_k: float = field(default=0.2, metadata={"help": "share of least likely tokens averaged by Min-K% and Min-K%++"})
+    quant_bits: tuple[int, ...] = field(default=(8, 4), metadata={"help": "bit widths of the quantization attack"})
+    quant_group_size: int = field(default=128, metadata={"help": "input columns sharing one quantization scale"})
+    relearn_steps: int = field(default=10, metadata={"help": "fine-tuning steps of the relearning attack"})
+    relearn_lr: float = field(default=2e-5, metadata={"help": "learning rate of the relearning attack"})
+    relearn_records: int = field(default=32, metadata={"help": "forget records the relearning attacker fine-tunes on"})
+    seed: int = field(default=0, metadata={"help": "seed for every sample drawn (attack probes, MIA records, candidates)"})
+
+    def __post_init__(self):
+        from obliviate.errors import UserError
+
+        self.attacks = tuple(self.attacks)
+        unknown = [a for a in self.attacks if a not in ATTACK_GROUPS]
+        if unknown:
+            raise UserError(f"Unknown attack group {unknown[0]!r}; choose from {', '.join(ATTACK_GROUPS)}, 'all' or 'none'.")
+        try:
+            self.quant_bits = tuple(int(b) for b in self.quant_bits)
+        except ValueError:
+            raise UserError(f"quant_bits takes whole numbers like 8,4; got {self.quant_bits!r}.") from None
+        if any(not 2 <= b <= 16 for b in self.quant_bits):
+            raise UserError(f"quant_bits must lie between 2 and 16; got {self.quant_bits!r}.")
+        for name in ("max_new_tokens", "batch_size", "score_batch_size", "attack_probes", "mia_records"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"The evaluation setting {name} must be positive; got {getattr(self, name)}.")
 
 
-@torch.inference_mode()
-def perplexity(model, tokenizer, records: list[dict], batch_size: int = 8, max_length: int = 256) -> float:
-    """Token-level perplexity over all records' completion tokens."""
-    total, count = 0.0, 0.0
-    for i in range(0, len(records), batch_size):
-        batch = encode(tokenizer, records[i : i + batch_size], max_length)
-        logp, n = sequence_logprob(model, {k: v.to(model.device) for k, v in batch.items()})
-        total -= logp.sum().item()
-        count += n.sum().item()
-    return math.exp(total / max(count, 1.0))
+@dataclass
+class EvalData:
+    """A data directory's evaluation inputs (see data/builder.py for the files)."""
+
+    spec: object  # TargetSpec
+    probes: list[dict]
+    forget: list[dict]
+    retain_eval: list[dict]
+    verbatim: list[dict] = field(default_factory=list)
+    holdout: list[dict] = field(default_factory=list)
+    path: str | None = None
+    sha256: dict = field(default_factory=dict)
+    built_from: str | None = None
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> EvalData:
+        from obliviate.data.targets import TargetSpec
+        from obliviate.errors import UserError
+
+        path = Path(path)
+        if not (path / "manifest.json").is_file():
+            raise UserError(f"{path} is not a data directory (no manifest.json); build one with `obliviate data`.")
+        manifest = read_json(path / "manifest.json")
+        opt = lambda name: read_jsonl(path / name) if (path / name).is_file() else []  # noqa: E731
+        return cls(TargetSpec(**manifest["target"]), read_jsonl(path / "probes.jsonl"), read_jsonl(path / "forget.jsonl"),
+                   read_jsonl(path / "retain_eval.jsonl"), opt("verbatim.jsonl"), opt("holdout.jsonl"), str(path),
+                   manifest.get("sha256", {}), manifest.get("model"))
+
+    @property
+    def behaviour(self) -> bool:
+        return getattr(self.spec, "kind", "knowledge") == "behaviour"
 
 
-def evaluate_model(
-    model,
-    tokenizer,
-    probes: list[dict],
-    retain_eval: list[dict],
-    keywords: list[str] = (),
-    known: list[bool] | None = None,
-    max_new_tokens: int = 24,
-    behaviour: bool = False,
-    answers: list[str] | None = None,
-) -> dict:
-    """Answer every probe greedily and compute the metrics.
+def _rate(flags) -> float | None:
+    flags = list(flags)
+    return sum(map(bool, flags)) / len(flags) if flags else None
 
-    `known` marks, per probe, whether the base model revealed the fact; without it
-    the probes' own ``known`` field (written by the data builder) is used, and
-    failing that this model's answers define it. `answers` skips generation (the
-    data builder's base answers). `behaviour`: target probes hit when the model
-    complies rather than on a fact. Returns {"metrics": {...}, "items": [...]}.
-    """
-    if answers is None:
-        answers = answer_probes(generation_copy(model), tokenizer, probes, max_new_tokens=max_new_tokens)
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _sample(rows: list, n: int, seed: str) -> list:
+    return rows if len(rows) <= n else random.Random(seed).sample(rows, n)
+
+
+def mia_sets(data: EvalData, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
+    """Members: forget records. Non-members: holdout.jsonl when the data has one, else the held-out
+    target probes with the base model's answers (same topic, same generator, never trained on)."""
+    members = _sample(data.forget, cfg.mia_records, f"{cfg.seed}-members")
+    held = data.holdout or [candidate_record(p, p["base_answer"]) for p in data.probes
+                            if p["kind"] == "target" and p.get("base_answer")]
+    return members, _sample(held, cfg.mia_records, f"{cfg.seed}-holdout")
+
+
+def _likelihoods(model, tokenizer, data: EvalData, cfg: EvalConfig, positives: list[int], negatives: list[int]) -> dict:
+    """The one likelihood pass: MIA sets, answer candidates of `positives` (correct + wrong) and of
+    `negatives` (correct only), retain prose. Returns the scored rows split back per use."""
+    members, nonmembers = mia_sets(data, cfg)
+    target_pool = [p for p in data.probes if p["kind"] in ("target", "neighbour")]
+    pos_cands = candidates([data.probes[i] for i in positives], target_pool, cfg.n_wrong, cfg.seed)
+    neg_cands = candidates([data.probes[i] for i in negatives], [], 0, cfg.seed)
+    records, spans = [], {}
+
+    def add(name, recs):
+        spans[name] = (len(records), len(records) + len(recs))
+        records.extend(recs)
+
+    add("members", members)
+    add("nonmembers", nonmembers)
+    for j, (i, c) in enumerate(zip(positives, pos_cands)):
+        if c:
+            add(("pos", i), [candidate_record(data.probes[i], a) for a in [c[0], *c[1]]])
+    for i, c in zip(negatives, neg_cands):
+        if c:
+            add(("neg", i), [candidate_record(data.probes[i], c[0])])
+    add("retain", data.retain_eval)
+    scored = score_records(model, tokenizer, records, batch_size=cfg.score_batch_size, k=cfg.min_k)
+    return {name: scored[a:b] for name, (a, b) in spans.items()}
+
+
+def _probe_view(data: EvalData, answers: dict[int, str], known: list[bool],
+                keep_known: list[bool], scores: dict) -> tuple[dict, list[dict]]:
+    """Generation metrics, likelihood metrics and the classification view over the probes."""
+    terms = data.spec.terms
     items = []
-    for p, a in zip(probes, answers):
-        hit = probe_hit(p, a, keywords, behaviour)
-        items.append({"kind": p["kind"], "question": p.get("question") or p["prompt"], "answer": a, "hit": hit})
-    if known is None and all("known" in p for p in probes if p["kind"] == "target"):
-        known = [p.get("known", False) for p in probes]
-    if known is None:
-        known = [it["hit"] for it in items]
-    for it, k in zip(items, known):
-        it["known"] = bool(k) if it["kind"] == "target" else None
-
-    target = [it for it in items if it["kind"] == "target"]
-    metrics = {
-        "leak_rate": _rate([it["hit"] for it in target if it["known"]]),
-        "target_answer_rate": _rate([it["hit"] for it in target]),
-        "general_qa_accuracy": _rate([it["hit"] for it in items if it["kind"] == "general"]),
-        "neighbour_qa_accuracy": _rate([it["hit"] for it in items if it["kind"] == "neighbour"]),
-        "retain_perplexity": perplexity(model, tokenizer, retain_eval) if retain_eval else None,
-        "n_known_target_probes": sum(bool(it["known"]) for it in target),
-        "n_target_probes": len(target),
+    for i, p in enumerate(data.probes):
+        a = answers.get(i)
+        item = {"kind": p["kind"], "question": p.get("question") or p.get("prompt"), "answer": a,
+                "hit": probe_hit(p, a, terms, data.behaviour) if a is not None else None,
+                "known": known[i] if p["kind"] == "target" else keep_known[i]}
+        if a is not None:
+            item |= {"refusal": is_refusal(a), "gibberish": is_gibberish(a)}
+        if p["kind"] == "target" and known[i] and a is not None and p.get("base_answer"):
+            item["rouge_l"] = rouge_l_recall(a, p["base_answer"])
+        if ("pos", i) in scores:
+            c, *w = scores[("pos", i)]
+            item |= {"correct_nll": c["nll"], "truth_ratio": truth_ratio(c, w), "choice_correct": all(c["nll"] < x["nll"] for x in w)}
+        if ("neg", i) in scores:
+            item["correct_nll"] = scores[("neg", i)][0]["nll"]
+        items.append(item)
+    asked = [i for i, it in enumerate(items) if it["answer"] is not None]
+    target = [items[i] for i in asked if items[i]["kind"] == "target" and items[i]["known"]]
+    keep = [items[i] for i in asked if items[i]["kind"] != "target"]
+    with_answers = [items[i] for i in asked if items[i]["kind"] == "target" and items[i]["known"] and data.probes[i].get("answers")]
+    answered = [it["answer"] for it in items if it["answer"] is not None]
+    trs = [it["truth_ratio"] for it in target if it.get("truth_ratio") is not None]
+    m = {
+        "leak_rate": _rate(it["hit"] for it in target),
+        "forget_qa_accuracy": _rate(it["hit"] for it in with_answers),
+        "forget_choice_accuracy": _rate(it["choice_correct"] for it in target if "choice_correct" in it),
+        "forget_truth_ratio": _mean(min(r, 1 / r) for r in trs if r > 0),
+        "forget_rouge_l": _mean(it.get("rouge_l") for it in target),
+        "target_refusal_rate": _rate(it["refusal"] for it in target),
+        "general_qa_accuracy": _rate(it["hit"] for it in keep if it["kind"] == "general"),
+        "neighbour_qa_accuracy": _rate(it["hit"] for it in keep if it["kind"] == "neighbour"),
+        "refusal_rate": _rate(it["refusal"] for it in keep),
+        "distinct_1": distinct_n(answered, 1),
+        "distinct_2": distinct_n(answered, 2),
+        "repetition_rate": _rate(map(repeats, answered)),
+        "gibberish_rate": _rate(it["gibberish"] for it in items if it["answer"] is not None),
     }
-    return {"metrics": metrics, "items": items}
+    # The classification view: positives = known target probes, negatives = keep probes the base answered.
+    neg = [it for it in keep if it["known"]]
+    tp = sum(not it["hit"] for it in target)
+    fp = sum(not it["hit"] for it in neg)
+    fn, tn = len(target) - tp, len(neg) - fp
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    m |= {
+        "cls_accuracy": (tp + tn) / (len(target) + len(neg)) if target or neg else None,
+        "cls_precision": precision,
+        "cls_recall": recall,
+        "cls_f1": 2 * precision * recall / (precision + recall) if precision and recall else (0.0 if precision is not None and recall is not None else None),
+        "cls_loss_forget": _mean(it.get("correct_nll") for it in target),
+        "cls_loss_keep": _mean(it.get("correct_nll") for it in neg),
+        "n_known_target_probes": len(target),
+        "n_target_probes": sum(p["kind"] == "target" for p in data.probes),
+    }
+    return m, items
 
 
-def evaluate(model, data: str | Path, against: dict | None = None, **kwargs) -> dict:
-    """Evaluate `model` (a path, hub id or LoadedModel) on the data directory `data`.
+def _attack_probes(data: EvalData, known: list[bool], cfg: EvalConfig) -> list[int]:
+    idx = [i for i, p in enumerate(data.probes) if p["kind"] == "target" and known[i]]
+    return sorted(_sample(idx, cfg.attack_probes, f"{cfg.seed}-attack"))
 
-    `against` is a base evaluation (the dict this function returns); its answers
-    decide which target probes are "known".
+
+def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: list[int], plain_hits: dict[int, bool],
+                 is_base: bool, log: Callable[[str], None]) -> tuple[dict, dict, dict]:
+    """Every attack of cfg.attacks on the probes `idx`; returns (metrics, items per attack, seconds)."""
+    terms, probes = data.spec.terms, data.probes
+    hooked = hooks_of(model) is not None
+    others = [probes[i] for i in idx]
+    results: dict[str, list[dict]] = {}
+    seconds: dict[str, float] = {}
+    extra: dict[str, float | None] = {}
+
+    def score(name: str, prompts: list[tuple[str, str]], answers: list[str], spelled: bool = False):
+        rows = []
+        for (i, (_, given)), a in zip(zip(idx, prompts), answers):
+            shown = atk.unspell(a) if spelled else a
+            rows.append({"probe": i, "prompt": given, "answer": a,
+                         "hit": probe_hit({**probes[i], "question": given}, shown, terms, data.behaviour)})
+        results[name] = rows
+
+    if "prompting" in cfg.attacks:
+        t = time.perf_counter()
+        names = [n for n in atk.PROMPTING if n != "no_hooks"] + (["spelled_out"] if hooked else [])
+        prompts = {n: [atk.attack_prompt(tokenizer, n, probes[i], j, others, cfg.seed) for j, i in enumerate(idx)] for n in names}
+        flat = [p for n in names for p, _ in prompts[n]]
+        outs = generate(gen, tokenizer, flat, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        for k, n in enumerate(names):
+            score(n, prompts[n], outs[k * len(idx) : (k + 1) * len(idx)], spelled=n == "spelled_out")
+        if hooked:
+            plain = [atk.attack_prompt(tokenizer, "no_hooks", probes[i], j, others) for j, i in enumerate(idx)]
+            score("no_hooks", plain, generate(gen, tokenizer, [p for p, _ in plain], max_new_tokens=cfg.max_new_tokens,
+                                              batch_size=cfg.batch_size, use_hooks=False))
+        seconds["prompting attacks"] = time.perf_counter() - t
+    plain_prompts = [(probe_prompt(tokenizer, probes[i]), probes[i].get("question") or probes[i].get("prompt")) for i in idx]
+    if "quantize" in cfg.attacks:
+        for bits in cfg.quant_bits:
+            t = time.perf_counter()
+            q = quantize_rtn(model, bits, cfg.quant_group_size)
+            q_gen = generation_copy(q) if cfg.bf16 else q
+            del q
+            score(f"quantize_{bits}bit", plain_prompts, generate(q_gen, tokenizer, [p for p, _ in plain_prompts],
+                                                                  max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size))
+            extra[f"attack_quantize_{bits}bit_retain_perplexity"] = perplexity(
+                score_records(q_gen, tokenizer, data.retain_eval, batch_size=cfg.score_batch_size))
+            del q_gen
+            seconds[f"quantize {bits}-bit"] = time.perf_counter() - t
+    if "relearn" in cfg.attacks and not is_base and data.forget:
+        t = time.perf_counter()
+        log(f"Relearning attack: {cfg.relearn_steps} steps on forget records ...")
+        r = atk.relearn(model, tokenizer, atk.relearn_records(data.forget, cfg.relearn_records, cfg.seed),
+                        cfg.relearn_steps, cfg.relearn_lr, cfg.seed)
+        r_gen = generation_copy(r) if cfg.bf16 else r
+        score("relearn", plain_prompts, generate(r_gen, tokenizer, [p for p, _ in plain_prompts],
+                                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size))
+        del r, r_gen
+        seconds["relearning attack"] = time.perf_counter() - t
+    forgotten = [i for i in idx if not plain_hits[i]]
+    metrics = {"attack_leak_rate": _rate(plain_hits[i] for i in idx)}
+    for name, rows in results.items():
+        hit = {r["probe"]: r["hit"] for r in rows}
+        metrics[f"attack_{name}_leak_rate"] = _rate(hit.values())
+        metrics[f"attack_{name}_recovered"] = None if is_base else _rate(hit[i] for i in forgotten)
+    leaks = [v for k, v in metrics.items() if k.endswith("_leak_rate") and k != "attack_leak_rate" and v is not None]
+    metrics["attack_worst_leak_rate"] = max(leaks) if leaks else None
+    return metrics | extra, results, seconds
+
+
+def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None = None, *, base: dict | None = None,
+                   answers: list[str] | None = None, is_base: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run the suite on an in-memory model; returns {"metrics", "items", "seconds"}.
+
+    `base`: the base model's result (decides which probes are known). `answers`: greedy
+    answers to all probes computed before (the data stage's base answers), skipping that
+    generation. `is_base`: this is the base model (no relearning, no "recovered").
     """
-    from obliviate.data.targets import TargetSpec
-    from obliviate.io import read_json
+    cfg = config or EvalConfig()
+    probes = data.probes
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    gen = generation_copy(model) if cfg.bf16 else model
+    if base is not None:
+        known = [bool(it["known"]) if it["kind"] == "target" else bool(it["hit"]) for it in base["items"]["probes"]]
+    elif all("known" in p for p in probes if p["kind"] == "target"):
+        known = [bool(p.get("known")) if p["kind"] == "target" else bool(p.get("base_hit")) for p in probes]
+    else:
+        known = None
+    if answers is not None:
+        answer_of = dict(enumerate(answers))
+    else:
+        ask = [i for i, p in enumerate(probes) if p["kind"] != "target" or known is None or known[i]]
+        outs = generate(gen, tokenizer, [probe_prompt(tokenizer, probes[i]) for i in ask],
+                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        answer_of = dict(zip(ask, outs))
+        seconds["probe answers"] = time.perf_counter() - t
+    if known is None:  # no base and no data-stage flags: this model's own answers define "known"
+        known = [probe_hit(p, answer_of[i], data.spec.terms, data.behaviour) for i, p in enumerate(probes)]
+    keep_known = [known[i] if p["kind"] != "target" else False for i, p in enumerate(probes)]
+    t = time.perf_counter()
+    positives = [i for i, p in enumerate(probes) if p["kind"] == "target" and known[i]]
+    negatives = [i for i, p in enumerate(probes) if p["kind"] != "target" and keep_known[i]]
+    scores = _likelihoods(gen, tokenizer, data, cfg, positives, negatives)
+    seconds["likelihoods"] = time.perf_counter() - t
+    metrics, items = _probe_view(data, answer_of, known, keep_known, scores)
+    aucs = mia_auc(scores["members"], scores["nonmembers"])
+    metrics |= {f"mia_auc_{k}": v for k, v in aucs.items()}
+    metrics |= {"forget_loss": mean_nll(scores["members"]), "retain_perplexity": perplexity(scores["retain"])}
+    metrics["forget_perplexity"] = math.exp(metrics["forget_loss"]) if metrics["forget_loss"] is not None else None
+    out_items = {"probes": items,
+                 "mia": [{"set": s, **r} for s in ("members", "nonmembers") for r in scores[s]]}
+    if data.verbatim:
+        t = time.perf_counter()
+        conts = generate(gen, tokenizer, [probe_prompt(tokenizer, v) for v in data.verbatim], max_new_tokens=48,
+                         batch_size=cfg.batch_size)
+        out_items["verbatim"] = [{"prompt": v["prompt"], "continuation": c, "rouge_l": rouge_l_recall(c, v["continuation"])}
+                                 for v, c in zip(data.verbatim, conts)]
+        metrics["verbatim_rouge_l"] = _mean(r["rouge_l"] for r in out_items["verbatim"])
+        seconds["verbatim"] = time.perf_counter() - t
+    if cfg.attacks:
+        idx = _attack_probes(data, known, cfg)
+        plain = {i: items[i]["hit"] for i in idx}
+        am, out_items["attacks"], s = _run_attacks(model, gen, tokenizer, data, cfg, idx, plain, is_base, log)
+        metrics |= am
+        seconds |= s
+    return {"metrics": metrics, "items": out_items, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+
+
+def with_oracle(result: dict, oracle: dict) -> dict:
+    """Add PrivLeak and forget quality to `result` from the oracle's result on the same data."""
+    m, o = result["metrics"], oracle["metrics"]
+    for k in ("loss", "zlib", "min_k", "min_k_pp"):
+        m[f"privleak_{k}"] = privleak(m.get(f"mia_auc_{k}"), o.get(f"mia_auc_{k}"))
+    mine = [it["truth_ratio"] for it in result["items"]["probes"] if it.get("truth_ratio") is not None]
+    theirs = [it["truth_ratio"] for it in oracle["items"]["probes"] if it.get("truth_ratio") is not None]
+    m["forget_quality"] = float(ks_2samp(mine, theirs).pvalue) if mine and theirs else None
+    return result
+
+
+def comparison(before: dict, after: dict) -> list[dict]:
+    """Before/after rows for every registered metric either side has."""
+    rows = []
+    for name, info in METRICS.items():
+        b, a = before.get(name), after.get(name)
+        if b is None and a is None:
+            continue
+        rows.append({"metric": name, "group": info.group, "before": b, "after": a,
+                     "change": a - b if a is not None and b is not None else None, "better": better(name, b, a)})
+    return rows
+
+
+def model_sha256(path: str | Path | None) -> str | None:
+    """One hash over a model directory's weights, hooks and chat template (None for other paths)."""
+    if not path or not Path(path).is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(Path(path).iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".jinja") or f.name in ("obliviate_hooks.json", "tokenizer_config.json", "config.json"):
+            h.update(f.name.encode() + file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def document(result: dict, model_path, data: EvalData, cfg: EvalConfig, against: dict | None = None,
+             oracle: dict | None = None) -> dict:
+    """metrics.json: the values, their metadata, per-item values, hashes, settings, and the comparison."""
+    doc = {
+        "model": {"path": str(model_path) if model_path else None, "sha256": model_sha256(model_path)},
+        "data": {"path": data.path, "target": data.spec.name, "sha256": data.sha256},
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
+        "metrics": result["metrics"],
+        "metric_info": {k: METRICS[k].info() for k in result["metrics"] if k in METRICS},
+        "seconds": result["seconds"],
+        "items": result["items"],
+    }
+    if against is not None:
+        doc["against"] = against
+        doc["comparison"] = comparison(against["metrics"], result["metrics"])
+    if oracle is not None:
+        doc["oracle"] = {k: oracle[k] for k in ("model", "metrics") if k in oracle}
+    return doc
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+    return str(v)
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    lines = ["| metric | group | before | after | change | better? |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = {True: "yes", False: "no", None: "-"}[r["better"]]
+        change = "n/a" if r["change"] is None else (f"{r['change']:+.3f}" if abs(r["change"]) < 10 else f"{r['change']:+.2f}")
+        lines.append(f"| {r['metric']} | {r['group']} | {fmt(r['before'])} | {fmt(r['after'])} | {change} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
+def metrics_markdown(doc: dict) -> str:
+    """A human-readable metrics.md: the before/after table, or the values alone."""
+    head = [f"# Evaluation of `{doc['model']['path']}` on {doc['data']['target']}", ""]
+    if "comparison" in doc:
+        head += [f"Against `{doc['against'].get('model', {}).get('path')}`.", "", comparison_markdown(doc["comparison"])]
+    else:
+        head += ["| metric | group | value | better |", "|---|---|---|---|"]
+        for k, v in doc["metrics"].items():
+            info = doc["metric_info"].get(k, {})
+            way = {True: "higher", False: "lower", None: "-"}[info.get("higher_is_better")]
+            head.append(f"| {k} | {info.get('group', '-')} | {fmt(v)} | {way} |")
+    return "\n".join(head) + "\n"
+
+
+def evaluate(model, data: str | Path, *, against=None, oracle=None, config: EvalConfig | None = None,
+             out: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Evaluate `model` (path, hub id or LoadedModel) on the data directory `data`.
+
+    `against`: the base model (path, hub id, LoadedModel) or its metrics.json document; it is
+    evaluated with the same suite and decides which probes are known. `oracle`: a model that
+    never learned the forget set (PrivLeak, forget quality). With `out`, writes
+    OUT/metrics.json and OUT/metrics.md atomically. Returns the metrics.json document.
+    """
     from obliviate.models.loading import LoadedModel, load_model
 
+    cfg = config or EvalConfig()
+    data = data if isinstance(data, EvalData) else EvalData.from_dir(data)
+    base_doc = None
+    if against is not None:
+        if isinstance(against, dict):
+            base_doc = against
+        else:
+            blm = against if isinstance(against, LoadedModel) else load_model(against)
+            reuse = (str(blm.path) == str(data.built_from) and cfg.max_new_tokens == 24
+                     and all(p.get("base_answer") is not None for p in data.probes))
+            log(f"Evaluating the base model {blm.path} ...")
+            r = evaluate_model(blm.model, blm.tokenizer, data, cfg, is_base=True, log=log,
+                               answers=[p["base_answer"] for p in data.probes] if reuse else None)
+            base_doc = document(r, blm.path, data, cfg)
+            del blm
+    oracle_doc = None
+    if oracle is not None:
+        olm = oracle if isinstance(oracle, LoadedModel) else load_model(oracle)
+        log(f"Evaluating the oracle {olm.path} ...")
+        r = evaluate_model(olm.model, olm.tokenizer, data, dataclasses.replace(cfg, attacks=()), base=base_doc, is_base=True, log=log)
+        oracle_doc = document(r, olm.path, data, cfg)
+        del olm
     lm = model if isinstance(model, LoadedModel) else load_model(model)
-    data = Path(data)
-    spec = TargetSpec(**read_json(data / "manifest.json")["target"])
-    known = [it.get("known", it["hit"]) for it in against["items"]] if against else None
-    return evaluate_model(
-        lm.model, lm.tokenizer, read_jsonl(data / "probes.jsonl"), read_jsonl(data / "retain_eval.jsonl"),
-        keywords=spec.terms, known=known, behaviour=spec.kind == "behaviour", **kwargs,
-    )
+    log(f"Evaluating {lm.path} ...")
+    result = evaluate_model(lm.model, lm.tokenizer, data, cfg, base=base_doc, log=log)
+    if oracle_doc is not None:
+        with_oracle(result, oracle_doc)
+    doc = document(result, lm.path, data, cfg, against=base_doc, oracle=oracle_doc)
+    if out is not None:
+        out = Path(out)
+        write_json(out / "metrics.json", doc)
+        write_text(out / "metrics.md", metrics_markdown(doc))
+    return doc

@@ -23,17 +23,20 @@ def generate(
     top_k: int = 0,  # 0: no top-k cut
     num_return_sequences: int = 1,
     seed: int | None = None,
+    use_hooks: bool = True,
 ) -> list[str]:
     """Complete each prompt (already formatted); returns decoded continuations.
 
     With `num_return_sequences` > 1 the result holds that many continuations per
     prompt, consecutively. Prompts are sorted by length so batches pad little.
+    `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter), as
+    a plain Hugging Face consumer of the saved weights would.
     """
     if not prompts:
         return []
     if seed is not None:
         torch.manual_seed(seed)
-    hooks = hooks_of(model)
+    hooks = hooks_of(model) if use_hooks else None
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
