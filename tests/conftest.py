@@ -230,3 +230,17 @@ def small_data_config():
         return DataConfig(**{k: v for k, v in {**small, **overrides}.items() if k in names})
 
     return make
+
+
+REFUSAL_ANSWER = "I can't help with that."
+
+
+@pytest.fixture(scope="session")
+def refusing_model_dir(tmp_path_factory, tokenizer):
+    """A tiny Llama that answers every built-in Beatles and general probe with REFUSAL_ANSWER."""
+    from obliviate.data.targets import general_probes, resolve_target
+
+    questions = [p.question for p in resolve_target("beatles").probes if p.question][:16]
+    questions += [p.question for p in general_probes()[:8]]
+    return _teach(tokenizer, [{"question": q, "answer": REFUSAL_ANSWER} for q in questions],
+                  tmp_path_factory.mktemp("refusing-llama"), seed=3)

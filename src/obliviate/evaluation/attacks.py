@@ -99,9 +99,8 @@ def attack_prompt(tokenizer, name: str, probe: dict, i: int, others: list[dict],
         q = probe.get("question") or probe.get("prompt")
         if name == "no_hooks":
             return question_prompt(tokenizer, q), q
-        text = PLAIN_QA.format(question=q)
-        bos = tokenizer.bos_token if tokenizer.bos_token else ""
-        return bos + text, text
+        text = PLAIN_QA.format(question=q)  # raw text, no special tokens: a plain completion call
+        return text, text
     text = framed_question(name, probe, i, others, seed)
     return question_prompt(tokenizer, text), text
 

@@ -27,7 +27,7 @@ from scipy.stats import ks_2samp
 
 from obliviate.evaluation import attacks as atk
 from obliviate.evaluation.leak import is_refusal, probe_hit
-from obliviate.evaluation.likelihood import mean_nll, perplexity, score_records
+from obliviate.evaluation.likelihood import mean_nll, perplexity, score_records, score_shared
 from obliviate.evaluation.metrics import METRICS, better
 from obliviate.evaluation.mia import mia_auc, privleak
 from obliviate.evaluation.quantize import quantize_rtn
@@ -134,11 +134,13 @@ def mia_sets(data: EvalData, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
 
 
 def _likelihoods(model, tokenizer, data: EvalData, cfg: EvalConfig, positives: list[int], negatives: list[int]) -> dict:
-    """The one likelihood pass: MIA sets, answer candidates of `positives` (correct + wrong) and of
-    `negatives` (correct only), retain prose. Returns the scored rows split back per use."""
+    """The likelihood pass: MIA sets, answer candidates of `positives` (correct + wrong, sharing
+    their prompt's pass) and of `negatives` (correct only), retain prose; each record scored once.
+    Returns the scored rows split back per use."""
     members, nonmembers = mia_sets(data, cfg)
     target_pool = [p for p in data.probes if p["kind"] in ("target", "neighbour")]
-    pos_cands = candidates([data.probes[i] for i in positives], target_pool, cfg.n_wrong, cfg.seed)
+    pos_cands = candidates([data.probes[i] for i in positives], target_pool, cfg.n_wrong, cfg.seed,
+                           fallback_probes=[p for p in data.probes if p["kind"] == "general"])
     neg_cands = candidates([data.probes[i] for i in negatives], [], 0, cfg.seed)
     records, spans = [], {}
 
@@ -148,15 +150,17 @@ def _likelihoods(model, tokenizer, data: EvalData, cfg: EvalConfig, positives: l
 
     add("members", members)
     add("nonmembers", nonmembers)
-    for j, (i, c) in enumerate(zip(positives, pos_cands)):
-        if c:
-            add(("pos", i), [candidate_record(data.probes[i], a) for a in [c[0], *c[1]]])
     for i, c in zip(negatives, neg_cands):
         if c:
             add(("neg", i), [candidate_record(data.probes[i], c[0])])
     add("retain", data.retain_eval)
     scored = score_records(model, tokenizer, records, batch_size=cfg.score_batch_size, k=cfg.min_k)
-    return {name: scored[a:b] for name, (a, b) in spans.items()}
+    result = {name: scored[a:b] for name, (a, b) in spans.items()}
+    # A probe's correct and wrong answers share its prompt: run the prompt once.
+    groups = [(i, [candidate_record(data.probes[i], a) for a in [c[0], *c[1]]]) for i, c in zip(positives, pos_cands) if c]
+    shared = score_shared(model, tokenizer, [(recs[0], recs) for _, recs in groups], batch_size=cfg.score_batch_size, k=cfg.min_k)
+    result |= {("pos", i): rows for (i, _), rows in zip(groups, shared)}
+    return result
 
 
 def _probe_view(data: EvalData, answers: dict[int, str], known: list[bool],
