@@ -48,8 +48,9 @@ class EvalConfig:
     score_batch_size: int = field(default=16, metadata={"help": "records per likelihood batch"})
     bf16: bool = field(default=True, metadata={"help": "generate and score with a bf16 copy of a CPU fp32 model"})
     attacks: tuple[str, ...] = field(default=ATTACK_GROUPS, metadata={"help": "attack groups to run: prompting, quantize, relearn"})
-    attack_probes: int = field(default=48, metadata={"help": "known target probes re-asked under every attack (seeded subset)"})
-    mia_records: int = field(default=64, metadata={"help": "forget records and held-out records sampled for membership inference"})
+    attack_probes: int = field(default=40, metadata={"help": "known target probes re-asked under every attack (seeded subset)"})
+    mia_records: int = field(default=48, metadata={"help": "forget records and held-out records sampled for membership inference"})
+    keep_loss_probes: int = field(default=48, metadata={"help": "keep probes whose correct answer's NLL gives cls_loss_keep (seeded subset)"})
     n_wrong: int = field(default=3, metadata={"help": "wrong answer candidates per probe for the truth ratio"})
     min_k: float = field(default=0.2, metadata={"help": "share of least likely tokens averaged by Min-K% and Min-K%++"})
     quant_bits: tuple[int, ...] = field(default=(8, 4), metadata={"help": "bit widths of the quantization attack"})
@@ -72,7 +73,7 @@ class EvalConfig:
             raise UserError(f"quant_bits takes whole numbers like 8,4; got {self.quant_bits!r}.") from None
         if any(not 2 <= b <= 16 for b in self.quant_bits):
             raise UserError(f"quant_bits must lie between 2 and 16; got {self.quant_bits!r}.")
-        for name in ("max_new_tokens", "batch_size", "score_batch_size", "attack_probes", "mia_records"):
+        for name in ("max_new_tokens", "batch_size", "score_batch_size", "attack_probes", "mia_records", "keep_loss_probes"):
             if getattr(self, name) <= 0:
                 raise UserError(f"The evaluation setting {name} must be positive; got {getattr(self, name)}.")
 
@@ -326,7 +327,8 @@ def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None =
     keep_known = [known[i] if p["kind"] != "target" else False for i, p in enumerate(probes)]
     t = time.perf_counter()
     positives = [i for i, p in enumerate(probes) if p["kind"] == "target" and known[i]]
-    negatives = [i for i, p in enumerate(probes) if p["kind"] != "target" and keep_known[i]]
+    negatives = sorted(_sample([i for i, p in enumerate(probes) if p["kind"] != "target" and keep_known[i]],
+                               cfg.keep_loss_probes, f"{cfg.seed}-keep"))
     scores = _likelihoods(gen, tokenizer, data, cfg, positives, negatives)
     seconds["likelihoods"] = time.perf_counter() - t
     metrics, items = _probe_view(data, answer_of, known, keep_known, scores)
@@ -473,7 +475,9 @@ def evaluate(model, data: str | Path, *, against=None, oracle=None, config: Eval
         del olm
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     log(f"Evaluating {lm.path} ...")
-    result = evaluate_model(lm.model, lm.tokenizer, data, cfg, base=base_doc, log=log)
+    # The model the data was built from has forgotten nothing: no relearning, nothing "recovered".
+    result = evaluate_model(lm.model, lm.tokenizer, data, cfg, base=base_doc, log=log,
+                            is_base=str(lm.path) == str(data.built_from))
     if oracle_doc is not None:
         with_oracle(result, oracle_doc)
     doc = document(result, lm.path, data, cfg, against=base_doc, oracle=oracle_doc)
