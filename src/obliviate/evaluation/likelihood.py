@@ -93,7 +93,8 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
 
     from transformers import DynamicCache
 
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model forwards **kwargs
+    cache_arg = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
