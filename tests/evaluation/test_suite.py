@@ -199,3 +199,15 @@ def test_shared_prompt_scores_equal_separate_scores(tiny_lm):
             assert s["n_tokens"] == alone["n_tokens"] and s["zlib_bytes"] == alone["zlib_bytes"]
             for key in ("logprob", "min_k", "min_k_pp"):
                 assert s[key] == pytest.approx(alone[key], rel=1e-3, abs=1e-4), key  # fp32, another summation order
+
+
+def test_verbatim_memorization_is_scored_for_document_targets(beatles_model_dir):
+    lm = obliviate.load(str(beatles_model_dir))
+    data = dataclasses.replace(beatles_data(n_target=2, n_general=2), verbatim=[
+        {"prompt": "The Beatles were an English rock band formed in", "continuation": " Liverpool in 1960.", "doc": 0},
+        {"prompt": "Their best-known line-up comprised John Lennon,", "continuation": " Paul McCartney, George Harrison and Ringo Starr.", "doc": 0},
+    ])
+    r = evaluate_model(lm.model, lm.tokenizer, data, NO_ATTACKS, log=lambda s: None)
+    rows = r["items"]["verbatim"]
+    assert len(rows) == 2 and all(0.0 <= row["rouge_l"] <= 1.0 for row in rows)
+    assert r["metrics"]["verbatim_rouge_l"] == pytest.approx(sum(row["rouge_l"] for row in rows) / 2)
