@@ -265,9 +265,8 @@ def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: li
     if "quantize" in cfg.attacks:
         for bits in cfg.quant_bits:
             t = time.perf_counter()
-            q = quantize_rtn(model, bits, cfg.quant_group_size)
-            q_gen = generation_copy(q) if cfg.bf16 else q
-            del q
+            q_gen = quantize_rtn(model, bits, cfg.quant_group_size)
+            q_gen = generation_copy(q_gen, inplace=True) if cfg.bf16 else q_gen
             score(f"quantize_{bits}bit", plain_prompts, generate(q_gen, tokenizer, [p for p, _ in plain_prompts],
                                                                   max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size))
             extra[f"attack_quantize_{bits}bit_retain_perplexity"] = perplexity(
@@ -279,10 +278,10 @@ def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: li
         log(f"Relearning attack: {cfg.relearn_steps} steps on forget records ...")
         r = atk.relearn(model, tokenizer, atk.relearn_records(data.forget, cfg.relearn_records, cfg.seed),
                         cfg.relearn_steps, cfg.relearn_lr, cfg.seed)
-        r_gen = generation_copy(r) if cfg.bf16 else r
-        score("relearn", plain_prompts, generate(r_gen, tokenizer, [p for p, _ in plain_prompts],
+        r = generation_copy(r, inplace=True) if cfg.bf16 else r
+        score("relearn", plain_prompts, generate(r, tokenizer, [p for p, _ in plain_prompts],
                                                  max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size))
-        del r, r_gen
+        del r
         seconds["relearning attack"] = time.perf_counter() - t
     forgotten = [i for i in idx if not plain_hits[i]]
     metrics = {"attack_leak_rate": _rate(plain_hits[i] for i in idx)}

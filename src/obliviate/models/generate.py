@@ -77,16 +77,18 @@ def answer_probes(model, tokenizer, rows: list[dict], max_new_tokens: int = 32, 
     return generate(model, tokenizer, [probe_prompt(tokenizer, r) for r in rows], max_new_tokens=max_new_tokens, **kwargs)
 
 
-def generation_copy(model: PreTrainedModel) -> PreTrainedModel:
+def generation_copy(model: PreTrainedModel, inplace: bool = False) -> PreTrainedModel:
     """A bf16 copy of a CPU fp32 model for greedy and sampled generation: 2-2.5x faster.
 
     Every generation (data, probe answers before and after unlearning) goes through
     it, so base and unlearned models are compared in the same precision, the one the
-    engine trains in (bf16 autocast). Likelihood metrics use the model's own weights.
-    docs/DATA.md reports the leak rate measured both ways on an unlearned model.
+    engine trains in (bf16 autocast); the evaluation scores its likelihoods on it too
+    (EvalConfig.bf16). docs/DATA.md reports the leak rate measured both ways on an
+    unlearned model. `inplace` converts `model` itself, for a throwaway copy such as a
+    quantized or relearned model.
     """
     if model.device.type != "cpu" or model.dtype != torch.float32:
         return model
     import copy
 
-    return copy.deepcopy(model).to(torch.bfloat16).eval()
+    return (model if inplace else copy.deepcopy(model)).to(torch.bfloat16).eval()
