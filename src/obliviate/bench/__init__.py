@@ -1,0 +1,1 @@
+"""The benchmark with an oracle (issue 6): fictitious entities the base model cannot know."""
