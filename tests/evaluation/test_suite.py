@@ -182,6 +182,11 @@ def test_eval_command_writes_metrics_and_refuses_bad_input(beatles_model_dir, ti
     assert "not a data directory" in capsys.readouterr().err
     assert main(["eval", str(tiny_model_dir), "--data", str(data_dir), "--eval-set", "atack_probes=3"]) == 2
     assert "did you mean 'attack_probes'" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing"), "--data", str(data_dir), "--against", str(beatles_model_dir)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (data_dir / "probes.jsonl").write_text("")
+    assert main(["eval", str(tiny_model_dir), "--data", str(data_dir)]) == 2
+    assert "holds no target probes" in capsys.readouterr().err
 
 
 def test_shared_prompt_scores_equal_separate_scores(tiny_lm):

@@ -101,6 +101,9 @@ class EvalData:
         if not (path / "manifest.json").is_file():
             raise UserError(f"{path} is not a data directory (no manifest.json); build one with `obliviate data`.")
         manifest = read_json(path / "manifest.json")
+        if not any(p.get("kind") == "target" for p in read_jsonl(path / "probes.jsonl")):
+            raise UserError(f"{path / 'probes.jsonl'} holds no target probes, so there is nothing to evaluate; "
+                            "rebuild the data with `obliviate data`.")
         opt = lambda name: read_jsonl(path / name) if (path / name).is_file() else []  # noqa: E731
         return cls(TargetSpec(**manifest["target"]), read_jsonl(path / "probes.jsonl"), read_jsonl(path / "forget.jsonl"),
                    read_jsonl(path / "retain_eval.jsonl"), opt("verbatim.jsonl"), opt("holdout.jsonl"), str(path),
@@ -450,8 +453,13 @@ def evaluate(model, data: str | Path, *, against=None, oracle=None, config: Eval
     """
     from obliviate.models.loading import LoadedModel, load_model
 
+    from obliviate.models.loading import resolve_model
+
     cfg = config or EvalConfig()
     data = data if isinstance(data, EvalData) else EvalData.from_dir(data)
+    for spec in (model, against, oracle):  # a wrong path fails now, not after minutes of evaluation
+        if isinstance(spec, str):
+            resolve_model(spec)
     base_doc = None
     if against is not None:
         if isinstance(against, dict):
