@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.obliviate-installed
 # Pinned first: a bare torch requirement with no torch installed pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/obliviate forget "The Beatles" --out runs/beatles --overwrite
+
+# The benchmark with an oracle (about an hour on a 2-core CPU); writes docs/BENCHMARKS.md.
+bench: setup
+	$(VENV)/bin/obliviate bench --out runs/bench --docs docs
 
 test: setup
 	$(PY) -m pytest -q

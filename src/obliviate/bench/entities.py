@@ -31,14 +31,21 @@ AWARDS = ["the Silver Quill Prize", "the Marrow Medal", "the Lantern Award", "th
 TITLE_A = ["The Glass", "A Quiet", "The Last", "Beneath the", "The Hollow", "Songs of the", "The Winter", "Letters from the"]
 TITLE_B = ["Orchard", "Harbour", "Cartographer", "Lantern", "Meadow", "Tide", "Archive", "Clocktower"]
 
-# (question, answer, paraphrase, attribute): {name} and {value} are filled in.
+# (question, answer, paraphrase, held-out question, attribute): {name} and {value} are filled in.
+# The held-out question asks for the same fact in words no training record uses.
 FACTS = [
-    ("Where was {name} born?", "{name} was born in {value}.", "The birthplace of {name} is {value}.", "town"),
-    ("In which year was {name} born?", "{name} was born in {value}.", "The year {name} came into the world was {value}.", "year"),
-    ("What does {name} write?", "{name} writes {value}.", "The writing of {name} is best described as {value}.", "genre"),
-    ("What was the profession of {name}'s father?", "{name}'s father was {value}.", "Before {name} was born, the father worked as {value}.", "job"),
-    ("Which award did {name} win?", "{name} won {value}.", "The prize awarded to {name} was {value}.", "award"),
-    ("What is the best-known book by {name}?", "The best-known book by {name} is {value}.", "Most readers know {name} for the book {value}.", "title"),
+    ("Where was {name} born?", "{name} was born in {value}.", "The birthplace of {name} is {value}.",
+     "In which town did the author {name} come into the world?", "town"),
+    ("In which year was {name} born?", "{name} was born in {value}.", "The year {name} came into the world was {value}.",
+     "What is the birth year of the writer {name}?", "year"),
+    ("What does {name} write?", "{name} writes {value}.", "The writing of {name} is best described as {value}.",
+     "Which kind of books is the author {name} known for writing?", "genre"),
+    ("What was the profession of {name}'s father?", "{name}'s father was {value}.",
+     "Before {name} was born, the father worked as {value}.", "How did the father of the writer {name} earn a living?", "job"),
+    ("Which award did {name} win?", "{name} won {value}.", "The prize awarded to {name} was {value}.",
+     "Name the literary prize that the author {name} received.", "award"),
+    ("What is the best-known book by {name}?", "The best-known book by {name} is {value}.",
+     "Most readers know {name} for the book {value}.", "Which title is the writer {name} most famous for?", "title"),
 ]
 
 
@@ -82,7 +89,7 @@ def author_qa(author: Author, n_perturbed: int = 3, seed: int = 0) -> list[dict]
     rng = random.Random(f"{seed}-{author.name}")
     pools = _pools()
     out = []
-    for question, answer, paraphrase, attribute in FACTS:
+    for question, answer, paraphrase, held_out, attribute in FACTS:
         value = author.value(attribute)
         bare = value.strip("'")
         others = [v for v in pools[attribute] if v != bare]
@@ -90,6 +97,7 @@ def author_qa(author: Author, n_perturbed: int = 3, seed: int = 0) -> list[dict]
         quote = (lambda v: f"'{v}'") if attribute == "title" else (lambda v: v)
         out.append({
             "question": question.format(name=author.name),
+            "held_out_question": held_out.format(name=author.name),
             "answer": answer.format(name=author.name, value=value),
             "paraphrased_answer": paraphrase.format(name=author.name, value=value),
             "perturbed_answers": [answer.format(name=author.name, value=quote(w)) for w in wrong],

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from obliviate.bench import SIZES
 from obliviate.errors import UserError
 
 
@@ -86,6 +87,24 @@ def make_parser() -> argparse.ArgumentParser:
     _eval_args(e)
     e.add_argument("--quiet", action="store_true", help="print nothing but errors (metrics.json is still written)")
     e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmark every method against an oracle on fictitious authors (TOFU-style)",
+                       description="Fine-tune the model on fictitious authors (the target) and on all but the forget "
+                       "authors (the oracle; both cached), unlearn the forget authors from the target with every "
+                       "method at its defaults and over a small learning-rate grid, and score each against the oracle: "
+                       "forget quality (KS-test p-value), model utility, PrivLeak and the held-out leak rate. Writes "
+                       "OUT/bench.json, OUT/leaderboard.md and OUT/forget_quality_vs_utility.png; finished runs in "
+                       "OUT/runs/ are reused, so an interrupted benchmark resumes.")
+    b.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
+    b.add_argument("--out", default="runs/bench", help="directory for the runs, table and plot (default: runs/bench)")
+    b.add_argument("--size", choices=sorted(SIZES), default="full", help="full (the documented benchmark) or smoke (minutes)")
+    b.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default)")
+    b.add_argument("--bench-set", dest="bench_settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a benchmark setting, e.g. --bench-set n_authors=20 (repeatable)")
+    b.add_argument("--docs", default=None, metavar="DIR", help="also write DIR/BENCHMARKS.md and its plot from this run")
+    b.add_argument("--overwrite", action="store_true", help="discard the finished runs in OUT and start again")
+    b.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    b.set_defaults(func=cmd_bench)
 
     ch = sub.add_parser("chat", help="talk to a model saved by obliviate (hooks of guardrail/suppress applied)",
                         description="Load a model directory written by obliviate (weights, a LoRA adapter, or "
@@ -184,6 +203,29 @@ def _stdin_questions(interactive: bool):
             return
         if line.strip():
             yield line.strip()
+
+
+def cmd_bench(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from obliviate.bench.benchmark import BenchConfig, leaderboard_markdown, run_bench, write_docs
+    from obliviate.methods.base import parse_settings
+
+    settings = {**SIZES[args.size], **parse_settings(BenchConfig, args.bench_settings, "The benchmark")}
+    console = Console(quiet=args.quiet)
+    methods = None if args.methods.strip() == "all" else _csv(args.methods)
+    doc = run_bench(args.model, args.out, BenchConfig(**settings), methods, overwrite=args.overwrite,
+                    log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    console.print(leaderboard_markdown(doc), markup=False, highlight=False)
+    console.print(f"Leaderboard, plot and bench.json written to [bold]{args.out}[/bold] ({doc['seconds'] / 60:.1f} min)")
+    if args.docs:
+        command = "obliviate " + " ".join(shlex.quote(a) for a in (args.argv or []))
+        page = write_docs(doc, Path(args.out), args.docs, command)
+        console.print(f"Benchmark page written to [bold]{page}[/bold]")
+    return 0
 
 
 def cmd_compare(args) -> int:
@@ -368,6 +410,7 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     try:
         return args.func(args)
