@@ -21,4 +21,5 @@ def test_each_fact_has_a_paraphrase_and_perturbed_answers_of_the_same_kind():
         assert len(set(row["perturbed_answers"])) == 3
         for wrong in row["perturbed_answers"]:
             assert not reveals(wrong, row["answers"])
-            assert wrong.split()[:2] == row["answer"].split()[:2]  # the same sentence, another value
+            # the paraphrase's sentence with another value
+            assert wrong.split()[:3] == row["paraphrased_answer"].split()[:3] and wrong != row["paraphrased_answer"]

@@ -149,7 +149,8 @@ def cache_key(base: str, records: list[dict], cfg: BenchConfig) -> str:
     """What a fine-tune depends on: the base model, the records and the fine-tuning settings."""
     from obliviate.evaluation.evaluate import model_sha256
 
-    blob = json.dumps({"base": model_sha256(base) or base, "records": records, "epochs": cfg.finetune_epochs,
+    pairs = [[r["question"], r["answer"]] for r in records]  # all that training reads
+    blob = json.dumps({"base": model_sha256(base) or base, "records": pairs, "epochs": cfg.finetune_epochs,
                        "lr": cfg.finetune_lr, "batch": cfg.finetune_batch, "seed": cfg.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

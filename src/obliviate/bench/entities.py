@@ -5,7 +5,7 @@ where we put it: a model fine-tuned on every author (the target) and one fine-tu
 the retain authors only (the oracle) then differ in exactly the forget authors. Names are
 built from syllables, so they are not real people. Every fact comes with the answer
 sentence, a paraphrase that states the same fact in other words, and perturbed answers:
-the same sentence with the fact swapped for another value of the same kind. This is what
+the paraphrase with the fact swapped for another value of the same kind. This is what
 the truth ratio compares (evaluation/truth.py reads ``paraphrased_answer`` and
 ``perturbed_answers``).
 """
@@ -100,7 +100,8 @@ def author_qa(author: Author, n_perturbed: int = 3, seed: int = 0) -> list[dict]
             "held_out_question": held_out.format(name=author.name),
             "answer": answer.format(name=author.name, value=value),
             "paraphrased_answer": paraphrase.format(name=author.name, value=value),
-            "perturbed_answers": [answer.format(name=author.name, value=quote(w)) for w in wrong],
+            # In the paraphrase's words, so that only the fact tells them apart (as in TOFU).
+            "perturbed_answers": [paraphrase.format(name=author.name, value=quote(w)) for w in wrong],
             "answers": [bare.lower()],
             "entity": author.name,
             "attribute": attribute,
