@@ -95,9 +95,11 @@ def test_smoke_benchmark_runs_every_method_and_writes_the_page(tiny_model_dir, t
         assert 0.0 <= m["forget_quality"] <= 1.0 and 0.0 <= m["model_utility"] <= 1.0, name
         parts = [m[f"{s}_{k}"] for s in ("retain", "world") for k in ("probability", "rouge_l", "truth")]
         assert m["model_utility"] == pytest.approx(hmean(parts) if min(parts) > 0 else 0.0)
-        assert len(r["grid"]) == (2 if METHODS[name].trains else 1)  # defaults + lr x2 for trained methods
+        # defaults + lr x2 for trained methods (x2 skipped when the defaults already broke utility)
+        assert len(r["grid"]) + len(r["skipped"]) == (2 if METHODS[name].trains else 1)
         assert len(r["best"]["truth_ratios"]) == doc["split"]["forget_qa"]
     assert doc["oracle"]["metrics"]["forget_quality"] == pytest.approx(1.0)
+    assert doc["cold_seconds"] >= sum(doc["finetune_seconds"]) > 0
     board = (out / "leaderboard.md").read_text()
     assert board.count("\n") >= 2 + len(METHODS) + 2 and "oracle (never learned)" in board
     assert (out / "forget_quality_vs_utility.png").stat().st_size > 1000
@@ -112,6 +114,12 @@ def test_smoke_benchmark_runs_every_method_and_writes_the_page(tiny_model_dir, t
     capsys.readouterr()
     assert main([*argv[:-1], "--bench-set", "n_world=5"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+    # A wider grid only adds runs: the finished ones are reused.
+    assert main([*argv[:-2], "grid=2,4", "--quiet"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    assert all(after[name] == t for name, t in stamp.items())
+    assert {n for n in after if n.endswith("-lr4.json")} <= {f"{m}-lr4.json" for m in METHODS if METHODS[m].trains}
 
 
 def test_cli_refuses_a_misspelled_setting(capsys):

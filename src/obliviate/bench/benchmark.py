@@ -60,7 +60,7 @@ class BenchConfig:
     n_retain_eval: int = field(default=40, metadata={"help": "retain QA pairs scored for model utility"})
     n_world: int = field(default=40, metadata={"help": "country-capital facts scored for model utility"})
     max_new_tokens: int = field(default=24, metadata={"help": "tokens generated per answer"})
-    grid: tuple[float, ...] = field(default=(3.0, 10.0), metadata={
+    grid: tuple[float, ...] = field(default=(3.0,), metadata={
         "help": "learning-rate multipliers tried besides each method's defaults (empty: defaults only)"})
     steps: int | None = field(default=None, metadata={"help": "override every method's steps (smoke runs)"})
 
@@ -265,6 +265,7 @@ def against_oracle(scores: dict, oracle: dict) -> dict:
 def run_method(target: Path, split: Split, name: str, cfg: BenchConfig, lr_scale: float = 1.0) -> dict:
     """Unlearn the forget authors from `target` with method `name` (its defaults, learning rate
     times `lr_scale`) and score the result; the target on disk is only read."""
+    t0 = time.perf_counter()
     lm = load_model(str(target))
     method = _get(name)
     t = time.perf_counter()
@@ -281,7 +282,13 @@ def run_method(target: Path, split: Split, name: str, cfg: BenchConfig, lr_scale
     seconds = time.perf_counter() - t
     scores = bench_scores(model, lm.tokenizer, split, cfg)
     return {**scores, "method": name, "lr_scale": lr_scale, "setting": setting, "diverged_at": diverged,
-            "hooks": hooks_of(model) is not None, "unlearn_seconds": round(seconds, 1)}
+            "hooks": hooks_of(model) is not None, "unlearn_seconds": round(seconds, 1),
+            "wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_seconds(run: dict) -> float:
+    """Wall time of one scoring or unlearning run, as recorded when it ran."""
+    return run.get("wall_seconds", run.get("unlearn_seconds", 0.0) + run["seconds"])
 
 
 def best_of(runs: list[dict], target_utility: float) -> dict:
@@ -319,13 +326,16 @@ def run_bench(
         raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
     settings_path = out / "settings.json"
     settings = {"model": model or "embedded", "config": dataclasses.asdict(cfg)}
-    if settings_path.is_file() and read_json(settings_path) != json.loads(json.dumps(settings)) and not overwrite:
+    # Everything a finished run depends on; the grid only decides which runs happen, so a wider
+    # grid reuses the runs of a narrower one.
+    shapes_runs = json.loads(json.dumps({**settings, "config": {k: v for k, v in settings["config"].items() if k != "grid"}}))
+    if settings_path.is_file() and read_json(settings_path) != shapes_runs and not overwrite:
         raise UserError(f"{out} holds a benchmark with other settings; pass --overwrite to replace it or choose another --out.")
     if overwrite and (out / "runs").is_dir():
         import shutil
 
         shutil.rmtree(out / "runs")
-    write_json(settings_path, settings)
+    write_json(settings_path, shapes_runs)
     t0 = time.perf_counter()
     split = Split.make(cfg)
     cache = Path(cache) if cache else obliviate_home() / "bench"
@@ -346,8 +356,9 @@ def run_bench(
 
     def score(path: Path) -> Callable[[], dict]:
         def make():
+            t = time.perf_counter()
             lm = load_model(str(path))
-            return bench_scores(lm.model, lm.tokenizer, split, cfg)
+            return {**bench_scores(lm.model, lm.tokenizer, split, cfg), "wall_seconds": round(time.perf_counter() - t, 1)}
         return make
 
     oracle = cached("oracle", score(oracle_dir))
@@ -359,17 +370,22 @@ def run_bench(
         f"utility {om['model_utility']:.3f}.")
     rows = {}
     for name in names:
-        scales = [1.0] + ([s for s in cfg.grid] if _get(name).trains else [])
+        scales = [1.0] + (sorted(cfg.grid) if _get(name).trains else [])
         runs = []
         for s in scales:
-            key = f"{name}-lr{s:g}"
-            t = time.perf_counter()
-            run = against_oracle(cached(key, lambda: run_method(target, split, name, cfg, s)), oracle)
+            if runs and runs[-1]["metrics"]["model_utility"] < UTILITY_KEPT * tm["model_utility"]:
+                # A smaller learning rate already cost the utility bar; a larger one would cost more.
+                log(f"{name} (lr x{s:g}): skipped, lr x{runs[-1]['lr_scale']:g} already fell below {UTILITY_KEPT:.0%} "
+                    "of the target's utility.")
+                break
+            run = against_oracle(cached(f"{name}-lr{s:g}", lambda: run_method(target, split, name, cfg, s)), oracle)
             runs.append(run)
             m = run["metrics"]
             log(f"{name} (lr x{s:g}): forget quality {m['forget_quality']:.3g}, utility {m['model_utility']:.3f}, "
-                f"held-out leak {m['held_out_leak_rate']:.3f} ({time.perf_counter() - t:.0f} s)")
-        rows[name] = {"default": runs[0], "best": best_of(runs, tm["model_utility"]), "grid": runs}
+                f"held-out leak {m['held_out_leak_rate']:.3f} ({run_seconds(run):.0f} s)")
+        rows[name] = {"default": runs[0], "best": best_of(runs, tm["model_utility"]), "grid": runs,
+                      "skipped": [s for s in scales if s not in {r["lr_scale"] for r in runs}]}
+    finetunes = [read_json(d / "finetune.json")["seconds"] for d in (target, oracle_dir)]
     doc = {
         "settings": settings,
         "split": {"forget_authors": [a.name for a in split.forget_authors], "forget_qa": len(split.forget),
@@ -377,6 +393,10 @@ def run_bench(
         "target_dir": str(target), "oracle_dir": str(oracle_dir),
         "target": target_scores, "oracle": oracle, "methods": rows, "utility_kept": UTILITY_KEPT,
         "seconds": round(time.perf_counter() - t0, 1),
+        # What one uninterrupted run from an empty cache costs: both fine-tunes, then every scoring and run.
+        "cold_seconds": round(sum(finetunes) + run_seconds(target_scores) + run_seconds(oracle)
+                              + sum(run_seconds(r) for row in rows.values() for r in row["grid"]), 1),
+        "finetune_seconds": finetunes,
     }
     write_json(out / "bench.json", doc)
     write_text(out / "leaderboard.md", leaderboard_markdown(doc))
@@ -480,9 +500,9 @@ def write_docs(doc: dict, out: Path, docs: str | Path, command: str) -> Path:
     shutil.copyfile(out / "forget_quality_vs_utility.png", docs / "images" / "bench_forget_quality_vs_utility.png")
     cfg, t, o = doc["settings"]["config"], doc["target"]["metrics"], doc["oracle"]["metrics"]
     tu = t["model_utility"]
+    skipped = ", ".join(f"{n} x{g:g}" for n, r in doc["methods"].items() for g in r.get("skipped", []))
     winners = [n for n, r in doc["methods"].items()
                if r["best"]["metrics"]["forget_quality"] >= 0.05 and r["best"]["metrics"]["model_utility"] >= UTILITY_KEPT * tu]
-    ft = read_json(Path(doc["target_dir"]) / "finetune.json") if (Path(doc["target_dir"]) / "finetune.json").is_file() else {}
     page = f"""# Benchmark with an oracle
 
 Generated by one command (it reuses finished runs in `{out}`; `--overwrite` starts again):
@@ -491,16 +511,19 @@ Generated by one command (it reuses finished runs in `{out}`; `--overwrite` star
 {command}
 ```
 
-Model: `{doc['settings']['model']}`. Whole benchmark: {doc['seconds'] / 60:.1f} min on this machine
-(2-core CPU){f", of which {ft['seconds']:.0f} s built the target" if ft else ""}; the target and oracle are cached
-and built once.
+Model: `{doc['settings']['model']}`. On this machine (2-core CPU) the whole benchmark costs
+**{doc['cold_seconds'] / 60:.1f} min** from an empty cache: {doc['finetune_seconds'][0]:.0f} s and {doc['finetune_seconds'][1]:.0f} s
+to fine-tune the target and the oracle (cached after the first run, keyed by the base model's hash,
+the training pairs and the fine-tuning settings), then every scoring and unlearning run. That is the
+sum of the wall times each step recorded when it ran (`cold_seconds` in bench.json). The invocation that
+wrote this page took {doc['seconds']:.0f} s; it reuses every run an earlier invocation finished.
 
 ## Setup
 
 TOFU's design (Maini et al. 2024), sized for a laptop. `obliviate.bench.entities` generates
 {cfg['n_authors'] + cfg['n_holdout']} fictitious authors from a seed ({cfg['seed']}), six facts each (birthplace, birth
 year, genre, father's profession, award, best-known book), each fact a question with its answer, a
-paraphrased answer, three perturbed answers (the same sentence with another value of the same kind)
+paraphrased answer, three perturbed answers (the paraphrase with another value of the same kind)
 and a held-out wording of the question that no training record uses.
 
 | split | authors | QA pairs | who learned it |
@@ -514,6 +537,9 @@ The **target** is the base fine-tuned on forget + retain QA, the **oracle** on r
 forget authors from the target, training on the forget QA (and, where it uses them, the retain QA and
 templated alternative answers: refusals, negations, another author's answer), at its documented
 defaults (docs/METHODS.md) and with the learning rate scaled by {', '.join(f'x{g:g}' for g in cfg['grid']) or 'nothing (grid off)'}.
+A larger learning rate is skipped once a smaller one has fallen below {UTILITY_KEPT:.0%} of the target's
+model utility{f" (skipped here: {skipped})" if skipped else ""}. A wider grid, e.g. `--bench-set grid=3,10`,
+reuses these runs and adds the new ones.
 
 ## Does the target know, and the oracle not?
 

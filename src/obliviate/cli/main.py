@@ -222,7 +222,7 @@ def cmd_bench(args) -> int:
     console.print(leaderboard_markdown(doc), markup=False, highlight=False)
     console.print(f"Leaderboard, plot and bench.json written to [bold]{args.out}[/bold] ({doc['seconds'] / 60:.1f} min)")
     if args.docs:
-        command = "obliviate " + " ".join(shlex.quote(a) for a in (args.argv or []))
+        command = "obliviate " + " ".join(shlex.quote(a) for a in args.argv if a != "--quiet")
         page = write_docs(doc, Path(args.out), args.docs, command)
         console.print(f"Benchmark page written to [bold]{page}[/bold]")
     return 0

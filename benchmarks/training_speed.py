@@ -1,0 +1,242 @@
+"""Training throughput against the machine's limit and the loops a user would otherwise write (issue 7).
+
+    python benchmarks/training_speed.py [--steps 8] [--out benchmarks/results/training_speed.json]
+
+In one process, on the embedded SmolLM2-135M-Instruct and the same job (gradient ascent on
+the benchmark's forget-author QA, batch 4, the same steps, learning rate and records):
+1. the machine's matmul peak, fp32 and bf16 (2048 x 2048 products);
+2. obliviate's engine: `ga`, `npo` (reference model) and `ga` with LoRA: seconds per step,
+   tokens per second and achieved FLOP/s (6 N per trained token, plus 2 N per token the
+   reference model reads; N = parameters, the tied head counted once);
+3. a naive loop in the style of the Beatles notebook seed: fp32, every sequence padded to 128
+   tokens, one example at a time;
+4. a Hugging Face `Trainer` subclass overriding `compute_loss` (the open-unlearning design),
+   with its default precision (fp32) and with bf16;
+5. `forgetium` 0.2.1's GradientAscentUnlearner, when it is installed;
+6. generation tokens/s, batched vs one prompt at a time;
+7. peak resident memory of full fine-tuning with a reference model (npo) and of LoRA, each in
+   a fresh process, against the fp32 model's size.
+The first step of every loop is excluded (warm-up); ratios are taken within this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from obliviate.bench.entities import author_qa, make_authors
+from obliviate.engine.trainer import TrainConfig, train
+from obliviate.io import read_jsonl, write_json
+from obliviate.methods import get_method
+from obliviate.models.loading import load_model
+from obliviate.models.prompts import encode
+
+LR, BATCH = 1e-5, 4
+
+
+def records(n: int = 64) -> list[dict]:
+    rows = [r for a in make_authors(12, seed=0) for r in author_qa(a)]
+    return [{"question": r["question"], "answer": r["answer"]} for r in rows][:n]
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 * reps / best
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def tokens_per_record(tok, rows) -> float:
+    enc = encode(tok, rows, 256)
+    return float(enc["attention_mask"].sum()) / len(rows)
+
+
+def engine(method: str, rows, steps: int, **train_options) -> dict:
+    lm = load_model(None)
+    m = get_method(method)
+    data = {"forget": rows, "retain": rows[::-1]}
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "log.jsonl"
+        train(lm.model, lm.tokenizer, m, data, TrainConfig(steps=steps, lr=LR, batch_size=BATCH, checkpoint_every=0,
+                                                           **train_options), log, progress=False)
+        times = [r["seconds"] for r in read_jsonl(log)]
+    per_step = (times[-1] - times[0]) / (len(times) - 1)
+    streams = len(m.batches)
+    tokens = tokens_per_record(lm.tokenizer, rows) * BATCH * streams
+    n = n_params(lm.model)
+    ref_tokens = tokens if m.needs_ref_model else 0.0
+    flops = 6 * n * tokens + 2 * n * ref_tokens
+    return {"seconds_per_step": per_step, "tokens_per_step": tokens, "tokens_per_s": tokens / per_step,
+            "flops_per_s": flops / per_step}
+
+
+def naive_seed_loop(rows, steps: int) -> float:
+    """fp32, each example padded to 128 tokens, one forward/backward per example, a step per batch."""
+    lm = load_model(None)
+    model, tok = lm.model.train(), lm.tokenizer
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    times = []
+    for s in range(steps):
+        t = time.perf_counter()
+        for r in rows[s * BATCH : (s + 1) * BATCH]:
+            text = tok.apply_chat_template([{"role": "user", "content": r["question"]},
+                                            {"role": "assistant", "content": r["answer"]}], tokenize=False)
+            enc = tok(text, return_tensors="pt", padding="max_length", max_length=128, truncation=True)
+            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+            loss = -model(**enc, labels=labels).loss / BATCH
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t)
+    return sum(times[1:]) / (len(times) - 1)
+
+
+def hf_trainer(rows, steps: int, bf16: bool) -> float:
+    """A Trainer subclass whose compute_loss negates the LM loss, as open-unlearning builds its methods."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    lm = load_model(None)
+    tok = lm.tokenizer
+    feats = []
+    for r in rows[: steps * BATCH]:
+        enc = encode(tok, [r], 256)
+        n = int(enc["attention_mask"].sum())
+        feats.append({"input_ids": enc["input_ids"][0, :n].tolist(), "attention_mask": [1] * n,
+                      "labels": enc["labels"][0, :n].tolist()})
+
+    class GATrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = model(**inputs)
+            return (-out.loss, out) if return_outputs else -out.loss
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.times = []
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t)
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=LR,
+                                 report_to=[], save_strategy="no", logging_steps=10_000, use_cpu=True, bf16=bf16,
+                                 lr_scheduler_type="constant", dataloader_num_workers=0, disable_tqdm=True)
+        GATrainer(model=lm.model, args=args, train_dataset=feats, data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+                  callbacks=[clock]).train()
+    return sum(clock.times[1:]) / (len(clock.times) - 1)
+
+
+def forgetium_ga(rows, steps: int) -> float | None:
+    try:
+        from forgetium import ForgetRetainDataset, GradientAscentUnlearner, QADataset, UnlearningConfig
+    except ImportError:
+        return None
+    lm = load_model(None)
+    forget = QADataset.from_pairs([(r["question"], r["answer"]) for r in rows[: steps * BATCH]])
+    config = UnlearningConfig(num_epochs=1, learning_rate=LR, batch_size=BATCH, device="cpu")
+    unlearner = GradientAscentUnlearner(lm.model, lm.tokenizer, config)
+    t = time.perf_counter()
+    unlearner.fit(ForgetRetainDataset(forget, None))
+    return (time.perf_counter() - t) / steps
+
+
+def generation(rows) -> dict:
+    from obliviate.models.generate import answer_questions, generation_copy
+
+    lm = load_model(None)
+    g = generation_copy(lm.model)
+    qs = [r["question"] for r in rows[:32]]
+    out = {}
+    for label, bs in (("batched", 32), ("one_by_one", 1)):
+        t = time.perf_counter()
+        answers = answer_questions(g, lm.tokenizer, qs, max_new_tokens=24, batch_size=bs)
+        n = sum(len(lm.tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
+        out[label] = n / (time.perf_counter() - t)
+    return out
+
+
+MEMORY_CHILD = """
+import resource, sys, json
+from benchmarks.training_speed import engine, records
+method, lora = sys.argv[1], sys.argv[2] == "1"
+engine(method, records(), 3, lora=lora)
+print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def peak_memory(method: str, lora: bool) -> float:
+    """Peak resident set (bytes) of a fresh process that loads the model and trains 3 steps."""
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, method, "1" if lora else "0"], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] * 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--out", default="benchmarks/results/training_speed.json")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rows = records()
+    res: dict = {"command": f"python benchmarks/training_speed.py --steps {args.steps}", "threads": torch.get_num_threads()}
+    res["peak_flops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print("peak", {k: f"{v / 1e9:.0f} GFLOP/s" for k, v in res["peak_flops"].items()}, flush=True)
+    res["engine"] = {}
+    for label, method, opts in (("ga", "ga", {}), ("npo", "npo", {}), ("ga_lora", "ga", {"lora": True}),
+                                ("ga_fp32", "ga", {"bf16": False})):
+        r = engine(method, rows, args.steps, **opts)
+        r["share_of_bf16_peak"] = r["flops_per_s"] / res["peak_flops"]["bf16"]
+        res["engine"][label] = r
+        print(label, {k: round(v, 3) for k, v in r.items()}, flush=True)
+    res["naive_seed_loop_s"] = naive_seed_loop(rows, args.steps)
+    print("naive", res["naive_seed_loop_s"], flush=True)
+    res["hf_trainer_s"] = {"fp32": hf_trainer(rows, args.steps, False), "bf16": hf_trainer(rows, args.steps, True)}
+    print("trainer", res["hf_trainer_s"], flush=True)
+    res["forgetium_s"] = forgetium_ga(rows, args.steps)
+    print("forgetium", res["forgetium_s"], flush=True)
+    res["generation_tokens_per_s"] = generation(rows)
+    print("generation", res["generation_tokens_per_s"], flush=True)
+    lm = load_model(None)
+    size = n_params(lm.model) * 4
+    res["model_fp32_bytes"] = size
+    res["peak_rss"] = {"npo_full": peak_memory("npo", False), "npo_lora": peak_memory("npo", True)}
+    res["peak_rss_over_model"] = {k: v / size for k, v in res["peak_rss"].items()}
+    print("memory", res["peak_rss_over_model"], flush=True)
+    ga = res["engine"]["ga"]["seconds_per_step"]
+    res["ratios"] = {
+        "engine_ga_vs_naive": res["naive_seed_loop_s"] / ga,
+        "engine_ga_vs_trainer_fp32": res["hf_trainer_s"]["fp32"] / ga,
+        "engine_ga_vs_trainer_bf16": res["hf_trainer_s"]["bf16"] / ga,
+        "engine_ga_vs_forgetium": res["forgetium_s"] / ga if res["forgetium_s"] else None,
+        "generation_batched_vs_one_by_one": res["generation_tokens_per_s"]["batched"] / res["generation_tokens_per_s"]["one_by_one"],
+        "ref_model_share_of_npo_step": 1 - ga / res["engine"]["npo"]["seconds_per_step"] * 2,
+    }
+    print(json.dumps(res["ratios"], indent=1))
+    write_json(args.out, res)
+    print(f"Written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
