@@ -186,7 +186,10 @@ def train(
         raise ValueError(f"method {method.name!r} left no parameter to train")
     params = [p for _, p in named]
     start_weights = [p.detach().clone() for p in params] if cfg.l2 else None
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    # The fused kernel: one pass over all parameters instead of a loop of small ops per tensor,
+    # 3x faster on a 2-core CPU for the embedded model (docs/PERFORMANCE.md).
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=fused or None)
     model, optimizer = accelerator.prepare(model, optimizer)
     streams = {name: _Stream(data[name], f"{cfg.seed}-{name}") for name in method.batches}
 
