@@ -45,7 +45,7 @@ from obliviate.evaluation.text import rouge_l_recall
 from obliviate.io import atomic_dir, read_json, write_json, write_text
 from obliviate.models.generate import answer_questions, generation_copy
 from obliviate.models.hooks import hooks_of
-from obliviate.models.loading import load_model, obliviate_home
+from obliviate.models.loading import load_model, obliviate_home, resolve_model
 
 
 @dataclass
@@ -157,10 +157,10 @@ def cache_key(base: str, records: list[dict], cfg: BenchConfig) -> str:
 
 def finetune(base: str | None, records: list[dict], cfg: BenchConfig, cache: Path, log: Callable[[str], None]) -> Path:
     """The base fine-tuned on `records` (question, answer) and saved under `cache`; built once."""
-    lm = load_model(base)
-    out = cache / cache_key(lm.path, records, cfg)
+    out = cache / cache_key(resolve_model(base)[1], records, cfg)
     if (out / "config.json").is_file():
         return out
+    lm = load_model(base)
     steps = math.ceil(cfg.finetune_epochs * len(records) / cfg.finetune_batch)
     t = time.perf_counter()
     train(lm.model, lm.tokenizer, _get("retain_ft"), {"retain": [{"question": r["question"], "answer": r["answer"]} for r in records]},
