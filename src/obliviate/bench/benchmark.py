@@ -42,6 +42,7 @@ from obliviate.evaluation.leak import reveals
 from obliviate.evaluation.likelihood import score_records, score_shared
 from obliviate.evaluation.mia import mia_auc, privleak
 from obliviate.evaluation.text import rouge_l_recall
+from obliviate.methods import METHODS, get_method
 from obliviate.io import atomic_dir, read_json, write_json, write_text
 from obliviate.models.generate import answer_questions, generation_copy
 from obliviate.models.hooks import hooks_of
@@ -100,6 +101,11 @@ class Split:
                    authors[: cfg.n_forget], retain_eval)
 
 
+def _qa(r: dict, answer: str | None = None) -> dict:
+    """The training/scoring record of `r`'s question with `answer` (default: its own answer)."""
+    return {"question": r["question"], "answer": r["answer"] if answer is None else answer}
+
+
 def world_facts(n: int, seed: int = 0, n_wrong: int = 3) -> list[dict]:
     """`n` country-capital questions, each with the answer sentence and `n_wrong` wrong capitals."""
     pairs = sorted(set(capitals()))
@@ -138,8 +144,8 @@ def method_data(split: Split, seed: int = 0) -> dict[str, list[dict]]:
                 {"question": q, "answer": rng.choice(split.retain)["answer"], "kind": "mismatch"},
                 {"question": q, "answer": rng.choice(by_attr.get(r["attribute"], split.retain))["answer"], "kind": "other_subject"},
                 {"question": q, "answer": anchored(r["answer"], spec), "kind": "anchored"}]
-    qa = lambda rows: [{"question": r["question"], "answer": r["answer"]} for r in rows]  # noqa: E731
-    return {"forget": qa(split.forget), "retain": qa(split.retain), "alt": alt, "retain_eval": [], "probes": []}
+    return {"forget": [_qa(r) for r in split.forget], "retain": [_qa(r) for r in split.retain], "alt": alt,
+            "retain_eval": [], "probes": []}
 
 
 # ---------------------------------------------------------------- target and oracle
@@ -163,7 +169,7 @@ def finetune(base: str | None, records: list[dict], cfg: BenchConfig, cache: Pat
     lm = load_model(base)
     steps = math.ceil(cfg.finetune_epochs * len(records) / cfg.finetune_batch)
     t = time.perf_counter()
-    train(lm.model, lm.tokenizer, _get("retain_ft"), {"retain": [{"question": r["question"], "answer": r["answer"]} for r in records]},
+    train(lm.model, lm.tokenizer, get_method("retain_ft"), {"retain": [_qa(r) for r in records]},
           TrainConfig(steps=steps, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch, checkpoint_every=0, seed=cfg.seed),
           progress=False)
     with atomic_dir(out) as tmp:
@@ -175,17 +181,9 @@ def finetune(base: str | None, records: list[dict], cfg: BenchConfig, cache: Pat
     return out
 
 
-def _get(name: str, **options):
-    from obliviate.methods import get_method
-
-    return get_method(name, **options)
-
-
 # ---------------------------------------------------------------- the scores
 
 
-def _qa(r: dict, answer: str) -> dict:
-    return {"question": r["question"], "answer": answer}
 
 
 def bench_scores(model, tokenizer, split: Split, cfg: BenchConfig) -> dict:
@@ -201,10 +199,10 @@ def bench_scores(model, tokenizer, split: Split, cfg: BenchConfig) -> dict:
     for name, rows in sets.items():
         for r in rows:
             cands = [r["answer"], *([r["paraphrased_answer"]] if name != "world" else []), *r["perturbed_answers"]]
-            groups.append((_qa(r, r["answer"]), [_qa(r, c) for c in cands]))
+            groups.append((_qa(r), [_qa(r, c) for c in cands]))
     scored = iter(score_shared(g, tokenizer, groups, batch_size=16))
     stats = {name: [next(scored) for _ in rows] for name, rows in sets.items()}
-    holdout = score_records(g, tokenizer, [_qa(r, r["answer"]) for r in split.holdout], bf16=False)
+    holdout = score_records(g, tokenizer, [_qa(r) for r in split.holdout], bf16=False)
 
     questions = ([r["question"] for r in split.forget] + [r["held_out_question"] for r in split.forget]
                  + [r["question"] for r in split.retain_eval] + [r["question"] for r in split.world])
@@ -267,7 +265,7 @@ def run_method(target: Path, split: Split, name: str, cfg: BenchConfig, lr_scale
     times `lr_scale`) and score the result; the target on disk is only read."""
     t0 = time.perf_counter()
     lm = load_model(str(target))
-    method = _get(name)
+    method = get_method(name)
     t = time.perf_counter()
     setting = {}
     if method.trains:
@@ -315,12 +313,10 @@ def run_bench(
     Every finished run is kept in OUT/runs/ and reused on the next call (unless `overwrite`),
     so an interrupted benchmark resumes where it stopped.
     """
-    from obliviate.methods import METHODS
-
     cfg = config or BenchConfig()
     names = methods or sorted(METHODS)
     for n in names:
-        _get(n)  # unknown names fail now, with a "did you mean"
+        get_method(n)  # unknown names fail now, with a "did you mean"
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
@@ -370,7 +366,7 @@ def run_bench(
         f"utility {om['model_utility']:.3f}.")
     rows = {}
     for name in names:
-        scales = [1.0] + (sorted(cfg.grid) if _get(name).trains else [])
+        scales = [1.0] + (sorted(cfg.grid) if METHODS[name].trains else [])
         runs = []
         for s in scales:
             if runs and runs[-1]["metrics"]["model_utility"] < UTILITY_KEPT * tm["model_utility"]:
