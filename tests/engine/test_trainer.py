@@ -1,14 +1,17 @@
 """The training loop: a few steps of every method, the divergence guard, determinism, logging."""
 
+import copy
 import json
 import math
 
 import pytest
 import torch
+from torch.testing import assert_close
 
 from obliviate.engine import TrainConfig, TrainResult, train
 from obliviate.methods import METHODS, LossOutput, get_method
 from obliviate.methods.ga import GradientAscent
+from obliviate.methods.logprobs import sequence_logprob
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -40,7 +43,11 @@ def test_three_steps_of_every_method(name, tiny_lm, data):
 
     def spy(m, batch, ref=None):
         seen.append((m, ref, set(batch)))
+        batches.append(batch)
         return loss_fn(m, batch, ref)
+
+    batches = []
+    start = copy.deepcopy(model).eval()
 
     method.loss = spy
     result = train(model, tokenizer, method, data, _cfg(), progress=False)
@@ -61,7 +68,15 @@ def test_three_steps_of_every_method(name, tiny_lm, data):
     expected = {sub for n in method.batches for sub in method.collate(tokenizer, n, prepared[n][:1], 32)}
     assert len(seen) == 3 and all(batches == expected for _, _, batches in seen)
     refs = {id(ref) for _, ref, _ in seen}
-    if method.needs_ref_model:
+    if method.ref_logprob_subs:
+        # No reference copy: its log-probs were computed once from the starting weights.
+        assert refs == {id(None)}
+        for batch in batches:
+            for sub in method.ref_logprob_subs:
+                with torch.no_grad():
+                    expected_lp, _ = sequence_logprob(start, {k: v for k, v in batch[sub].items() if k != "ref_logprob"})
+                assert_close(batch[sub]["ref_logprob"], expected_lp, atol=1e-2, rtol=1e-3)
+    elif method.needs_ref_model:
         ref = seen[0][1]
         assert len(refs) == 1 and ref is not None and ref is not model
         assert not any(p.requires_grad for p in ref.parameters())
@@ -279,3 +294,13 @@ def test_resume_with_other_training_settings_is_refused(tiny_lm, data, tmp_path)
     with pytest.raises(UserError, match="other training settings"):
         train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(steps=3, lora=True), progress=False,
               checkpoint_dir=tmp_path, resume=True)
+
+
+def test_bf16_weights_train_and_hand_back_the_models_precision(tiny_lm, data):
+    model = tiny_lm.model
+    before = _params(model)
+    result = train(model, tiny_lm.tokenizer, get_method("npo"), data, _cfg(bf16_weights=True), progress=False)
+    assert result.steps_done == 3 and math.isfinite(result.last_logs["loss"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    moved = [k for k, v in model.named_parameters() if not torch.equal(v.detach(), before[k])]
+    assert len(moved) == len(before)

@@ -62,7 +62,7 @@ def test_mean_nll_of_a_batch_without_answer_tokens_is_zero_not_nan():
 
 
 def _fixed_model(logits):
-    return lambda input_ids, attention_mask: SimpleNamespace(logits=logits)
+    return lambda input_ids, attention_mask=None: SimpleNamespace(logits=logits)
 
 
 def test_sequence_logprob_and_nll_on_uniform_logits():
@@ -89,7 +89,7 @@ def test_kl_to_ref_matches_a_hand_computation():
             super().__init__()
             self.logits = logits
 
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids, attention_mask=None):
             return type("Out", (), {"logits": self.logits})()
 
     torch.manual_seed(0)
@@ -100,3 +100,45 @@ def test_kl_to_ref_matches_a_hand_computation():
     expected = (p_ref.exp() * (p_ref - logp)).sum()
     torch.testing.assert_close(kl_to_ref(Fixed(a), Fixed(b), sub), expected)
     torch.testing.assert_close(kl_to_ref(Fixed(a), Fixed(a), sub), torch.tensor(0.0), atol=1e-6, rtol=0)
+
+
+def _full_width_logprob(model, sub):
+    """The plain computation: full logits with the attention mask, shifted, log_softmax and gather."""
+    logits = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits[:, :-1].float()
+    labels = sub["labels"][:, 1:]
+    mask = labels != -100
+    logp = torch.gather(torch.log_softmax(logits, -1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * mask).sum(-1)
+
+
+def test_answer_only_head_and_dropped_mask_change_no_value_or_gradient(tiny_lm, forget_records):
+    """sequence_logprob runs the head from the first answer token on and drops the mask of a
+    right-padded batch; values and gradients equal the plain full-width computation."""
+    from obliviate.models.prompts import encode
+
+    model = tiny_lm.model.train()
+    sub = encode(tiny_lm.tokenizer, forget_records[:3], 64)
+    assert sub["attention_mask"].min() == 0  # the batch is padded
+    fast, _ = sequence_logprob(model, sub)
+    fast.sum().backward()
+    fast_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    slow = _full_width_logprob(model, sub)
+    slow.sum().backward()
+    assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for a, p in zip(fast_grads, model.parameters()):
+        assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+    model.zero_grad()
+
+
+def test_a_left_padded_batch_keeps_its_mask(tiny_lm, forget_records):
+    """Left padding is not covered by causal attention, so the mask is passed and values still match."""
+    from obliviate.models.prompts import encode
+
+    model = tiny_lm.model.eval()
+    sub = encode(tiny_lm.tokenizer, forget_records[:3], 64)
+    n = sub["attention_mask"].sum(-1)
+    width = sub["input_ids"].shape[1]
+    left = {k: torch.stack([torch.roll(row, int(width - m)) for row, m in zip(v, n)]) for k, v in sub.items()}
+    with torch.no_grad():
+        assert_close(sequence_logprob(model, left)[0], _full_width_logprob(model, sub), atol=1e-4, rtol=1e-4)

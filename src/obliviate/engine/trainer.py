@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from obliviate.errors import UserError
 from obliviate.io import write_text
 from obliviate.methods.base import Method
-from obliviate.methods.logprobs import nll
+from obliviate.engine.optim import BF16AdamW
+from obliviate.methods.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
 
 
@@ -39,6 +40,9 @@ class TrainConfig:
     max_length: int = field(default=160, metadata={"help": "tokens per example; longer examples are cut"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast (faster on modern CPUs and GPUs; weights stay fp32)"})
+    bf16_weights: bool = field(default=False, metadata={"help": (
+        "hold weights, gradients and AdamW moments in bf16 while training, with stochastically rounded updates "
+        "(engine/optim.py): about half the memory of mixed precision; the model is returned in its own precision")})
     seed: int = field(default=0, metadata={"help": "seed for batch order, dropout and the validation split"})
     snapshot_every: int = field(default=10, metadata={"help": "steps between in-memory snapshots used by the divergence guard"})
     l2: float = field(default=0.0, metadata={"help": (
@@ -67,6 +71,7 @@ class TrainResult:
     restored_step: int | None = None
     stopped_early_at: int | None = None  # step at which the validation forget NLL reached its target
     resumed_from: int | None = None  # checkpoint step the run continued from
+    ref_seconds: float = 0.0  # time spent computing the reference log-probs before the first step
     validation: list[dict] = field(default_factory=list)
     model: Any = field(default=None, repr=False)  # the trained model: the input, or a peft model with keep_adapter
 
@@ -101,13 +106,14 @@ class _Stream:
         random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
         return order
 
-    def take(self, n: int) -> list[dict]:
+    def take(self, n: int) -> list[int]:
+        """The indices of the next `n` records."""
         out = []
         for _ in range(n):
             if self.pos == len(self._order):
                 self.epoch, self.pos = self.epoch + 1, 0
                 self._order = self._shuffle()
-            out.append(self.records[self._order[self.pos]])
+            out.append(self._order[self.pos])
             self.pos += 1
         return out
 
@@ -164,14 +170,21 @@ def train(
     # successive runs in one process may use different precision or accumulation settings.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", gradient_accumulation_steps=cfg.grad_accum)
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and not cfg.bf16_weights else "no",
+                              gradient_accumulation_steps=cfg.grad_accum)
+    dtype = model.dtype
+    if cfg.bf16_weights:
+        model.to(torch.bfloat16)
 
     restore_dropout = _set_dropout(model, cfg.dropout)
     ref = None
+    # Reference log-probs computed once, before the first step, for the records the run will draw:
+    # no reference copy in memory and no reference pass per step.
+    precompute = method.needs_ref_model and bool(method.ref_logprob_subs)
     if cfg.lora:
         model = _add_lora(model, cfg)
         ref = AdapterOff(model) if method.needs_ref_model else None
-    elif method.needs_ref_model:
+    elif method.needs_ref_model and not precompute:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
     model.to(accelerator.device)
     if isinstance(ref, torch.nn.Module):
@@ -189,9 +202,13 @@ def train(
     # The fused kernel: one pass over all parameters instead of a loop of small ops per tensor,
     # 3x faster on a 2-core CPU for the embedded model (docs/PERFORMANCE.md).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=fused or None)
+    if cfg.bf16_weights:
+        optimizer = BF16AdamW(params, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=fused or None)
     model, optimizer = accelerator.prepare(model, optimizer)
     streams = {name: _Stream(data[name], f"{cfg.seed}-{name}") for name in method.batches}
+    ref_table: dict[str, dict[int, dict[str, float]]] = {}
 
     result = TrainResult(steps_done=0, seconds=0.0, last_logs={})
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
@@ -210,6 +227,9 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         result.steps_done, result.last_logs, result.validation = state["step"], state["last_logs"], state["validation"]
         result.resumed_from, val_start = state["step"], state["val_start"]
+        ref_table = state.get("ref_logprobs") or {}
+        if precompute and not ref_table:
+            raise UserError(f"The checkpoint in {ckpt.parent} holds no reference log-probs; pass --overwrite to start again.")
         _truncate_log(log_path, state["step"])
     elif log_path:
         Path(log_path).unlink(missing_ok=True)
@@ -221,6 +241,10 @@ def train(
 
     if val and val_start is None:
         val_start = measure_val(0)
+    if precompute and not ref_table:
+        t0 = time.perf_counter()
+        ref_table = _reference_logprobs(model, tokenizer, method, data, streams, cfg, accelerator)
+        result.ref_seconds = time.perf_counter() - t0
 
     log_file = open(log_path, "a", encoding="utf-8") if log_path else None
     snapshot, snapshot_step = _snapshot(named), result.steps_done
@@ -233,18 +257,23 @@ def train(
             for _ in range(cfg.grad_accum):
                 batch = {}
                 for name, stream in streams.items():
-                    for sub, enc in method.collate(tokenizer, name, stream.take(cfg.batch_size), cfg.max_length).items():
+                    idx = stream.take(cfg.batch_size)
+                    for sub, enc in method.collate(tokenizer, name, [stream.records[i] for i in idx], cfg.max_length).items():
+                        if sub in method.ref_logprob_subs and ref_table:
+                            enc["ref_logprob"] = torch.tensor([ref_table[name][i][sub] for i in idx])
                         batch[sub] = {k: v.to(accelerator.device) for k, v in enc.items()}
-                with accelerator.accumulate(model), accelerator.autocast():
-                    out = method.loss(model, batch, ref)
-                    loss = out.loss
-                    if start_weights is not None:
-                        l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start_weights))
-                        out.logs["l2"] = float(l2.detach())
-                        loss = loss + cfg.l2 * l2
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        out = method.loss(model, batch, ref)
+                        loss = out.loss
+                        if start_weights is not None:
+                            l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start_weights))
+                            out.logs["l2"] = float(l2.detach())
+                            loss = loss + cfg.l2 * l2
                     if not torch.isfinite(loss):
                         bad = True
                         break
+                    # Backward outside autocast: its casts were already made in the forward pass.
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -271,7 +300,7 @@ def train(
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
             bar.update(1)
             if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                _save_checkpoint(ckpt, step, named, optimizer, streams, result, val_start)
+                _save_checkpoint(ckpt, step, named, optimizer, streams, result, val_start, ref_table)
             if result.stopped_early_at:
                 break
     finally:
@@ -280,8 +309,12 @@ def train(
             log_file.close()
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     restore_dropout()
+    del optimizer, snapshot
+    accelerator.free_memory()  # drop accelerate's references too, so the moments are freed before the cast back
     if cfg.lora and not cfg.keep_adapter:
         model = model.merge_and_unload()
+    if cfg.bf16_weights:
+        model.to(dtype)
     model.eval()
     result.model = model
     result.seconds = time.perf_counter() - start
@@ -335,6 +368,35 @@ def _validation_nll(model, tokenizer, records: list[dict], cfg: TrainConfig, acc
     return total / max(count, 1)
 
 
+@torch.no_grad()
+def _reference_logprobs(model, tokenizer, method: Method, data, streams: dict[str, _Stream], cfg: TrainConfig,
+                        accelerator) -> dict[str, dict[int, dict[str, float]]]:
+    """{stream: {record index: {sub-batch: summed answer log-prob}}} under the starting weights, for
+    every record the run will draw (the streams are replayed on copies), in length-sorted batches."""
+    was_training = model.training
+    model.eval()
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    try:
+        for name, stream in streams.items():
+            replay = _Stream(stream.records, stream.seed)
+            replay.load(stream.state())
+            drawn = sorted(set(replay.take(cfg.batch_size * cfg.grad_accum * cfg.steps)),
+                           key=lambda i: len(json.dumps(stream.records[i], sort_keys=True)))
+            for start in range(0, len(drawn), 16):
+                idx = drawn[start : start + 16]
+                subs = method.collate(tokenizer, name, [stream.records[i] for i in idx], cfg.max_length)
+                for sub, enc in subs.items():
+                    if sub not in method.ref_logprob_subs:
+                        continue
+                    with accelerator.autocast():
+                        logp, _ = sequence_logprob(model, {k: v.to(accelerator.device) for k, v in enc.items()})
+                    for i, value in zip(idx, logp.tolist()):
+                        table.setdefault(name, {}).setdefault(i, {})[sub] = value
+    finally:
+        model.train(was_training)
+    return table
+
+
 def _snapshot(named) -> list[torch.Tensor]:
     return [p.detach().clone() for _, p in named]
 
@@ -345,8 +407,10 @@ def _restore(named, snapshot: list[torch.Tensor]) -> None:
         p.copy_(saved)
 
 
-def _save_checkpoint(path: Path, step: int, named, optimizer, streams, result: TrainResult, val_start) -> None:
+def _save_checkpoint(path: Path, step: int, named, optimizer, streams, result: TrainResult, val_start,
+                     ref_table: dict) -> None:
     state = {
+        "ref_logprobs": ref_table,
         "step": step,
         "trainable": {n: p.detach().clone() for n, p in named},
         "optimizer": optimizer.state_dict(),

@@ -31,6 +31,11 @@ class Method:
     source: ClassVar[str]
     config_class: ClassVar[type]
     needs_ref_model: ClassVar[bool] = False
+    # Sub-batches whose reference log-probs (summed over each answer) are all the loss needs from the
+    # reference model; each must hold one row per drawn record. The engine computes them once before
+    # the first step and passes them as sub["ref_logprob"] (read them with logprobs.ref_logprob), so
+    # no reference copy is kept and no reference pass runs per step.
+    ref_logprob_subs: ClassVar[tuple[str, ...]] = ()
     # Which sub-batches of the {"forget": ..., "retain": ...} batch the loss reads.
     batches: ClassVar[tuple[str, ...]] = ("forget",)
     # Engine settings (steps, lr, ...) tuned for this method on the embedded model; see docs/METHODS.md.

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import kl_to_ref, mean_nll, token_logprobs
+from obliviate.methods.logprobs import answer_logits, kl_to_ref, label_logprobs, mean_nll
 
 
 @dataclass
@@ -35,9 +35,8 @@ def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Te
     """Mean over labelled positions of CE(target, student) = -sum_v target(v) * log_softmax(z_student)(v),
     target = softmax(z_ref - beta * onehot(y)).
 
-    Shifted like `token_logprobs`: logits at t are scored against the label at t+1.
+    `logits`, `ref_logits` and `labels` are aligned, as `answer_logits` returns them.
     """
-    logits, ref_logits, labels = logits[:, :-1], ref_logits[:, :-1], labels[:, 1:]
     mask = (labels != -100).float()
     target = adjusted_targets(ref_logits, labels, beta)
     ce = -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1)
@@ -57,11 +56,11 @@ class Distill(Method):
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         sub = batch["forget"]
-        logits = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits
+        logits, labels = answer_logits(model, sub)
         with torch.no_grad():
-            ref_logits = ref(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits
-        forget = undial_loss(logits, ref_logits, sub["labels"], self.config.beta)
-        logp, mask = token_logprobs(logits.detach(), sub["labels"])
+            ref_logits, _ = answer_logits(ref, sub)
+        forget = undial_loss(logits, ref_logits, labels, self.config.beta)
+        logp, mask = label_logprobs(logits.detach(), labels)
         logs = {"undial": forget.item(), "forget_nll": mean_nll(logp.sum(-1), mask.sum(-1)).item()}
         if not self.config.alpha:
             return LossOutput(forget, logs)

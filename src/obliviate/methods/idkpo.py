@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from obliviate.errors import UserError
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import mean_nll, plus_retain, sequence_logprob
+from obliviate.methods.logprobs import mean_nll, plus_retain, ref_logprob, sequence_logprob
 from obliviate.models.prompts import encode
 
 
@@ -55,6 +55,7 @@ class IdkPO(Method):
               "(Maini et al. 2024, TOFU, arXiv:2401.06121)")
     config_class = IdkPOConfig
     needs_ref_model = True
+    ref_logprob_subs = ("chosen", "rejected")
     batches = ("pairs", "retain")
     train_defaults = {"lr": 1e-5, "steps": 10}
 
@@ -77,10 +78,8 @@ class IdkPO(Method):
     def loss(self, model, batch, ref=None) -> LossOutput:
         chosen, n_chosen = sequence_logprob(model, batch["chosen"])
         rejected, n_rejected = sequence_logprob(model, batch["rejected"])
-        with torch.no_grad():
-            chosen_ref, _ = sequence_logprob(ref, batch["chosen"])
-            rejected_ref, _ = sequence_logprob(ref, batch["rejected"])
-        dpo = dpo_loss(chosen, chosen_ref, rejected, rejected_ref, self.config.beta)
+        dpo = dpo_loss(chosen, ref_logprob(ref, batch["chosen"]), rejected, ref_logprob(ref, batch["rejected"]),
+                       self.config.beta)
         logs = {"dpo": dpo.item(), "chosen_nll": mean_nll(chosen, n_chosen).item(),
                 "rejected_nll": mean_nll(rejected, n_rejected).item()}
         return LossOutput(plus_retain(model, batch, dpo, logs, self.config.alpha), logs)

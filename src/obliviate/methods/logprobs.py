@@ -2,29 +2,89 @@
 
 Labels use -100 for positions that carry no loss (prompt, padding). Shifting is
 done here once: logits at position t predict the token at t+1.
+
+Training forwards go through `answer_logits`, which does two things that change no
+number but cost less (docs/PERFORMANCE.md): only the positions from the first answer
+token on go through the output head (the vocabulary-sized product; prompts are often
+most of a record), and a right-padded batch is run without its attention mask, since
+causal attention never lets a token see the padding to its right (PyTorch's attention
+then takes its causal fast path).
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
 
 
+@functools.lru_cache(maxsize=None)
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def forward_accepts(model, name: str) -> bool:
+    """Whether the model's forward takes keyword `name` (a peft model passes its kwargs to the base model)."""
+    inner = model if isinstance(model, torch.nn.Module) else model.model  # a wrapper such as the engine's AdapterOff
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return name in _forward_params(type(inner))
+
+
+def right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of a 0/1 attention mask is ones followed by zeros."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
+def answer_logits(model, sub: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict each labelled token and those labels, aligned: [B, K, V] and [B, K].
+
+    K covers every position from the batch's first labelled token to the end; positions
+    without a loss keep the label -100.
+    """
+    labels = sub["labels"]
+    width = labels.shape[1]
+    labelled = (labels != -100).any(0)
+    first = int(labelled.float().argmax()) if bool(labelled.any()) else width - 1
+    keep = width - max(first - 1, 0)
+    inputs = {"input_ids": sub["input_ids"]}
+    mask = sub.get("attention_mask")
+    if mask is not None and not right_padded(mask):
+        inputs["attention_mask"] = mask
+    if keep < width and forward_accepts(model, "logits_to_keep"):
+        logits = model(**inputs, logits_to_keep=keep).logits
+    else:
+        logits = model(**inputs).logits[:, width - keep :]
+    return logits[:, :-1], labels[:, width - keep + 1 :]
+
+
+def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(label) at each position of aligned logits [B, K, V] and labels [B, K] (0 where the
+    label is -100), and the 0/1 mask of positions that count."""
+    logp = -F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
+    return logp.view(labels.shape), (labels != -100).float()
+
+
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each label token, and a 0/1 mask of the positions that count. Both [B, T-1]."""
-    logits = logits[:, :-1, :].float()
-    labels = labels[:, 1:]
-    mask = labels != -100
-    safe = labels.masked_fill(~mask, 0)
-    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, safe.unsqueeze(-1)).squeeze(-1)
-    return logp * mask, mask.float()
+    """Log-probability of each label token from full-width logits, and the mask of positions that count. Both [B, T-1]."""
+    return label_logprobs(logits[:, :-1], labels[:, 1:])
 
 
 def sequence_logprob(model, sub: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log p(answer | prompt) per sequence, and answer lengths. Both [B]."""
-    logits = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits
-    logp, mask = token_logprobs(logits, sub["labels"])
+    logp, mask = label_logprobs(*answer_logits(model, sub))
     return logp.sum(-1), mask.sum(-1)
+
+
+def ref_logprob(ref, sub: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The reference model's summed answer log-prob per sequence: precomputed by the engine
+    (sub["ref_logprob"], see Method.ref_logprob_subs) or computed now, without gradient."""
+    if "ref_logprob" in sub:
+        return sub["ref_logprob"]
+    with torch.no_grad():
+        return sequence_logprob(ref, sub)[0]
 
 
 def mean_nll(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
@@ -42,12 +102,12 @@ def kl_to_ref(model, ref, sub: dict[str, torch.Tensor]) -> torch.Tensor:
     KL(p_ref || p_theta) = sum_v p_ref(v) * (log p_ref(v) - log p_theta(v)); the reference's
     forward pass carries no gradient.
     """
-    logits = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits[:, :-1].float()
+    logits, labels = answer_logits(model, sub)
     with torch.no_grad():
-        ref_logits = ref(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits[:, :-1].float()
-    mask = (sub["labels"][:, 1:] != -100).float()
-    ref_logp = F.log_softmax(ref_logits, dim=-1)
-    kl = (ref_logp.exp() * (ref_logp - F.log_softmax(logits, dim=-1))).sum(-1)
+        ref_logits, _ = answer_logits(ref, sub)
+    mask = (labels != -100).float()
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - F.log_softmax(logits.float(), dim=-1))).sum(-1)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
 
 

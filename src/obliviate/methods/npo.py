@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import mean_nll, plus_retain, sequence_logprob
+from obliviate.methods.logprobs import mean_nll, plus_retain, ref_logprob, sequence_logprob
 
 
 @dataclass
@@ -37,13 +37,12 @@ class NPO(Method):
     source = "Zhang et al. 2024, Negative Preference Optimization (arXiv:2404.05868)"
     config_class = NPOConfig
     needs_ref_model = True
+    ref_logprob_subs = ("forget",)
     batches = ("forget", "retain")
     train_defaults = {"lr": 3e-5, "steps": 22}
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         logp, n = sequence_logprob(model, batch["forget"])
-        with torch.no_grad():
-            ref_logp, _ = sequence_logprob(ref, batch["forget"])
-        forget = npo_loss(logp, ref_logp, self.config.beta)
+        forget = npo_loss(logp, ref_logprob(ref, batch["forget"]), self.config.beta)
         logs = {"npo": forget.item(), "forget_nll": mean_nll(logp, n).item()}
         return LossOutput(plus_retain(model, batch, forget, logs, self.config.alpha), logs)
