@@ -5,23 +5,27 @@
 In one process, on the embedded SmolLM2-135M-Instruct and the same job (gradient ascent on
 the benchmark's forget-author QA, batch 4, the same steps, learning rate and records):
 1. the machine's matmul peak, fp32 and bf16 (2048 x 2048 products);
-2. obliviate's engine: `ga`, `npo` (reference model) and `ga` with LoRA: seconds per step,
-   tokens per second and achieved FLOP/s (6 N per trained token, 4 N under LoRA, plus 2 N per
-   token the reference model reads; N = parameters, the tied head counted once);
+2. obliviate's engine: `ga`, `npo` (reference model), `ga` with LoRA, with bf16 weights and in
+   fp32: seconds per step, tokens per second and achieved FLOP/s (6 N per trained token, 4 N
+   under LoRA, plus 2 N per token a per-step reference pass reads; N = parameters, the tied
+   head counted once); then each lever switched off alone (full-width head with the mask,
+   per-tensor AdamW, a reference copy run every step) and eager attention;
 3. a naive loop in the style of the Beatles notebook seed: fp32, every sequence padded to 128
    tokens, one example at a time;
 4. a Hugging Face `Trainer` subclass overriding `compute_loss` (the open-unlearning design),
    with its default precision (fp32) and with bf16;
 5. `forgetium` 0.2.1's GradientAscentUnlearner, when it is installed;
 6. generation tokens/s, batched vs one prompt at a time;
-7. peak resident memory of full fine-tuning with a reference model (npo) and of LoRA, each in
-   a fresh process, against the fp32 model's size.
+7. peak resident memory of full fine-tuning with a reference model (npo) and of LoRA, in mixed
+   precision and with bf16 weights, each in a fresh process, against the fp32 model's size; also
+   the resident set after the imports, before the model is loaded.
 The first step of every loop is excluded (warm-up); ratios are taken within this one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -69,24 +73,89 @@ def tokens_per_record(tok, rows) -> float:
     return float(enc["attention_mask"].sum()) / len(rows)
 
 
-def engine(method: str, rows, steps: int, **train_options) -> dict:
+@contextlib.contextmanager
+def patched(obj, name: str, value):
+    """Swap one attribute for the length of a block: how a lever is switched off for its ablation row."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def full_width_logits(model, sub):
+    """answer_logits before its levers: the head over every position and the attention mask always passed."""
+    logits = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits
+    return logits[:, :-1], sub["labels"][:, 1:]
+
+
+_ADAMW = torch.optim.AdamW
+
+
+def per_tensor_adamw(params, **kw):
+    """AdamW before its lever: PyTorch's default per-tensor loop on CPU instead of the fused kernel."""
+    return _ADAMW(params, **{**kw, "fused": None})
+
+
+def reference_copy():
+    """npo before its lever: a deep-copied reference model run on every step's forget batch."""
+    from obliviate.methods.npo import NPO
+
+    return patched(NPO, "ref_logprob_subs", ())
+
+
+# The engine runs compared. Each is (label, method, train options, attention implementation, lever switched off).
+ENGINE_RUNS = {
+    "ga": ("ga", {}, None, None),
+    "npo": ("npo", {}, None, None),
+    "ga_lora": ("ga", {"lora": True}, None, None),
+    "ga_bf16_weights": ("ga", {"bf16_weights": True}, None, None),
+    "ga_fp32": ("ga", {"bf16": False}, None, None),
+    "ga_eager_attention": ("ga", {}, "eager", None),
+    "ga_full_width_head": ("ga", {}, None, "full_width"),
+    "ga_per_tensor_adamw": ("ga", {}, None, "per_tensor_adamw"),
+    "npo_reference_copy": ("npo", {}, None, "reference_copy"),
+}
+
+
+def lever_off(name: str | None):
+    import obliviate.methods.logprobs as logprobs
+
+    if name == "full_width":
+        return patched(logprobs, "answer_logits", full_width_logits)
+    if name == "per_tensor_adamw":
+        return patched(torch.optim, "AdamW", per_tensor_adamw)
+    if name == "reference_copy":
+        return reference_copy()
+    return contextlib.nullcontext()
+
+
+def engine(method: str, rows, steps: int, attn: str | None = None, **train_options) -> dict:
     lm = load_model(None)
+    if attn:
+        lm.model.set_attn_implementation(attn)
     m = get_method(method)
     data = {"forget": rows, "retain": rows[::-1]}
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log.jsonl"
-        train(lm.model, lm.tokenizer, m, data, TrainConfig(steps=steps, lr=LR, batch_size=BATCH, checkpoint_every=0,
-                                                           **train_options), log, progress=False)
+        result = train(lm.model, lm.tokenizer, m, data, TrainConfig(steps=steps, lr=LR, batch_size=BATCH, checkpoint_every=0,
+                                                                    **train_options), log, progress=False)
         times = [r["seconds"] for r in read_jsonl(log)]
     per_step = (times[-1] - times[0]) / (len(times) - 1)
     streams = len(m.batches)
     tokens = tokens_per_record(lm.tokenizer, rows) * BATCH * streams
     n = n_params(lm.model)
-    ref_tokens = tokens / streams if m.needs_ref_model else 0.0  # the reference reads the forget sub-batch
+    # The reference reads the forget sub-batch: once per step, or once per drawn record when precomputed.
+    ref_tokens = tokens / streams if m.needs_ref_model and not m.ref_logprob_subs else 0.0
     per_token = 4 if train_options.get("lora") else 6  # frozen weights get no weight gradients under LoRA
     flops = per_token * n * tokens + 2 * n * ref_tokens
-    return {"seconds_per_step": per_step, "tokens_per_step": tokens, "tokens_per_s": tokens / per_step,
-            "flops_per_s": flops / per_step}
+    out = {"seconds_per_step": per_step, "tokens_per_step": tokens, "tokens_per_s": tokens / per_step,
+           "flops_per_s": flops / per_step}
+    if m.needs_ref_model:
+        out["ref_seconds"] = result.ref_seconds
+        out["ref_share"] = result.ref_seconds / (result.ref_seconds + result.seconds) if m.ref_logprob_subs else None
+    return out
 
 
 def naive_seed_loop(rows, steps: int) -> float:
@@ -178,32 +247,45 @@ def generation(rows) -> dict:
     return out
 
 
-def peak_rss_kb() -> int:
-    """This process's peak resident set. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec,
-    so a child started by a large parent would report the parent's peak."""
+def rss_kb(field: str) -> int:
+    """This process's resident set now (VmRSS) or at its peak (VmHWM). VmHWM, not ru_maxrss: Linux
+    carries ru_maxrss across exec, so a child started by a large parent would report the parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def peak_memory(method: str, lora: bool) -> float:
-    """Peak resident set (bytes) of a fresh process that loads the model and trains 3 steps."""
-    out = subprocess.run([sys.executable, __file__, "--memory-child", method, "1" if lora else "0"], capture_output=True,
+def peak_memory(method: str, options: dict) -> dict:
+    """Peak resident set (bytes) of a fresh process that loads the model and trains 3 steps, and its
+    resident set after the imports, before any model is loaded."""
+    out = subprocess.run([sys.executable, __file__, "--memory-child", method, json.dumps(options)], capture_output=True,
                          text=True, check=True, cwd=Path(__file__).resolve().parents[1])
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] * 1024
+    kb = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"peak": kb["peak_kb"] * 1024, "after_imports": kb["imports_kb"] * 1024}
+
+
+MEMORY_RUNS = {
+    "npo_full": ("npo", {}),
+    "npo_full_bf16_weights": ("npo", {"bf16_weights": True}),
+    "npo_full_reference_copy": ("npo", {"reference_copy": True}),
+    "npo_lora": ("npo", {"lora": True}),
+    "npo_lora_bf16_weights": ("npo", {"lora": True, "bf16_weights": True}),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results/training_speed.json")
-    ap.add_argument("--memory-child", nargs=2, metavar=("METHOD", "LORA"), help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", nargs=2, metavar=("METHOD", "OPTIONS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
-        method, lora = args.memory_child
-        engine(method, records(), 3, lora=lora == "1")
-        print(json.dumps({"peak_kb": peak_rss_kb()}))
+        method, options = args.memory_child[0], json.loads(args.memory_child[1])
+        imports_kb = rss_kb("VmRSS")
+        with reference_copy() if options.pop("reference_copy", False) else contextlib.nullcontext():
+            engine(method, records(), 3, **options)
+        print(json.dumps({"peak_kb": rss_kb("VmHWM"), "imports_kb": imports_kb}))
         return
     torch.manual_seed(0)
     rows = records()
@@ -211,12 +293,12 @@ def main() -> None:
     res["peak_flops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print("peak", {k: f"{v / 1e9:.0f} GFLOP/s" for k, v in res["peak_flops"].items()}, flush=True)
     res["engine"] = {}
-    for label, method, opts in (("ga", "ga", {}), ("npo", "npo", {}), ("ga_lora", "ga", {"lora": True}),
-                                ("ga_fp32", "ga", {"bf16": False})):
-        r = engine(method, rows, args.steps, **opts)
+    for label, (method, opts, attn, off) in ENGINE_RUNS.items():
+        with lever_off(off):
+            r = engine(method, rows, args.steps, attn=attn, **opts)
         r["share_of_bf16_peak"] = r["flops_per_s"] / res["peak_flops"]["bf16"]
         res["engine"][label] = r
-        print(label, {k: round(v, 3) for k, v in r.items()}, flush=True)
+        print(label, {k: round(v, 3) for k, v in r.items() if v is not None}, flush=True)
     res["naive_seed_loop_s"] = naive_seed_loop(rows, args.steps)
     print("naive", res["naive_seed_loop_s"], flush=True)
     res["hf_trainer_s"] = {"fp32": hf_trainer(rows, args.steps, False), "bf16": hf_trainer(rows, args.steps, True)}
@@ -228,17 +310,30 @@ def main() -> None:
     lm = load_model(None)
     size = n_params(lm.model) * 4
     res["model_fp32_bytes"] = size
-    res["peak_rss"] = {"npo_full": peak_memory("npo", False), "npo_lora": peak_memory("npo", True)}
-    res["peak_rss_over_model"] = {k: v / size for k, v in res["peak_rss"].items()}
-    print("memory", res["peak_rss_over_model"], flush=True)
-    ga = res["engine"]["ga"]["seconds_per_step"]
+    res["memory"] = {}
+    for label, (method, opts) in MEMORY_RUNS.items():
+        m = peak_memory(method, opts)
+        m["peak_over_model"] = m["peak"] / size
+        m["above_imports_over_model"] = (m["peak"] - m["after_imports"]) / size
+        res["memory"][label] = m
+        print(label, {k: round(v / 2**20) if k in ("peak", "after_imports") else round(v, 2) for k, v in m.items()}, flush=True)
+    e = res["engine"]
+    ga = e["ga"]["seconds_per_step"]
     res["ratios"] = {
         "engine_ga_vs_naive": res["naive_seed_loop_s"] / ga,
         "engine_ga_vs_trainer_fp32": res["hf_trainer_s"]["fp32"] / ga,
         "engine_ga_vs_trainer_bf16": res["hf_trainer_s"]["bf16"] / ga,
         "engine_ga_vs_forgetium": res["forgetium_s"] / ga if res["forgetium_s"] else None,
         "generation_batched_vs_one_by_one": res["generation_tokens_per_s"]["batched"] / res["generation_tokens_per_s"]["one_by_one"],
-        "npo_step_vs_ga_step": res["engine"]["npo"]["seconds_per_step"] / ga,
+        "npo_step_vs_ga_step": e["npo"]["seconds_per_step"] / ga,
+        "levers": {
+            "bf16_autocast_vs_fp32": e["ga_fp32"]["seconds_per_step"] / ga,
+            "answer_only_head_and_no_mask": e["ga_full_width_head"]["seconds_per_step"] / ga,
+            "fused_adamw": e["ga_per_tensor_adamw"]["seconds_per_step"] / ga,
+            "bf16_weights": ga / e["ga_bf16_weights"]["seconds_per_step"],
+            "eager_attention": ga / e["ga_eager_attention"]["seconds_per_step"],
+            "reference_log_probs_once": e["npo_reference_copy"]["seconds_per_step"] / e["npo"]["seconds_per_step"],
+        },
     }
     print(json.dumps(res["ratios"], indent=1))
     write_json(args.out, res)

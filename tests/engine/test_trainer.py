@@ -161,6 +161,20 @@ def test_divergence_restores_a_later_snapshot(tiny_lm, data):
     assert not all(torch.equal(start[k], v) for k, v in model.state_dict().items())
 
 
+def test_divergence_under_bf16_weights_restores_the_snapshot_from_its_file(tiny_lm, data, monkeypatch, tmp_path):
+    """With bf16_weights the snapshot lives in a temporary file, which is removed at the end."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = tiny_lm.model
+    start = {k: v.bfloat16().float() for k, v in _state(model).items()}  # the weights as bf16 holds them
+    result = train(model, tiny_lm.tokenizer, _NaNAtStep(2), data, _cfg(steps=5, bf16_weights=True), progress=False)
+    assert (result.diverged_at, result.restored_step) == (2, 0)
+    now = model.state_dict()
+    assert all(torch.equal(start[k], now[k]) for k in start)
+    assert not list(tmp_path.iterdir())
+
+
 def test_two_runs_with_different_precision_in_one_process(tiny_lm, data):
     train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(steps=1, bf16=False), progress=False)
     result = train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(steps=1, bf16=True), progress=False)

@@ -9,10 +9,12 @@ validation split of the forget data, logging, and the divergence guard.
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -44,7 +46,9 @@ class TrainConfig:
         "hold weights, gradients and AdamW moments in bf16 while training, with stochastically rounded updates "
         "(engine/optim.py): about half the memory of mixed precision; the model is returned in its own precision")})
     seed: int = field(default=0, metadata={"help": "seed for batch order, dropout and the validation split"})
-    snapshot_every: int = field(default=10, metadata={"help": "steps between in-memory snapshots used by the divergence guard"})
+    snapshot_every: int = field(default=10, metadata={"help": (
+        "steps between snapshots of the trained weights used by the divergence guard (in memory; in a "
+        "temporary file with bf16_weights)")})
     l2: float = field(default=0.0, metadata={"help": (
         "weight of the L2 penalty sum((theta - theta_start)^2) over trained parameters, pulling the "
         "model back toward where it started (the unlearning-project seed's regularization); 0 disables it")})
@@ -174,6 +178,7 @@ def train(
                               gradient_accumulation_steps=cfg.grad_accum)
     dtype = model.dtype
     if cfg.bf16_weights:
+        _return_freed_memory()
         model.to(torch.bfloat16)
 
     restore_dropout = _set_dropout(model, cfg.dropout)
@@ -247,7 +252,7 @@ def train(
         result.ref_seconds = time.perf_counter() - t0
 
     log_file = open(log_path, "a", encoding="utf-8") if log_path else None
-    snapshot, snapshot_step = _snapshot(named), result.steps_done
+    snapshot, snapshot_step = _Snapshot(named, on_disk=cfg.bf16_weights and not cfg.lora), result.steps_done
     start = time.perf_counter()
     first = result.steps_done + 1
     bar = tqdm(total=cfg.steps, initial=result.steps_done, desc=f"unlearning ({method.name})", disable=not progress, leave=False)
@@ -280,7 +285,7 @@ def train(
                     optimizer.step()
                     optimizer.zero_grad()
             if bad or not all(math.isfinite(v) for v in out.logs.values()):
-                _restore(named, snapshot)
+                snapshot.restore(named)
                 optimizer.zero_grad()
                 result.diverged_at, result.restored_step = step, snapshot_step
                 result.steps_done = snapshot_step
@@ -293,7 +298,8 @@ def train(
                 if gain >= cfg.stop_forget_nll_gain:
                     result.stopped_early_at = step
             if step % cfg.snapshot_every == 0:
-                snapshot, snapshot_step = _snapshot(named), step
+                snapshot.take(named)
+                snapshot_step = step
             if log_file:
                 log_file.write(json.dumps({**row, "seconds": round(time.perf_counter() - start, 2)}) + "\n")
                 log_file.flush()
@@ -305,11 +311,12 @@ def train(
                 break
     finally:
         bar.close()
+        snapshot.close()
         if log_file:
             log_file.close()
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     restore_dropout()
-    del optimizer, snapshot
+    del optimizer
     accelerator.free_memory()  # drop accelerate's references too, so the moments are freed before the cast back
     if cfg.lora and not cfg.keep_adapter:
         model = model.merge_and_unload()
@@ -397,14 +404,54 @@ def _reference_logprobs(model, tokenizer, method: Method, data, streams: dict[st
     return table
 
 
-def _snapshot(named) -> list[torch.Tensor]:
-    return [p.detach().clone() for _, p in named]
+class _Snapshot:
+    """The trained weights at one step, for the divergence guard: held in memory, or in a temporary
+    file when memory is what the run saves (`bf16_weights`)."""
+
+    def __init__(self, named, on_disk: bool):
+        self.path = None
+        if on_disk:
+            fd, name = tempfile.mkstemp(prefix="obliviate-snapshot-", suffix=".pt")
+            os.close(fd)
+            self.path = Path(name)
+        self.take(named)
+
+    def take(self, named) -> None:
+        weights = [p.detach().clone() for _, p in named] if self.path is None else {n: p.detach() for n, p in named}
+        if self.path is None:
+            self.weights = weights
+        else:
+            torch.save(weights, self.path)
+
+    @torch.no_grad()
+    def restore(self, named) -> None:
+        if self.path is None:
+            saved = self.weights
+        else:
+            state = torch.load(self.path, weights_only=True)
+            saved = [state[n] for n, _ in named]
+        for (_, p), w in zip(named, saved):
+            p.copy_(w)
+
+    def close(self) -> None:
+        self.weights = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
-@torch.no_grad()
-def _restore(named, snapshot: list[torch.Tensor]) -> None:
-    for (_, p), saved in zip(named, snapshot):
-        p.copy_(saved)
+def _return_freed_memory() -> None:
+    """Make glibc give freed tensor memory back to the system at once.
+
+    Below its mmap threshold (which grows up to 32 MB as large blocks are freed) glibc serves
+    allocations from a heap that it rarely shrinks, so a step's activations stay resident after
+    the step; under bf16_weights that retained heap was a quarter of the peak (docs/PERFORMANCE.md).
+    A fixed 64 KB threshold maps larger blocks and unmaps them when freed. Process-wide; a no-op
+    where the C library is not glibc.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _save_checkpoint(path: Path, step: int, named, optimizer, streams, result: TrainResult, val_start,
