@@ -85,9 +85,11 @@ def test_lora_adapter_is_kept_on_request_and_loads(data_dir, beatles_model_dir, 
 
 def test_method_settings_and_training_flags_reach_the_run(data_dir, beatles_model_dir, tmp_path):
     _run(data_dir, beatles_model_dir, tmp_path / "n", "npo", "--steps", "2", "--set", "beta=0.2", "--set", "alpha=0",
-         "--l2", "0.5", "--dropout", "0.1", "--early-stop", "3")
+         "--l2", "0.5", "--dropout", "0.1", "--early-stop", "3", "--bf16-weights")
     config = yaml.safe_load((tmp_path / "n" / "config.yaml").read_text())
     assert config["method_config"] == {"beta": 0.2, "alpha": 0.0}
+    assert config["train"]["bf16_weights"]
+    assert obliviate.load(str(tmp_path / "n" / "model")).model.dtype == torch.float32
     assert (config["train"]["l2"], config["train"]["dropout"], config["train"]["stop_forget_nll_gain"]) == (0.5, 0.1, 3.0)
     summary = json.loads((tmp_path / "n" / "train_summary.json").read_text())
     assert summary["validation"][0]["step"] == 0

@@ -294,6 +294,9 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
     g.add_argument("--early-stop", type=float, default=None, metavar="NATS", help=(
         "stop once the forget NLL on a validation split of the forget data has risen by NATS per token"))
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints for --resume (0: none)")
+    g.add_argument("--bf16-weights", action="store_true", help=(
+        "hold weights, gradients and optimizer moments in bf16 while training (stochastically rounded "
+        "updates): about half the memory; the saved model keeps its precision (docs/PERFORMANCE.md)"))
     _eval_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
@@ -360,7 +363,7 @@ def _train_options(args) -> dict:
         raise UserError("--keep-adapter only applies with --lora; add --lora or drop --keep-adapter.")
     flags = {"lora": args.lora or None, "keep_adapter": args.keep_adapter or None, "l2": args.l2, "dropout": args.dropout,
              "batch_size": args.batch_size, "grad_accum": args.grad_accum, "stop_forget_nll_gain": args.early_stop,
-             "checkpoint_every": args.checkpoint_every}
+             "checkpoint_every": args.checkpoint_every, "bf16_weights": args.bf16_weights or None}
     return {k: v for k, v in flags.items() if v is not None}
 
 
