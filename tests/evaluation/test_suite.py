@@ -66,29 +66,6 @@ def test_one_pass_scores_match_sequence_logprob(tiny_lm):
     assert scores[0]["min_k"] == pytest.approx(_lowest_mean(lp[mask.bool()], 0.2), rel=1e-4)
 
 
-def test_the_shared_chat_prefix_runs_once_and_changes_no_score(tiny_lm, monkeypatch):
-    """Chat records share the template's opening: run once, its cache repeated; the scores equal
-    each record scored alone."""
-
-    m, tok = tiny_lm.model, tiny_lm.tokenizer
-    records = [{"question": q, "answer": a} for q, a in [("Who?", "The Beatles, from Liverpool."), ("Which band was John Lennon in?", "The Beatles."),
-                                                         ("What is the capital of France?", "Paris, on the Seine.")]]
-    shared = []
-    from transformers import DynamicCache
-
-    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave",
-                        lambda self, n, _f=DynamicCache.batch_repeat_interleave: shared.append(n) or _f(self, n))
-    together = score_records(m, tok, records, batch_size=3)
-    assert shared == [3]  # one prefix pass, repeated for the three records
-    for rec, s in zip(records, together):
-        alone = score_records(m, tok, [rec])[0]
-        assert s["logprob"] == pytest.approx(alone["logprob"], rel=1e-5)
-        assert s["min_k"] == pytest.approx(alone["min_k"], rel=1e-5)
-        # Min-K%++ divides by the spread of log p, tiny for a random model's near-uniform
-        # distribution, so float rounding in the logits shows in the 4th digit.
-        assert s["min_k_pp"] == pytest.approx(alone["min_k_pp"], rel=1e-3)
-
-
 def test_lowest_mean_by_hand():
     assert _lowest_mean(torch.tensor([-1.0, -5.0, -3.0, -2.0, -4.0]), 0.4) == pytest.approx(-4.5)
     assert _lowest_mean(torch.tensor([-1.0, -5.0]), 0.01) == pytest.approx(-5.0)  # at least one token

@@ -30,19 +30,3 @@ def test_state_is_restored_and_sequences_are_grouped(tiny_lm):
     assert tok.padding_side == side and model.training
     again = generate(model, tok, prompts, max_new_tokens=4, do_sample=True, num_return_sequences=3, seed=0)
     assert out == again  # seeded sampling is reproducible
-
-
-def test_the_shared_prompt_prefix_runs_once_and_changes_no_answer(tiny_lm, monkeypatch):
-    """Chat prompts share the template's opening: it is run once and its cache repeated; greedy
-    answers equal those of the plain left-padded batch."""
-    import obliviate.models.generate as gen
-
-    model, tok = tiny_lm.model, tiny_lm.tokenizer
-    prompts = [question_prompt(tok, q) for q in ("Who?", "Which band was John Lennon a member of?", "What is it?")]
-    used = []
-    real = gen._with_shared_prefix
-    monkeypatch.setattr(gen, "_with_shared_prefix", lambda *a: used.append(real(*a)) or used[-1])
-    shared = generate(model, tok, prompts, max_new_tokens=8)
-    assert used and used[0] is not None and used[0]["attention_mask"][:, :gen.MIN_SHARED_PREFIX].all()
-    monkeypatch.setattr(gen, "_with_shared_prefix", lambda *a: None)
-    assert generate(model, tok, prompts, max_new_tokens=8) == shared

@@ -16,7 +16,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from obliviate.methods.logprobs import answer_logits, forward_accepts, right_padded
+from obliviate.methods.logprobs import answer_logits
 from obliviate.models.prompts import encode, split_record
 
 
@@ -44,7 +44,8 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
             idx = order[start : start + batch_size]
             batch = {k_: v.to(device) for k_, v in encode(tokenizer, [records[i] for i in idx], max_length).items()}
             with autocast:
-                logits, labels = _shared_prefix_logits(model, batch)
+                # The head runs from the first answer token on, like training's (methods.logprobs).
+                logits, labels = answer_logits(model, batch)
             mask = labels != -100
             # Vocabulary-sized work only at labelled positions (prompts are often most of a record).
             token_lp, z = _token_stats(logits[mask], labels[mask])
@@ -55,31 +56,6 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
     finally:
         model.train(was_training)
     return out
-
-
-MIN_SHARED_PREFIX = 8  # tokens
-
-
-def _shared_prefix_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """answer_logits (the head from the first answer token on) with the batch's common token
-    prefix run once: chat records share their template's opening, often a third of their
-    tokens. The prefix's key/value cache is repeated for every row and the rest continues
-    from it; values equal the plain pass (tested)."""
-    from transformers import DynamicCache
-
-    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
-    labelled = (labels != -100).any(0)
-    limit = min(int(mask.sum(-1).min()), int(labelled.float().argmax()) if bool(labelled.any()) else 0) - 1
-    shared = int((ids == ids[:1]).all(0).long().cumprod(0).sum())
-    shared = min(shared, limit)
-    if ids.shape[0] < 2 or shared < MIN_SHARED_PREFIX or not right_padded(mask):
-        return answer_logits(model, batch)
-    name = "cache" if forward_accepts(model, "cache") else "past_key_values"  # transformers renamed it
-    cache = DynamicCache()
-    model(input_ids=ids[:1, :shared], use_cache=True, **{name: cache})
-    cache.batch_repeat_interleave(ids.shape[0])
-    rest = {"input_ids": ids[:, shared:], "attention_mask": mask[:, shared:], "labels": labels[:, shared:]}
-    return answer_logits(model, rest, use_cache=True, **{name: cache})
 
 
 def _row_stats(token_lp: torch.Tensor, z: torch.Tensor, completion: str, k: float) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from obliviate.methods.logprobs import forward_accepts
 from obliviate.models.hooks import hooks_of
 from obliviate.models.prompts import probe_prompt, question_prompt
 
@@ -47,10 +46,8 @@ def generate(
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = _with_shared_prefix(model, tokenizer, [prompts[i] for i in idx]) if num_return_sequences == 1 else None
-            if enc is None:
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(model.device) for k, v in enc.items()}
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
             kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences)
             if do_sample:
                 kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
@@ -68,45 +65,6 @@ def generate(
         tokenizer.padding_side = side
         model.train(was_training)
     return [t for i in range(len(prompts)) for t in outputs[i]]
-
-
-MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth its own pass
-
-
-def _with_shared_prefix(model, tokenizer, prompts: list[str]) -> dict | None:
-    """generate() inputs that run the prompts' common token prefix once, or None when it is short.
-
-    Chat prompts share their template's opening (a system prompt, often a third of the
-    tokens). It goes through the model once; its key/value cache is repeated for the batch,
-    and each prompt's remainder follows it, left-padded: [prefix | padding | remainder].
-    Positions come from the attention mask, so each remainder continues at the right
-    position, and the outputs are those of the plain batch (tested).
-    """
-    from transformers import DynamicCache
-
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if len(ids) < 2:
-        return None
-    n = min(map(len, ids)) - 1  # every prompt keeps at least one token after the prefix
-    first = ids[0]
-    shared = next((k for k in range(n) if any(row[k] != first[k] for row in ids)), n)
-    if shared < MIN_SHARED_PREFIX:
-        return None
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(row) for row in ids) - shared
-    input_ids = torch.full((len(ids), shared + width), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    input_ids[:, :shared] = torch.tensor(first[:shared])
-    mask[:, :shared] = 1
-    for i, row in enumerate(ids):
-        rest = row[shared:]
-        input_ids[i, input_ids.shape[1] - len(rest) :] = torch.tensor(rest)
-        mask[i, input_ids.shape[1] - len(rest) :] = 1
-    cache = DynamicCache()
-    name = "cache" if forward_accepts(model, "cache") else "past_key_values"  # transformers renamed it
-    model(input_ids=input_ids[:1, :shared].to(model.device), use_cache=True, **{name: cache})
-    cache.batch_repeat_interleave(len(ids))
-    return {"input_ids": input_ids.to(model.device), "attention_mask": mask.to(model.device), name: cache}
 
 
 def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[str]:
