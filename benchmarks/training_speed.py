@@ -136,7 +136,8 @@ def lever_off(name: str | None):
 
 
 def engine(method: str, rows, steps: int, attn: str | None = None, **train_options) -> dict:
-    lm = load_model(None)
+    # With bf16 weights the model is loaded in bf16, as `obliviate forget --bf16-weights` does.
+    lm = load_model(None, dtype=torch.bfloat16 if train_options.get("bf16_weights") else torch.float32)
     if attn:
         lm.model.set_attn_implementation(attn)
     m = get_method(method)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import yaml
 
 from obliviate.data.builder import DataConfig, build_data
@@ -161,7 +162,8 @@ def forget(
         clock[0] = now
 
     log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
-    lm = load_model(model)
+    # --bf16-weights: loaded, trained and saved in bf16, so no fp32 copy is ever resident.
+    lm = load_model(model, dtype=torch.bfloat16 if tcfg.bf16_weights else torch.float32)
     if data is not None:
         built_from = read_json(data / "manifest.json").get("model")
         if built_from and str(built_from) != str(lm.path):
