@@ -45,7 +45,7 @@ class BF16AdamW(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         # One draw of noise per step, shared by every chunk: fresh noise per element would cost
         # more than the update itself, and chunks of different tensors need no independent noise.
-        noise = torch.randint(0, 1 << 16, (CHUNK,), dtype=torch.int32, generator=self._gen)
+        noise = {"cpu": torch.randint(0, 1 << 16, (CHUNK,), dtype=torch.int32, generator=self._gen)}
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -53,7 +53,7 @@ class BF16AdamW(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    state["step"] = torch.tensor(0.0, device=p.device)  # fused kernels read it where the weights are
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
@@ -63,13 +63,15 @@ class BF16AdamW(torch.optim.Optimizer):
                                         eps=group["eps"], amsgrad=False, maximize=False)
                     continue
                 flat = [t.view(-1) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
+                if str(p.device) not in noise:
+                    noise[str(p.device)] = noise["cpu"].to(p.device)
                 for start in range(0, flat[0].numel(), CHUNK):
                     w, g, m, v = (t[start : start + CHUNK] for t in flat)
                     w32, g32, m32, v32 = w.float(), g.float(), m.float(), v.float()
                     torch._fused_adamw_([w32], [g32], [m32], [v32], [], [state["step"].clone()], lr=group["lr"],
                                         beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                                         amsgrad=False, maximize=False)
-                    w.copy_(stochastic_round_(w32.view(torch.int32), noise))
+                    w.copy_(stochastic_round_(w32.view(torch.int32), noise[str(p.device)]))
                     m.copy_(m32)
                     v.copy_(v32)
         return loss
