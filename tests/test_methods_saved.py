@@ -89,7 +89,11 @@ def test_method_settings_and_training_flags_reach_the_run(data_dir, beatles_mode
     config = yaml.safe_load((tmp_path / "n" / "config.yaml").read_text())
     assert config["method_config"] == {"beta": 0.2, "alpha": 0.0}
     assert config["train"]["bf16_weights"]
-    assert obliviate.load(str(tmp_path / "n" / "model")).model.dtype == torch.float32
+    from safetensors import safe_open
+
+    with safe_open(str(next((tmp_path / "n" / "model").glob("*.safetensors"))), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16  # loaded, trained and saved in bf16
+    assert obliviate.load(str(tmp_path / "n" / "model")).model.dtype == torch.float32  # read back in fp32
     assert (config["train"]["l2"], config["train"]["dropout"], config["train"]["stop_forget_nll_gain"]) == (0.5, 0.1, 3.0)
     summary = json.loads((tmp_path / "n" / "train_summary.json").read_text())
     assert summary["validation"][0]["step"] == 0

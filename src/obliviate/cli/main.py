@@ -295,8 +295,8 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
         "stop once the forget NLL on a validation split of the forget data has risen by NATS per token"))
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints for --resume (0: none)")
     g.add_argument("--bf16-weights", action="store_true", help=(
-        "hold weights, gradients and optimizer moments in bf16 while training (stochastically rounded "
-        "updates): about half the memory; the saved model keeps its precision (docs/PERFORMANCE.md)"))
+        "load, train and save the model in bf16: weights, gradients and optimizer moments in bf16 with "
+        "stochastically rounded updates, about half the memory of mixed precision (docs/PERFORMANCE.md)"))
     _eval_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")

@@ -33,9 +33,9 @@ from obliviate.methods.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
 
 
-# Attention used while training on a CPU. PyTorch's fused attention is slow in its backward pass
-# for short sequences there; the plain (eager) one made a step 1.17x faster on the embedded model,
-# with the same values (docs/PERFORMANCE.md). GPUs keep the model's own choice.
+# Attention used while training on a CPU. For short sequences PyTorch's fused attention is slow in
+# its backward pass there; the plain (eager) one gives the same values and made a step 1.00-1.06x
+# faster on the embedded model (docs/PERFORMANCE.md). GPUs keep the model's own choice.
 CPU_ATTENTION: str | None = "eager"
 
 
@@ -212,7 +212,7 @@ def train(
     params = [p for _, p in named]
     start_weights = [p.detach().clone() for p in params] if cfg.l2 else None
     # The fused kernel: one pass over all parameters instead of a loop of small ops per tensor,
-    # 3x faster on a 2-core CPU for the embedded model (docs/PERFORMANCE.md).
+    # 5x faster per step on a 2-core CPU for the embedded model (benchmarks/optimizer_step.py).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     if any(p.dtype == torch.bfloat16 for p in params):  # bf16_weights, or a model loaded in bf16
         optimizer = BF16AdamW(params, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed)
@@ -255,7 +255,7 @@ def train(
         val_start = measure_val(0)
     if precompute and not ref_table:
         t0 = time.perf_counter()
-        ref_table = _reference_logprobs(model, tokenizer, method, data, streams, cfg, accelerator)
+        ref_table = _reference_logprobs(model, tokenizer, method, streams, cfg, accelerator)
         result.ref_seconds = time.perf_counter() - t0
 
     log_file = open(log_path, "a", encoding="utf-8") if log_path else None
@@ -398,7 +398,7 @@ def _validation_nll(model, tokenizer, records: list[dict], cfg: TrainConfig, acc
 
 
 @torch.no_grad()
-def _reference_logprobs(model, tokenizer, method: Method, data, streams: dict[str, _Stream], cfg: TrainConfig,
+def _reference_logprobs(model, tokenizer, method: Method, streams: dict[str, _Stream], cfg: TrainConfig,
                         accelerator) -> dict[str, dict[int, dict[str, float]]]:
     """{stream: {record index: {sub-batch: summed answer log-prob}}} under the starting weights, for
     every record the run will draw (the streams are replayed on copies), in length-sorted batches of
