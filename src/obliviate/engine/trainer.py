@@ -447,7 +447,7 @@ def _return_freed_memory() -> None:
 
     Below its mmap threshold (which grows up to 32 MB as large blocks are freed) glibc serves
     allocations from a heap that it rarely shrinks, so a step's activations stay resident after
-    the step; under bf16_weights that retained heap was a quarter of the peak (docs/PERFORMANCE.md).
+    the step, which matters when memory is what bf16_weights is for (docs/PERFORMANCE.md).
     A fixed 64 KB threshold maps larger blocks and unmaps them when freed. Process-wide; a no-op
     where the C library is not glibc.
     """
