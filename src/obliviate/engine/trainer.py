@@ -420,11 +420,10 @@ class _Snapshot:
         self.take(named)
 
     def take(self, named) -> None:
-        weights = [p.detach().clone() for _, p in named] if self.path is None else {n: p.detach() for n, p in named}
         if self.path is None:
-            self.weights = weights
+            self.weights = [p.detach().clone() for _, p in named]
         else:
-            torch.save(weights, self.path)
+            torch.save({n: p.detach() for n, p in named}, self.path)
 
     @torch.no_grad()
     def restore(self, named) -> None:
