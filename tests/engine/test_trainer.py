@@ -319,3 +319,18 @@ def test_bf16_weights_train_and_hand_back_the_models_precision(tiny_lm, data):
     moved = [k for k, v in model.named_parameters() if not torch.equal(v.detach(), before[k])]
     assert len(moved) == len(before)
 
+
+def test_training_on_cpu_uses_eager_attention_and_restores_the_models_own(tiny_lm, data):
+    model = tiny_lm.model
+    model.set_attn_implementation("sdpa")
+    seen = []
+    method = get_method("ga")
+    loss_fn = method.loss
+
+    def spy(m, batch, ref=None):
+        seen.append(m.config._attn_implementation)
+        return loss_fn(m, batch, ref)
+
+    method.loss = spy
+    train(model, tiny_lm.tokenizer, method, data, _cfg(steps=1), progress=False)
+    assert seen == ["eager"] and model.config._attn_implementation == "sdpa"

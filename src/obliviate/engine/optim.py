@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK = 1 << 22  # elements widened to fp32 at a time (16 MB per tensor)
+CHUNK = 1 << 18  # elements widened to fp32 at a time (1 MB per tensor)
 
 
 def stochastic_round_(bits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,13 @@ from obliviate.methods.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
 
 
+# Attention used while training on a CPU. For short sequences PyTorch's fused attention is slow in
+# its backward pass there (a few ms per layer for a few hundred tokens); the plain (eager) one gives
+# the same values. What it gives per step: docs/PERFORMANCE.md, the fused-attention row of
+# benchmarks/training_speed.py. GPUs keep the model's own choice.
+CPU_ATTENTION: str | None = "eager"
+
+
 @dataclass
 class TrainConfig:
     steps: int = field(default=40, metadata={"help": "optimizer steps"})
@@ -182,6 +189,7 @@ def train(
         model.to(torch.bfloat16)
 
     restore_dropout = _set_dropout(model, cfg.dropout)
+    restore_attention = _set_attention(model, CPU_ATTENTION if accelerator.device.type == "cpu" else None)
     ref = None
     # Reference log-probs computed once, before the first step, for the records the run will draw:
     # no reference copy in memory and no reference pass per step.
@@ -316,6 +324,7 @@ def train(
             log_file.close()
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     restore_dropout()
+    restore_attention()
     del optimizer
     accelerator.free_memory()  # drop accelerate's references too, so the moments are freed before the cast back
     if cfg.lora and not cfg.keep_adapter:
@@ -337,6 +346,18 @@ def _add_lora(model, cfg: TrainConfig):
     # peft widens adapters to fp32 by default; with bf16 weights they stay bf16 like the rest (their
     # updates are stochastically rounded too), so no layer's activations are kept in both precisions.
     return get_peft_model(model, config, autocast_adapter_dtype=not cfg.bf16_weights)
+
+
+def _set_attention(model, name: str | None):
+    """Switch the model's attention implementation to `name`; returns a function that undoes it."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if not name or before in (None, name) or not hasattr(model, "set_attn_implementation"):
+        return lambda: None
+    try:
+        model.set_attn_implementation(name)
+    except (ValueError, ImportError):  # a model that offers no such implementation keeps its own
+        return lambda: None
+    return lambda: model.set_attn_implementation(before)
 
 
 def _set_dropout(model, p: float):
