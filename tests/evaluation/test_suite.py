@@ -66,6 +66,29 @@ def test_one_pass_scores_match_sequence_logprob(tiny_lm):
     assert scores[0]["min_k"] == pytest.approx(_lowest_mean(lp[mask.bool()], 0.2), rel=1e-4)
 
 
+def test_the_shared_chat_prefix_runs_once_and_changes_no_score(tiny_lm, monkeypatch):
+    """Chat records share the template's opening: run once, its cache repeated; the scores equal
+    each record scored alone."""
+
+    m, tok = tiny_lm.model, tiny_lm.tokenizer
+    records = [{"question": q, "answer": a} for q, a in [("Who?", "The Beatles, from Liverpool."), ("Which band was John Lennon in?", "The Beatles."),
+                                                         ("What is the capital of France?", "Paris, on the Seine.")]]
+    shared = []
+    from transformers import DynamicCache
+
+    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave",
+                        lambda self, n, _f=DynamicCache.batch_repeat_interleave: shared.append(n) or _f(self, n))
+    together = score_records(m, tok, records, batch_size=3)
+    assert shared == [3]  # one prefix pass, repeated for the three records
+    for rec, s in zip(records, together):
+        alone = score_records(m, tok, [rec])[0]
+        assert s["logprob"] == pytest.approx(alone["logprob"], rel=1e-5)
+        assert s["min_k"] == pytest.approx(alone["min_k"], rel=1e-5)
+        # Min-K%++ divides by the spread of log p, tiny for a random model's near-uniform
+        # distribution, so float rounding in the logits shows in the 4th digit.
+        assert s["min_k_pp"] == pytest.approx(alone["min_k_pp"], rel=1e-3)
+
+
 def test_lowest_mean_by_hand():
     assert _lowest_mean(torch.tensor([-1.0, -5.0, -3.0, -2.0, -4.0]), 0.4) == pytest.approx(-4.5)
     assert _lowest_mean(torch.tensor([-1.0, -5.0]), 0.01) == pytest.approx(-5.0)  # at least one token
@@ -189,14 +212,18 @@ def test_eval_command_writes_metrics_and_refuses_bad_input(beatles_model_dir, ti
     assert "holds no target probes" in capsys.readouterr().err
 
 
-def test_shared_prompt_scores_equal_separate_scores(tiny_lm):
+def test_shared_prompt_scores_equal_separate_scores(tiny_lm, monkeypatch):
+    import obliviate.evaluation.likelihood as likelihood
     from obliviate.evaluation.likelihood import score_shared
 
     m, tok = tiny_lm.model, tiny_lm.tokenizer
+    prefixes = []  # the two chat prompts (shortest completions, so batched first) share the template's opening: run once
+    monkeypatch.setattr(likelihood, "prefix_cache", lambda model, ids, n, _f=likelihood.prefix_cache: prefixes.append(n) or _f(model, ids, n))
     groups = [({"question": "Which band was John Lennon in?"}, [{"question": "Which band was John Lennon in?", "answer": a}
                                                                  for a in ("The Beatles.", "Queen, a rock band from London.", "ABBA")]),
               ({"question": "Capital of France?"}, [{"question": "Capital of France?", "answer": "Paris."}]),
-              ({"prompt": "Once upon a"}, [{"prompt": "Once upon a", "completion": " time."}, {"prompt": "Once upon a", "completion": " hill"}])]
+              ({"prompt": "Once upon a"}, [{"prompt": "Once upon a", "completion": " time."},
+                                             {"prompt": "Once upon a", "completion": " hill far from the sea, in a land long forgotten by all"}])]
     shared = score_shared(m, tok, groups, batch_size=2)
     for (_, records), rows in zip(groups, shared):
         for r, s in zip(records, rows, strict=True):
@@ -204,6 +231,7 @@ def test_shared_prompt_scores_equal_separate_scores(tiny_lm):
             assert s["n_tokens"] == alone["n_tokens"] and s["zlib_bytes"] == alone["zlib_bytes"]
             for key in ("logprob", "min_k", "min_k_pp"):
                 assert s[key] == pytest.approx(alone[key], rel=1e-3, abs=1e-4), key  # fp32, another summation order
+    assert 2 in prefixes
 
 
 def test_verbatim_memorization_is_scored_for_document_targets(beatles_model_dir):

@@ -152,17 +152,19 @@ def _likelihoods(model, tokenizer, data: EvalData, cfg: EvalConfig, positives: l
         spans[name] = (len(records), len(records) + len(recs))
         records.extend(recs)
 
-    add("members", members)
-    add("nonmembers", nonmembers)
     for i, c in zip(negatives, neg_cands):
         if c:
             add(("neg", i), [candidate_record(data.probes[i], c[0])])
     add("retain", data.retain_eval)
-    scored = score_records(model, tokenizer, records, batch_size=cfg.score_batch_size, k=cfg.min_k)
+    # Only membership inference reads Min-K%++, the costly part of the per-token statistics.
+    mia = score_records(model, tokenizer, members + nonmembers, batch_size=cfg.score_batch_size, k=cfg.min_k)
+    scored = score_records(model, tokenizer, records, batch_size=cfg.score_batch_size, k=cfg.min_k, min_k_pp=False)
     result = {name: scored[a:b] for name, (a, b) in spans.items()}
+    result |= {"members": mia[: len(members)], "nonmembers": mia[len(members) :]}
     # A probe's correct and wrong answers share its prompt: run the prompt once.
     groups = [(i, [candidate_record(data.probes[i], a) for a in [c[0], *c[1]]]) for i, c in zip(positives, pos_cands) if c]
-    shared = score_shared(model, tokenizer, [(recs[0], recs) for _, recs in groups], batch_size=cfg.score_batch_size, k=cfg.min_k)
+    shared = score_shared(model, tokenizer, [(recs[0], recs) for _, recs in groups], batch_size=cfg.score_batch_size,
+                          k=cfg.min_k, min_k_pp=False)
     result |= {("pos", i): rows for (i, _), rows in zip(groups, shared)}
     return result
 

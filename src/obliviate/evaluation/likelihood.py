@@ -9,6 +9,7 @@ under the model's own next-token distribution).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import zlib
@@ -16,7 +17,8 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from obliviate.methods.logprobs import answer_logits
+from obliviate.methods.logprobs import answer_logits, forward_accepts, right_padded
+from obliviate.models.prefix import prefix_cache, shared_length
 from obliviate.models.prompts import encode, split_record
 
 
@@ -27,13 +29,19 @@ def _lowest_mean(values: torch.Tensor, k: float) -> float:
 
 @torch.inference_mode()
 def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16, max_length: int = 256,
-                  k: float = 0.2, bf16: bool = False) -> list[dict]:
+                  k: float = 0.2, bf16: bool = False, min_k_pp: bool = True) -> list[dict]:
     """Per record: {"logprob", "n_tokens", "nll", "min_k", "min_k_pp", "zlib_bytes"} (log-probs in nats).
 
+    `min_k_pp=False` leaves Min-K%++ out (None), which skips most of the vocabulary-sized work.
     `bf16` runs the pass under bf16 autocast (CPU or GPU). Records are batched in
     length order, so padding is small; the result is in the input order.
     """
-    order = sorted(range(len(records)), key=lambda i: sum(map(len, split_record(tokenizer, records[i]))))
+    # Records that open alike (a chat template) are batched together, so their common prefix runs
+    # once; within that, in length order.
+    texts = [split_record(tokenizer, r) for r in records]
+    openings = collections.Counter(t[0][:48] for t in texts)
+    order = sorted(range(len(records)), key=lambda i: (texts[i][0][:48] if openings[texts[i][0][:48]] > 1 else "",
+                                                       sum(map(len, texts[i]))))
     out: list[dict | None] = [None] * len(records)
     was_training = model.training
     model.eval()
@@ -44,34 +52,56 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
             idx = order[start : start + batch_size]
             batch = {k_: v.to(device) for k_, v in encode(tokenizer, [records[i] for i in idx], max_length).items()}
             with autocast:
-                # The head runs from the first answer token on, like training's (methods.logprobs).
-                logits, labels = answer_logits(model, batch)
+                # The head runs from the first answer token on, like training's (methods.logprobs),
+                # and the records' common prefix runs once (models.prefix).
+                logits, labels = _shared_prefix_logits(model, batch)
             mask = labels != -100
             # Vocabulary-sized work only at labelled positions (prompts are often most of a record).
-            token_lp, z = _token_stats(logits[mask], labels[mask])
+            token_lp, z = _token_stats(logits[mask], labels[mask], min_k_pp)
             bounds = [0, *mask.sum(-1).cumsum(0).tolist()]
             for row, i in enumerate(idx):
-                out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]], z[bounds[row] : bounds[row + 1]],
+                out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
+                                    z[bounds[row] : bounds[row + 1]] if z is not None else None,
                                     split_record(tokenizer, records[i])[1], k)
     finally:
         model.train(was_training)
     return out
 
 
-def _row_stats(token_lp: torch.Tensor, z: torch.Tensor, completion: str, k: float) -> dict:
+def _shared_prefix_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """answer_logits with the batch's common token prefix run once (models.prefix)."""
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    labelled = (labels != -100).any(0)
+    first_label = int(labelled.float().argmax()) if bool(labelled.any()) else 0
+    # The prefix stops before the first labelled position and leaves every row a token.
+    limit = min(int(mask.sum(-1).min()), first_label) - 1
+    shared = shared_length(ids[:, : max(limit, 0)].tolist(), max(limit, 0)) if right_padded(mask) else 0
+    if not shared:
+        return answer_logits(model, batch)
+    cache = prefix_cache(model, ids[:1, :shared], ids.shape[0])
+    rest = {"input_ids": ids[:, shared:], "attention_mask": mask[:, shared:], "labels": labels[:, shared:]}
+    return answer_logits(model, rest, **cache)
+
+
+def _row_stats(token_lp: torch.Tensor, z: torch.Tensor | None, completion: str, k: float) -> dict:
     n = token_lp.numel()
     return {
         "logprob": token_lp.sum().item(),
         "n_tokens": n,
         "nll": -token_lp.sum().item() / max(n, 1),
         "min_k": _lowest_mean(token_lp, k),
-        "min_k_pp": _lowest_mean(z, k),
+        "min_k_pp": _lowest_mean(z, k) if z is not None else None,
         "zlib_bytes": len(zlib.compress(completion.encode("utf-8"))),
     }
 
 
-def _token_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob and Min-K%++ z-score of each label token, from the logits that predict it ([N, V], [N])."""
+def _token_stats(logits: torch.Tensor, labels: torch.Tensor, spread: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob and Min-K%++ z-score of each label token, from the logits that predict it ([N, V], [N]).
+
+    Without `spread` only the log-probs, in one fused pass (the z-score needs the mean and spread
+    of log p over the vocabulary, the costliest part)."""
+    if not spread:
+        return -F.cross_entropy(logits.float(), labels, reduction="none"), None
     logp = F.log_softmax(logits.float(), dim=-1)
     token_lp = logp.gather(1, labels.unsqueeze(-1)).squeeze(-1)
     probs = logp.exp()
@@ -82,40 +112,49 @@ def _token_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 @torch.inference_mode()
 def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, batch_size: int = 16, k: float = 0.2,
-                 max_length: int = 256) -> list[list[dict]]:
+                 max_length: int = 256, min_k_pp: bool = True) -> list[list[dict]]:
     """score_records for records that share a prompt, running each prompt once.
 
     `groups` holds (any record with the prompt, [records with that prompt, ...]), e.g. a
     question with its correct and wrong answers. The prompts go through the model once,
     left-padded, and their key/value cache is repeated for each record's completion, which
-    continues at the right positions. The values equal score_records' (tested).
+    continues at the right positions. The values equal score_records' (tested). Groups are
+    batched in the order of their longest completion, so completions pad little.
     """
-    import inspect
-
     from transformers import DynamicCache
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model forwards **kwargs
-    cache_arg = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    cache_arg = "cache" if forward_accepts(model, "cache") else "past_key_values"  # transformers renamed it
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[list[dict]] = []
+    encode_ = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    all_prompts = [encode_(split_record(tokenizer, g[0])[0]) for g in groups]
+    all_comps = [[encode_(split_record(tokenizer, r)[1]) for r in g[1]] for g in groups]
+    order = sorted(range(len(groups)), key=lambda i: max(map(len, all_comps[i]), default=0))
+    out: list[list[dict] | None] = [None] * len(groups)
     try:
-        for start in range(0, len(groups), batch_size):
-            chunk = groups[start : start + batch_size]
-            prompts = [tokenizer(split_record(tokenizer, g[0])[0], add_special_tokens=False)["input_ids"] for g in chunk]
-            comps = [[tokenizer(split_record(tokenizer, r)[1], add_special_tokens=False)["input_ids"] for r in g[1]] for g in chunk]
-            lp_max, lc_max = max(map(len, prompts)), max(len(c) for cs in comps for c in cs)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            prompts, comps = [all_prompts[i] for i in chunk], [all_comps[i] for i in chunk]
+            # Layout [common prefix | left padding | rest of the prompt]: the prefix runs once (models.prefix).
+            shared = shared_length(prompts, min(map(len, prompts)) - 1)
+            lp_max, lc_max = shared + max(len(ids) - shared for ids in prompts), max(len(c) for cs in comps for c in cs)
             p_ids = torch.full((len(chunk), lp_max), pad, dtype=torch.long)
             p_mask = torch.zeros_like(p_ids)
+            p_ids[:, :shared] = torch.tensor(prompts[0][:shared], dtype=torch.long)
+            p_mask[:, :shared] = 1
             for i, ids in enumerate(prompts):
-                p_ids[i, lp_max - len(ids) :] = torch.tensor(ids)
-                p_mask[i, lp_max - len(ids) :] = 1
+                p_ids[i, lp_max - len(ids) + shared :] = torch.tensor(ids[shared:])
+                p_mask[i, lp_max - len(ids) + shared :] = 1
             p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-            cache = DynamicCache()
-            first = model(input_ids=p_ids.to(device), attention_mask=p_mask.to(device), position_ids=p_pos.to(device),
-                          use_cache=True, **{cache_arg: cache}).logits[:, -1]
+            if shared:
+                cache = prefix_cache(model, p_ids[:1, :shared].to(device), len(chunk))[cache_arg]
+            else:
+                cache = DynamicCache()
+            first = model(input_ids=p_ids[:, shared:].to(device), attention_mask=p_mask.to(device),
+                          position_ids=p_pos[:, shared:].to(device), use_cache=True, **{cache_arg: cache},
+                          **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {})).logits[:, -1]
             owner = torch.tensor([i for i, cs in enumerate(comps) for _ in cs])
             flat = [c for cs in comps for c in cs]
             c_ids = torch.full((len(flat), lc_max), pad, dtype=torch.long)
@@ -128,14 +167,24 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
             pos = p_mask[owner].sum(-1, keepdim=True) + torch.arange(lc_max)
             logits = model(input_ids=c_ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                            use_cache=True, **{cache_arg: cache}).logits
-            pred = torch.cat([first[owner.to(device)].unsqueeze(1), logits[:, :-1]], dim=1)  # what predicts each completion token
-            keep = c_mask.bool().to(device)
-            token_lp, z = _token_stats(pred[keep], c_ids.to(device)[keep])
-            bounds = [0, *keep.sum(-1).cumsum(0).tolist()]
-            rows = [_row_stats(token_lp[bounds[j] : bounds[j + 1]], z[bounds[j] : bounds[j + 1]],
-                               split_record(tokenizer, r)[1], k) for j, r in enumerate(r for g in chunk for r in g[1])]
-            it = iter(rows)
-            out += [[next(it) for _ in g[1]] for g in chunk]
+            # A completion's first token is predicted by its prompt's last position, the rest by the
+            # completion's own positions: per-token values go into one [completions, length] grid.
+            c_ids, keep = c_ids.to(device), c_mask.bool().to(device)
+            lp0, z0 = _token_stats(first[owner.to(device)], c_ids[:, 0], min_k_pp)
+            lp_rest, z_rest = _token_stats(logits[:, :-1][keep[:, 1:]], c_ids[:, 1:][keep[:, 1:]], min_k_pp)
+            grids = []
+            for v0, rest in ((lp0, lp_rest), (z0, z_rest)):
+                grid = torch.zeros(c_ids.shape, dtype=torch.float32, device=device)
+                if v0 is not None:
+                    grid[:, 0] = v0
+                    grid[:, 1:][keep[:, 1:]] = rest
+                grids.append(grid)
+            lengths = keep.sum(-1).tolist()
+            records = [r for i in chunk for r in groups[i][1]]
+            rows = iter([_row_stats(grids[0][j, :n], grids[1][j, :n] if min_k_pp else None, split_record(tokenizer, r)[1], k)
+                         for j, (r, n) in enumerate(zip(records, lengths))])
+            for i in chunk:
+                out[i] = [next(rows) for _ in groups[i][1]]
     finally:
         model.train(was_training)
     return out

@@ -38,18 +38,18 @@ def right_padded(mask: torch.Tensor) -> bool:
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
-def answer_logits(model, sub: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_logits(model, sub: dict[str, torch.Tensor], **forward_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits that predict each labelled token and those labels, aligned: [B, K, V] and [B, K].
 
     K covers every position from the batch's first labelled token to the end; positions
-    without a loss keep the label -100.
+    without a loss keep the label -100. `forward_kwargs` go to the model (a key/value cache).
     """
     labels = sub["labels"]
     width = labels.shape[1]
     labelled = (labels != -100).any(0)
     first = int(labelled.float().argmax()) if bool(labelled.any()) else width - 1
     keep = width - max(first - 1, 0)
-    inputs = {"input_ids": sub["input_ids"]}
+    inputs = {"input_ids": sub["input_ids"], **forward_kwargs}
     mask = sub.get("attention_mask")
     if mask is not None and not right_padded(mask):
         inputs["attention_mask"] = mask

@@ -6,6 +6,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.models.hooks import hooks_of
+from obliviate.models.prefix import prefix_cache, shared_length
 from obliviate.models.prompts import probe_prompt, question_prompt
 
 
@@ -28,7 +29,8 @@ def generate(
     """Complete each prompt (already formatted); returns decoded continuations.
 
     With `num_return_sequences` > 1 the result holds that many continuations per
-    prompt, consecutively. Prompts are sorted by length so batches pad little.
+    prompt, consecutively. Prompts are batched in length order, and a batch closes early
+    when the next prompt would pad it by more than a third (`length_batches`).
     `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter), as
     a plain Hugging Face consumer of the saved weights would.
     """
@@ -41,13 +43,14 @@ def generate(
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     outputs: dict[int, list[str]] = {}
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
+        for idx in length_batches(lengths, batch_size):
+            enc = _with_shared_prefix(model, tokenizer, [prompts[i] for i in idx]) if num_return_sequences == 1 else None
+            if enc is None:
+                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = {k: v.to(model.device) for k, v in enc.items()}
             kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences)
             if do_sample:
                 kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
@@ -65,6 +68,49 @@ def generate(
         tokenizer.padding_side = side
         model.train(was_training)
     return [t for i in range(len(prompts)) for t in outputs[i]]
+
+
+def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 / 3, min_rows: int = 16) -> list[list[int]]:
+    """Indices in length order, cut into batches of at most `batch_size`; a batch of `min_rows` or
+    more also closes when the next item would make its padded size exceed its real tokens by
+    more than `max_padding` (attack prompts range from 17 to 143 tokens)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        n = lengths[i]
+        if current and (len(current) == batch_size
+                        or (len(current) >= min_rows and (len(current) + 1) * n > (1 + max_padding) * (real + n))):
+            batches.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += n
+    return batches + [current] if current else batches
+
+
+def _with_shared_prefix(model, tokenizer, prompts: list[str]) -> dict | None:
+    """generate() inputs that run the prompts' common token prefix once (models.prefix), or None.
+
+    Layout: [prefix | left padding | each prompt's remainder]; the prefix's key/value cache
+    is repeated for the batch, and positions come from the attention mask.
+    """
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    shared = shared_length(ids, min(map(len, ids)) - 1)  # every prompt keeps a token after the prefix
+    if not shared:
+        return None
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(row) for row in ids) - shared
+    input_ids = torch.full((len(ids), shared + width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    input_ids[:, :shared] = torch.tensor(ids[0][:shared])
+    mask[:, :shared] = 1
+    for i, row in enumerate(ids):
+        rest = row[shared:]
+        input_ids[i, input_ids.shape[1] - len(rest) :] = torch.tensor(rest)
+        mask[i, input_ids.shape[1] - len(rest) :] = 1
+    cache = prefix_cache(model, input_ids[:1, :shared].to(model.device), len(ids))
+    cache.pop("use_cache")
+    return {"input_ids": input_ids.to(model.device), "attention_mask": mask.to(model.device), **cache}
 
 
 def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[str]:

@@ -1,0 +1,40 @@
+"""Run a batch's common token prefix once: the chat template's opening, shared by every prompt.
+
+SmolLM2's template opens every conversation with the same system prompt, 24 of the 41 tokens
+of a typical probe prompt. Generation and likelihood scoring run that prefix through the
+model once, repeat its key/value cache for the batch, and continue each row from it.
+Positions follow from the attention mask, so every row continues at its own positions and
+the values are those of the plain pass up to float rounding (tested in fp32). In bf16 the
+rounding differs from the plain batch's, as it already does between batch sizes
+(docs/PERFORMANCE.md measures both).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from obliviate.methods.logprobs import forward_accepts
+
+SHARE_PREFIX = True  # off: every row runs its whole prompt (the benchmark's ablation)
+MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth its own pass
+
+
+def shared_length(rows: list[list[int]], limit: int) -> int:
+    """Length of the token prefix common to every row, at most `limit`; 0 when sharing does not pay."""
+    if not SHARE_PREFIX or len(rows) < 2:
+        return 0
+    first = rows[0]
+    n = min(limit, *map(len, rows))
+    shared = next((k for k in range(n) if any(row[k] != first[k] for row in rows)), n)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def prefix_cache(model, prefix: torch.Tensor, rows: int) -> dict:
+    """Forward kwargs holding the key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows."""
+    from transformers import DynamicCache
+
+    name = "cache" if forward_accepts(model, "cache") else "past_key_values"  # transformers renamed it
+    cache = DynamicCache()
+    model(input_ids=prefix, use_cache=True, **{name: cache})
+    cache.batch_repeat_interleave(rows)
+    return {name: cache, "use_cache": True}
