@@ -52,7 +52,7 @@ def test_the_shared_prompt_prefix_runs_once_and_changes_no_answer(tiny_lm, monke
 def test_length_batches_cap_rows_and_padding():
     from obliviate.models.generate import length_batches
 
-    lengths = [120] * 20 + [50] * 20
-    assert length_batches(lengths, batch_size=32) == [list(range(20, 40)), list(range(20))]  # the long prompts go alone
+    lengths = [120] * 40 + [50] * 40
+    assert length_batches(lengths, batch_size=64) == [list(range(40, 80)), list(range(40))]  # the long prompts go alone
     assert length_batches([120] * 4 + [50] * 4, batch_size=32) == [[4, 5, 6, 7, 0, 1, 2, 3]]  # too few rows to split
     assert length_batches([5, 1, 3], batch_size=2, min_rows=16) == [[1, 2], [0]]  # row cap, in length order

@@ -275,7 +275,7 @@ def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: li
             score(f"quantize_{bits}bit", plain_prompts, generate(q_gen, tokenizer, [p for p, _ in plain_prompts],
                                                                   max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size))
             extra[f"attack_quantize_{bits}bit_retain_perplexity"] = perplexity(
-                score_records(q_gen, tokenizer, data.retain_eval, batch_size=cfg.score_batch_size))
+                score_records(q_gen, tokenizer, data.retain_eval, batch_size=cfg.score_batch_size, min_k_pp=False))
             del q_gen
             seconds[f"quantize {bits}-bit"] = time.perf_counter() - t
     if "relearn" in cfg.attacks and not is_base and data.forget:
