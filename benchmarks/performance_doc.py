@@ -283,7 +283,7 @@ which depends on how a batch is laid out. The same benchmark run evaluates the e
 twice more: once with the prefix off, and once with batches of 64 prompts instead of 128. The
 second is no lever; it shows how far the layout alone moves the answers.
 
-| against the row above | answers changed | probe hits changed | leak rate |
+| against the embedded model's evaluation (first row above) | answers changed | probe hits changed | leak rate |
 |---|---|---|---|
 | shared prefix off | {mv['shared_prefix_off']['answers']} of {mv['shared_prefix_off']['probes']} | {mv['shared_prefix_off']['hits']} | {mv['shared_prefix_off']['leak_rate'][0]:.3f} → {mv['shared_prefix_off']['leak_rate'][1]:.3f} |
 | batches of 64 prompts | {mv['batches_of_64']['answers']} of {mv['batches_of_64']['probes']} | {mv['batches_of_64']['hits']} | {mv['batches_of_64']['leak_rate'][0]:.3f} → {mv['batches_of_64']['leak_rate'][1]:.3f} |
@@ -294,7 +294,7 @@ difference of a few hundredths between two bf16 evaluations is within this noise
 
 **What is left** is forward passes of the model, at about 70 % of the bf16 peak in the large
 products:
-- about 550 greedy generations of 24 tokens: 232 probes (the keep probes and the known target probes), 40 attack
+- about {mv['batches_of_64']['probes'] + 320} greedy generations of 24 tokens: {mv['batches_of_64']['probes']} probes (the keep probes and the known target probes), 40 attack
   probes under each of 6 prompting attacks, and 40 per quantized model. Decoding costs about
   1.35 ms per prompt per token in batches of 128;
 - one likelihood pass over the membership sets, every known probe's four answer candidates, the

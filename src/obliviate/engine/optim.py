@@ -13,8 +13,8 @@ time, so memory stays at bf16 weights + bf16 gradients + two bf16 moments: 2 byt
 per parameter, half of fp32 weights with their gradients and moments.
 
 torchao's `_AdamW(bf16_stochastic_round=True)` and bitsandbytes' `AdamW8bit` do the same
-job; on a 2-core CPU a step over the embedded model took 0.94 s and 1.56 s with them,
-against 0.31 s here (benchmarks/optimizer_step.py, docs/PERFORMANCE.md).
+job; on a 2-core CPU a step over the embedded model took 0.94 s and 1.64 s with them,
+against 0.25 s here (benchmarks/optimizer_step.py, docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def _shared_prefix_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.
     first_label = int(labelled.float().argmax()) if bool(labelled.any()) else 0
     # The prefix stops before the first labelled position and leaves every row a token.
     limit = min(int(mask.sum(-1).min()), first_label) - 1
-    shared = shared_length(ids[:, : max(limit, 0)].tolist(), max(limit, 0)) if right_padded(mask) else 0
+    shared = shared_length(model, ids[:, : max(limit, 0)].tolist(), max(limit, 0)) if right_padded(mask) else 0
     if not shared:
         return answer_logits(model, batch)
     cache = prefix_cache(model, ids[:1, :shared], ids.shape[0])
@@ -138,7 +138,7 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
             chunk = order[start : start + batch_size]
             prompts, comps = [all_prompts[i] for i in chunk], [all_comps[i] for i in chunk]
             # Layout [common prefix | left padding | rest of the prompt]: the prefix runs once (models.prefix).
-            shared = shared_length(prompts, min(map(len, prompts)) - 1)
+            shared = shared_length(model, prompts, min(map(len, prompts)) - 1)
             lp_max, lc_max = shared + max(len(ids) - shared for ids in prompts), max(len(c) for cs in comps for c in cs)
             p_ids = torch.full((len(chunk), lp_max), pad, dtype=torch.long)
             p_mask = torch.zeros_like(p_ids)
@@ -151,7 +151,7 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
             if shared:
                 cache = prefix_cache(model, p_ids[:1, :shared].to(device), len(chunk))[cache_arg]
             else:
-                cache = DynamicCache()
+                cache = DynamicCache(config=model.config)
             first = model(input_ids=p_ids[:, shared:].to(device), attention_mask=p_mask.to(device),
                           position_ids=p_pos[:, shared:].to(device), use_cache=True, **{cache_arg: cache},
                           **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {})).logits[:, -1]

@@ -44,12 +44,12 @@ def generate(
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    common = shared_length(ids, min(map(len, ids)) - 1)  # runs once per batch: batches pad what follows it
+    common = shared_length(model, ids, min(map(len, ids)) - 1)  # runs once per batch: batches pad what follows it
     lengths = [len(row) - common for row in ids]
     outputs: dict[int, list[str]] = {}
     try:
         for idx in length_batches(lengths, batch_size):
-            enc = _with_shared_prefix(model, tokenizer, [prompts[i] for i in idx]) if num_return_sequences == 1 else None
+            enc = _with_shared_prefix(model, tokenizer, [ids[i] for i in idx]) if num_return_sequences == 1 else None
             if enc is None:
                 enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
                 enc = {k: v.to(model.device) for k, v in enc.items()}
@@ -91,14 +91,13 @@ def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 /
     return batches + [current] if current else batches
 
 
-def _with_shared_prefix(model, tokenizer, prompts: list[str]) -> dict | None:
-    """generate() inputs that run the prompts' common token prefix once (models.prefix), or None.
+def _with_shared_prefix(model, tokenizer, ids: list[list[int]]) -> dict | None:
+    """generate() inputs that run the prompts' (token ids) common prefix once (models.prefix), or None.
 
     Layout: [prefix | left padding | each prompt's remainder]; the prefix's key/value cache
     is repeated for the batch, and positions come from the attention mask.
     """
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = shared_length(ids, min(map(len, ids)) - 1)  # every prompt keeps a token after the prefix
+    shared = shared_length(model, ids, min(map(len, ids)) - 1)  # every prompt keeps a token after the prefix
     if not shared:
         return None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

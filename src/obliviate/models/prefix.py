@@ -19,9 +19,18 @@ SHARE_PREFIX = True  # off: every row runs its whole prompt (the benchmark's abl
 MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth its own pass
 
 
-def shared_length(rows: list[list[int]], limit: int) -> int:
-    """Length of the token prefix common to every row, at most `limit`; 0 when sharing does not pay."""
-    if not SHARE_PREFIX or len(rows) < 2:
+def _attention_only(model) -> bool:
+    """Whether every layer keeps a plain key/value cache (no state-space or linear-attention layers)."""
+    config = model.config
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    types = getattr(config, "layer_types", None)
+    return types is None or all(t in ("full_attention", "sliding_attention") for t in types)
+
+
+def shared_length(model, rows: list[list[int]], limit: int) -> int:
+    """Length of the token prefix common to every row, at most `limit`; 0 when sharing does not pay
+    or the model's cache cannot be repeated this way."""
+    if not SHARE_PREFIX or len(rows) < 2 or not _attention_only(model):
         return 0
     first = rows[0]
     n = min(limit, *map(len, rows))
@@ -34,7 +43,7 @@ def prefix_cache(model, prefix: torch.Tensor, rows: int) -> dict:
     from transformers import DynamicCache
 
     name = "cache" if forward_accepts(model, "cache") else "past_key_values"  # transformers renamed it
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)  # sliding-window layers get their own cache layers
     model(input_ids=prefix, use_cache=True, **{name: cache})
     cache.batch_repeat_interleave(rows)
     return {name: cache, "use_cache": True}
