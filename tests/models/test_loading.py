@@ -139,3 +139,25 @@ def test_embedded_model_is_clean_and_saveable(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(again(ids).logits, lm.model(ids).logits)
     assert load_model(str(tmp_path / "copy")).tokenizer.chat_template == lm.tokenizer.chat_template
+
+
+def test_bf16_loads_of_a_gguf_cache_read_a_bf16_copy_written_once(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path))
+    cached = tmp_path / "models" / "tiny-0123456789ab"  # where convert_gguf writes
+    shutil.copytree(tiny_model_dir, cached)
+    lm = load_model(str(cached), dtype=torch.bfloat16)
+    copy = tmp_path / "models" / "tiny-0123456789ab-bf16"
+    weights = copy / "model.safetensors"
+    assert weights.is_file() and lm.path == str(cached)  # the model keeps its own name and path
+    fp32 = load_model(str(cached)).model.state_dict()
+    for name, value in lm.model.state_dict().items():
+        assert value.dtype == torch.bfloat16 and torch.equal(value, fp32[name].to(torch.bfloat16)), name
+    written = weights.stat().st_mtime_ns
+    load_model(str(cached), dtype=torch.bfloat16)
+    assert weights.stat().st_mtime_ns == written  # written once
+    other = tmp_path / "elsewhere"  # a directory outside the cache loads as it is
+    shutil.copytree(tiny_model_dir, other)
+    load_model(str(other), dtype=torch.bfloat16)
+    assert not (tmp_path / "elsewhere-bf16").exists()

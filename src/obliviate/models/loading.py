@@ -94,6 +94,30 @@ def convert_gguf(gguf: Path) -> Path:
     return target
 
 
+BF16_SUFFIX = "-bf16"
+
+
+def _bf16_copy(where: str) -> str:
+    """For a GGUF cache directory (fp32), a bf16 sibling written once; anything else is returned as is.
+
+    Loading bf16 weights from the fp32 file maps all of its 4 bytes per weight and converts them,
+    so the load alone peaks at 1.5x the fp32 model above what the libraries hold. From a bf16
+    file the weights are mapped as they are and paged in when first used (docs/PERFORMANCE.md).
+    The values are the same: both round the cached fp32 weights to bf16.
+    """
+    path = Path(where)
+    if path.parent != obliviate_home() / "models" or path.name.endswith(BF16_SUFFIX):
+        return where
+    target = path.with_name(path.name + BF16_SUFFIX)
+    if not (target / "config.json").is_file():
+        log.info("Writing a bf16 copy of %s (once) in %s", path.name, target)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.bfloat16)
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+        del model
+    return str(target)
+
+
 def _looks_like_path(spec: str) -> bool:
     # A hub id is "name" or "org/name"; anything else that does not exist is a bad path.
     return (
@@ -167,7 +191,8 @@ def load_model(
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+        weights = _bf16_copy(where) if dtype == torch.bfloat16 else where
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise UserError(f"Could not load {spec!r} as a causal language model ({e}); check the directory's files.") from None
     if tokenizer.pad_token is None:
