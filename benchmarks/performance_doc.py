@@ -18,12 +18,14 @@ pk = t["peak_flops"]
 ga = e["ga"]["seconds_per_step"]
 f2 = lambda x: f"{x:.2f}"
 pct = lambda x: f"{100 * x:.0f}%"
-mem = t["memory"]
+# Peak memory: from the memory-only run when there is one (newer than the speed run's own block).
+_memory = json.load(open(R + "training_memory.json")) if Path(R + "training_memory.json").is_file() else t
+mem = _memory["memory"]
 gb = lambda b: f"{b / 1e9:.2f} GB"
 tr = t["hf_trainer_s"]
 trainer_bf16_share = 6 * 134515008 * e["ga"]["tokens_per_step"] / tr["bf16"] / pk["bf16"]
 ops = op["seconds_per_step"]
-bm = mem["npo_full_bf16_weights"]; lm_ = mem["npo_lora_bf16_weights"]
+bm = mem["npo_full_bf16_weights_checkpointing"]; lm_ = mem["npo_lora_bf16_weights_checkpointing"]
 runs = pc["runs"]
 gap = pc["max_abs_loss_gap_vs_fp32"]
 emb, unl = ev["embedded_model"], ev["unlearned_model"]
@@ -60,6 +62,7 @@ each lever gave. Every number comes from one of these runs, on a 2-core CPU with
 pip install --no-deps forgetium==0.2.1     # optional: the peer library; the script skips it when absent
 pip install torchao==0.18.0 bitsandbytes==0.50.2   # optional: the optimizers compared in optimizer_step.py
 python benchmarks/training_speed.py --steps {steps}  # -> benchmarks/results/training_speed.json
+python benchmarks/training_speed.py --memory-only   # -> benchmarks/results/training_memory.json
 python benchmarks/precision_curves.py           # -> benchmarks/results/precision_curves.json
 python benchmarks/optimizer_step.py             # -> benchmarks/results/optimizer_step.json
 python benchmarks/evaluation.py --run runs/beatles   # after `make demo`; -> benchmarks/results/evaluation.json
@@ -77,8 +80,8 @@ differs by several percent from one run to the next.
 | ≥ 3× the naive seed-style loop per step | {f2(r['engine_ga_vs_naive'])}× | met |
 | ≥ 2× the Hugging Face `Trainer` design per step | {f2(r['engine_ga_vs_trainer_fp32'])}× its default (fp32); {f2(r['engine_ga_vs_trainer_bf16'])}× with `bf16=True` | {'met' if r['engine_ga_vs_trainer_bf16'] >= 2 else ('met against its fp32 default only' if r['engine_ga_vs_trainer_fp32'] >= 2 else 'not met (see below)')} |
 | the reference model ≤ 15 % of step time | {pct(e['npo']['ref_share'])} of a {steps}-step `npo` run's time (log-probs computed once, before the first step) | {'met' if e['npo']['ref_share'] <= 0.15 else 'not met'} |
-| peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights`: {f2(bm['above_imports_over_model'])}× above the libraries' own {bm['after_imports'] / 2**20:.0f} MB, {f2(bm['peak_over_model'])}× in total | {status(bm, 3)} |
-| peak memory with LoRA ≤ 1.5× | `--bf16-weights`: {f2(lm_['above_imports_over_model'])}× above the libraries, {f2(lm_['peak_over_model'])}× in total | {status(lm_, 1.5)} |
+| peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights --activation-checkpointing`: {f2(bm['above_imports_over_model'])}× above the libraries' own {bm['after_imports'] / 2**20:.0f} MB, {f2(bm['peak_over_model'])}× in total | {status(bm, 3)} |
+| peak memory with LoRA ≤ 1.5× | `--lora --bf16-weights --activation-checkpointing`: {f2(lm_['above_imports_over_model'])}× above the libraries, {f2(lm_['peak_over_model'])}× in total | {status(lm_, 1.5)} |
 | full evaluation ≤ 60 s on the embedded model | {emb['seconds']} s | not met |
 | equal or better forget/utility | bf16 weights end closer to fp32 than bf16 autocast does (below) | met for the precisions |
 
@@ -202,14 +205,16 @@ In the {steps}-step `npo` run the reference pass took {e['npo']['ref_seconds']:.
 Each number is the peak resident set (`VmHWM`) of a fresh process that imports everything,
 loads the model and trains 3 `npo` steps. "Above the libraries" subtracts the resident set after
 the imports ({bm['after_imports'] / 2**20:.0f} MB of Python, PyTorch and transformers, before any model
-is loaded). The fp32 model is {t['model_fp32_bytes'] / 1e6:.0f} MB.
+is loaded). The fp32 model is {_memory['model_fp32_bytes'] / 1e6:.0f} MB. These come from the memory-only run,\nafter the bf16 copy of the embedded model was written.
 
 | run | peak | × fp32 model | above the libraries, × fp32 model |
 |---|---|---|---|
 """
 mnames = {"npo_full": "full fine-tuning, bf16 autocast (the default)", "npo_full_bf16_weights": "full fine-tuning, `--bf16-weights`",
           "npo_full_reference_copy": "full fine-tuning, bf16 autocast, with a reference copy (before this issue)",
-          "npo_lora": "LoRA, bf16 autocast", "npo_lora_bf16_weights": "LoRA, `--bf16-weights`"}
+          "npo_lora": "LoRA, bf16 autocast", "npo_lora_bf16_weights": "LoRA, `--bf16-weights`",
+          "npo_full_bf16_weights_checkpointing": "full fine-tuning, `--bf16-weights --activation-checkpointing`",
+          "npo_lora_bf16_weights_checkpointing": "LoRA, `--bf16-weights --activation-checkpointing`"}
 for k, v in mem.items():
     doc += f"| {mnames[k]} | {gb(v['peak'])} | {f2(v['peak_over_model'])} | {f2(v['above_imports_over_model'])} |\n"
 
@@ -233,6 +238,11 @@ weights, so it is lost. `engine/optim.py`'s `BF16AdamW` widens each chunk to fp3
 fused AdamW kernel and rounds the weights back stochastically. The expected weight then follows the
 fp32 trajectory (tested against fp32 AdamW). torchao and bitsandbytes offer the same, but their CPU
 steps are several times slower (table above).
+
+**Activation checkpointing** (`--activation-checkpointing`, known as gradient checkpointing) keeps
+only each layer's input and runs the layer again in the backward pass. An `npo` step holds the
+activations of its forget and retain batches at once, and they were most of what the bf16 runs
+held above the model. It costs a second forward pass per step: @@CKPT@@
 
 **LoRA** with bf16 weights holds the bf16 model, the adapters with their gradients and moments,
 and a step's activations. A model given as an fp32 directory or hub id still pays the loader's

@@ -1,6 +1,6 @@
 """Training throughput against the machine's limit and the loops a user would otherwise write (issue 7).
 
-    python benchmarks/training_speed.py [--steps 8] [--out benchmarks/results/training_speed.json]
+    python benchmarks/training_speed.py [--steps 8] [--out benchmarks/results/training_speed.json] [--memory-only]
 
 In one process, on the embedded SmolLM2-135M-Instruct and the same job (gradient ascent on
 the benchmark's forget-author QA, batch 4, the same steps, learning rate and records):
@@ -18,9 +18,12 @@ the benchmark's forget-author QA, batch 4, the same steps, learning rate and rec
 5. `forgetium` 0.2.1's GradientAscentUnlearner, when it is installed;
 6. generation tokens/s, batched vs one prompt at a time;
 7. peak resident memory of full fine-tuning with a reference model (npo) and of LoRA, in mixed
-   precision and with bf16 weights, each in a fresh process, against the fp32 model's size; also
+   precision, with bf16 weights and with bf16 weights plus `low_memory` (activation checkpointing
+   and glibc's 64 KB mmap threshold), each in a fresh process, against the fp32 model's size; also
    the resident set after the imports, before the model is loaded.
 The first step of every loop is excluded (warm-up); ratios are taken within this one run.
+`--memory-only` runs item 7 alone (into benchmarks/results/training_memory.json): memory does not
+depend on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -275,7 +278,23 @@ MEMORY_RUNS = {
     "npo_full_reference_copy": ("npo", {"reference_copy": True}),
     "npo_lora": ("npo", {"lora": True}),
     "npo_lora_bf16_weights": ("npo", {"lora": True, "bf16_weights": True}),
+    "npo_full_bf16_weights_low_memory": ("npo", {"bf16_weights": True, "low_memory": True}),
+    "npo_lora_bf16_weights_low_memory": ("npo", {"lora": True, "bf16_weights": True, "low_memory": True}),
 }
+
+
+def memory() -> dict:
+    """The peak resident set of each MEMORY_RUNS configuration, against the fp32 model's size."""
+    load_model(None, dtype=torch.bfloat16)  # the bf16 copy of the embedded model exists before any child measures
+    size = n_params(load_model(None).model) * 4
+    res: dict = {"model_fp32_bytes": size, "memory": {}}
+    for label, (method, opts) in MEMORY_RUNS.items():
+        m = peak_memory(method, opts)
+        m["peak_over_model"] = m["peak"] / size
+        m["above_imports_over_model"] = (m["peak"] - m["after_imports"]) / size
+        res["memory"][label] = m
+        print(label, {k: round(v / 2**20) if k in ("peak", "after_imports") else round(v, 2) for k, v in m.items()}, flush=True)
+    return res
 
 
 def main() -> None:
@@ -283,7 +302,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results/training_speed.json")
     ap.add_argument("--memory-child", nargs=2, metavar=("METHOD", "OPTIONS"), help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only the peak memory runs (item 7), written to --out (default benchmarks/results/training_memory.json)")
     args = ap.parse_args()
+    if args.memory_only:
+        out = args.out if args.out != ap.get_default("out") else "benchmarks/results/training_memory.json"
+        write_json(out, {"command": "python benchmarks/training_speed.py --memory-only", **memory()})
+        print(f"Written to {out}")
+        return
     if args.memory_child:
         method, options = args.memory_child[0], json.loads(args.memory_child[1])
         imports_kb = rss_kb("VmRSS")
@@ -311,16 +337,7 @@ def main() -> None:
     print("forgetium", res["forgetium_s"], flush=True)
     res["generation_tokens_per_s"] = generation(rows)
     print("generation", res["generation_tokens_per_s"], flush=True)
-    lm = load_model(None)
-    size = n_params(lm.model) * 4
-    res["model_fp32_bytes"] = size
-    res["memory"] = {}
-    for label, (method, opts) in MEMORY_RUNS.items():
-        m = peak_memory(method, opts)
-        m["peak_over_model"] = m["peak"] / size
-        m["above_imports_over_model"] = (m["peak"] - m["after_imports"]) / size
-        res["memory"][label] = m
-        print(label, {k: round(v / 2**20) if k in ("peak", "after_imports") else round(v, 2) for k, v in m.items()}, flush=True)
+    res |= memory()
     e = res["engine"]
     ga = e["ga"]["seconds_per_step"]
     res["ratios"] = {

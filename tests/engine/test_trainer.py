@@ -334,3 +334,25 @@ def test_training_on_cpu_uses_eager_attention_and_restores_the_models_own(tiny_l
     method.loss = spy
     train(model, tiny_lm.tokenizer, method, data, _cfg(steps=1), progress=False)
     assert seen == ["eager"] and model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_low_memory_checkpoints_activations_trains_the_same_weights_and_switches_off_after(tiny_lm, data, lora):
+    twin = copy.deepcopy(tiny_lm.model)
+    calls = []
+    mlp = type(tiny_lm.model.model.layers[0].mlp)
+    forward = mlp.forward
+    # A checkpointed layer runs again in the backward pass: more MLP calls for the same steps.
+    mlp.forward = lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
+    try:
+        train(tiny_lm.model, tiny_lm.tokenizer, get_method("npo"), data, _cfg(low_memory=True, lora=lora),
+              progress=False)
+        checkpointed = len(calls)
+        calls.clear()
+        train(twin, tiny_lm.tokenizer, get_method("npo"), data, _cfg(lora=lora), progress=False)
+    finally:
+        mlp.forward = forward
+    assert checkpointed > len(calls) > 0
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in tiny_lm.model.modules())
+    for (name, a), b in zip(tiny_lm.model.named_parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name

@@ -297,6 +297,9 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
     g.add_argument("--bf16-weights", action="store_true", help=(
         "load, train and save the model in bf16: weights, gradients and optimizer moments in bf16 with "
         "stochastically rounded updates, about half the memory of mixed precision (docs/PERFORMANCE.md)"))
+    g.add_argument("--low-memory", action="store_true", help=(
+        "trade speed for memory: activation (gradient) checkpointing, and freed memory returned to the system "
+        "at once; with --bf16-weights the lowest peak (docs/PERFORMANCE.md)"))
     _eval_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
@@ -363,7 +366,8 @@ def _train_options(args) -> dict:
         raise UserError("--keep-adapter only applies with --lora; add --lora or drop --keep-adapter.")
     flags = {"lora": args.lora or None, "keep_adapter": args.keep_adapter or None, "l2": args.l2, "dropout": args.dropout,
              "batch_size": args.batch_size, "grad_accum": args.grad_accum, "stop_forget_nll_gain": args.early_stop,
-             "checkpoint_every": args.checkpoint_every, "bf16_weights": args.bf16_weights or None}
+             "checkpoint_every": args.checkpoint_every, "bf16_weights": args.bf16_weights or None,
+             "low_memory": args.low_memory or None}
     return {k: v for k, v in flags.items() if v is not None}
 
 

@@ -52,6 +52,10 @@ class TrainConfig:
     bf16_weights: bool = field(default=False, metadata={"help": (
         "hold weights, gradients and AdamW moments in bf16 while training, with stochastically rounded updates "
         "(engine/optim.py): about half the memory of mixed precision; the model is returned in its own precision")})
+    low_memory: bool = field(default=False, metadata={"help": (
+        "trade speed for memory: activation (gradient) checkpointing keeps only each layer's input and runs "
+        "the layer again in the backward pass (Chen et al. 2016), and freed blocks above 64 KB go back to the "
+        "system at once instead of staying in glibc's heap")})
     seed: int = field(default=0, metadata={"help": "seed for batch order, dropout and the validation split"})
     snapshot_every: int = field(default=10, metadata={"help": (
         "steps between snapshots of the trained weights used by the divergence guard (in memory; in a "
@@ -185,11 +189,14 @@ def train(
                               gradient_accumulation_steps=cfg.grad_accum)
     dtype = model.dtype
     if cfg.bf16_weights:
-        _return_freed_memory()
         model.to(torch.bfloat16)
 
     restore_dropout = _set_dropout(model, cfg.dropout)
     restore_attention = _set_attention(model, CPU_ATTENTION if accelerator.device.type == "cpu" else None)
+    base_model = model
+    if cfg.low_memory:  # before LoRA wraps the model; non-reentrant, so frozen inputs are fine
+        _checkpointing(model, True)
+        _mmap_threshold(64 << 10)
     ref = None
     # Reference log-probs computed once, before the first step, for the records the run will draw:
     # no reference copy in memory and no reference pass per step.
@@ -325,6 +332,9 @@ def train(
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     restore_dropout()
     restore_attention()
+    if cfg.low_memory:
+        _checkpointing(base_model, False)
+        _mmap_threshold(32 << 20)  # about where glibc's own adaptive threshold settles
     del optimizer
     accelerator.free_memory()  # drop accelerate's references too, so the moments are freed before the cast back
     if cfg.lora and not cfg.keep_adapter:
@@ -358,6 +368,17 @@ def _set_attention(model, name: str | None):
     except (ValueError, ImportError):  # a model that offers no such implementation keeps its own
         return lambda: None
     return lambda: model.set_attn_implementation(before)
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Switch activation checkpointing on (non-reentrant) or off; transformers 5 renamed it from gradient checkpointing."""
+    if on:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
 
 
 def _set_dropout(model, p: float):
@@ -462,17 +483,17 @@ class _Snapshot:
             self.path.unlink(missing_ok=True)
 
 
-def _return_freed_memory() -> None:
-    """Make glibc give freed tensor memory back to the system at once.
+def _mmap_threshold(size: int) -> None:
+    """Set glibc's mmap threshold (process-wide; a no-op where the C library is not glibc).
 
-    Below its mmap threshold (which grows up to 32 MB as large blocks are freed) glibc serves
-    allocations from a heap that it rarely shrinks, so a step's activations stay resident after
-    the step, which matters when memory is what bf16_weights is for (docs/PERFORMANCE.md).
-    A fixed 64 KB threshold maps larger blocks and unmaps them when freed. Process-wide; a no-op
-    where the C library is not glibc.
+    Below it glibc serves allocations from a heap it rarely shrinks, so a step's freed
+    activations stay resident while the next ones are allocated. At 64 KB, larger blocks are
+    mapped and unmapped when freed, which lowers the peak but makes every large allocation a
+    system call and a page fault: an `npo` step with bf16 weights took about twice as long
+    (docs/PERFORMANCE.md), so only `low_memory` sets it, and puts it back after training.
     """
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 

@@ -4,7 +4,8 @@ A GGUF file is dequantized once by transformers' GGUF loader and cached as a
 clean safetensors checkpoint under ``$OBLIVIATE_HOME`` (default
 ``~/.cache/obliviate``). "Clean" means the cached directory has no
 ``quantization_config``: a model loaded with one refuses ``save_pretrained``,
-so we rebuild the model from its config and copy the weights across.
+so we rebuild the model from its config and copy the weights across. The first
+load in bf16 (`--bf16-weights`) also writes a bf16 copy next to it (``<name>-bf16``).
 """
 
 from __future__ import annotations
