@@ -25,7 +25,7 @@ gb = lambda b: f"{b / 1e9:.2f} GB"
 tr = t["hf_trainer_s"]
 trainer_bf16_share = 6 * 134515008 * e["ga"]["tokens_per_step"] / tr["bf16"] / pk["bf16"]
 ops = op["seconds_per_step"]
-bm = mem["npo_full_bf16_weights_checkpointing"]; lm_ = mem["npo_lora_bf16_weights_checkpointing"]
+bm = mem["npo_full_bf16_weights_low_memory"]; lm_ = mem["npo_lora_bf16_weights_low_memory"]
 runs = pc["runs"]
 gap = pc["max_abs_loss_gap_vs_fp32"]
 emb, unl = ev["embedded_model"], ev["unlearned_model"]
@@ -80,8 +80,8 @@ differs by several percent from one run to the next.
 | ≥ 3× the naive seed-style loop per step | {f2(r['engine_ga_vs_naive'])}× | met |
 | ≥ 2× the Hugging Face `Trainer` design per step | {f2(r['engine_ga_vs_trainer_fp32'])}× its default (fp32); {f2(r['engine_ga_vs_trainer_bf16'])}× with `bf16=True` | {'met' if r['engine_ga_vs_trainer_bf16'] >= 2 else ('met against its fp32 default only' if r['engine_ga_vs_trainer_fp32'] >= 2 else 'not met (see below)')} |
 | the reference model ≤ 15 % of step time | {pct(e['npo']['ref_share'])} of a {steps}-step `npo` run's time (log-probs computed once, before the first step) | {'met' if e['npo']['ref_share'] <= 0.15 else 'not met'} |
-| peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights --activation-checkpointing`: {f2(bm['above_imports_over_model'])}× above the libraries' own {bm['after_imports'] / 2**20:.0f} MB, {f2(bm['peak_over_model'])}× in total | {status(bm, 3)} |
-| peak memory with LoRA ≤ 1.5× | `--lora --bf16-weights --activation-checkpointing`: {f2(lm_['above_imports_over_model'])}× above the libraries, {f2(lm_['peak_over_model'])}× in total | {status(lm_, 1.5)} |
+| peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights --low-memory`: {f2(bm['above_imports_over_model'])}× above the libraries' own {bm['after_imports'] / 2**20:.0f} MB, {f2(bm['peak_over_model'])}× in total, at 2.4× the step time (below) | {status(bm, 3)} |
+| peak memory with LoRA ≤ 1.5× | `--lora --bf16-weights --low-memory`: {f2(lm_['above_imports_over_model'])}× above the libraries, {f2(lm_['peak_over_model'])}× in total | {status(lm_, 1.5)} |
 | full evaluation ≤ 60 s on the embedded model | {emb['seconds']} s | not met |
 | equal or better forget/utility | bf16 weights end closer to fp32 than bf16 autocast does (below) | met for the precisions |
 
@@ -213,8 +213,8 @@ is loaded). The fp32 model is {_memory['model_fp32_bytes'] / 1e6:.0f} MB. These 
 mnames = {"npo_full": "full fine-tuning, bf16 autocast (the default)", "npo_full_bf16_weights": "full fine-tuning, `--bf16-weights`",
           "npo_full_reference_copy": "full fine-tuning, bf16 autocast, with a reference copy (before this issue)",
           "npo_lora": "LoRA, bf16 autocast", "npo_lora_bf16_weights": "LoRA, `--bf16-weights`",
-          "npo_full_bf16_weights_checkpointing": "full fine-tuning, `--bf16-weights --activation-checkpointing`",
-          "npo_lora_bf16_weights_checkpointing": "LoRA, `--bf16-weights --activation-checkpointing`"}
+          "npo_full_bf16_weights_low_memory": "full fine-tuning, `--bf16-weights --low-memory`",
+          "npo_lora_bf16_weights_low_memory": "LoRA, `--bf16-weights --low-memory`"}
 for k, v in mem.items():
     doc += f"| {mnames[k]} | {gb(v['peak'])} | {f2(v['peak_over_model'])} | {f2(v['above_imports_over_model'])} |\n"
 
@@ -223,15 +223,16 @@ doc += f"""
 4× the model before any activation, so the 3× target needs lower precision.
 
 **`--bf16-weights`** holds weights, gradients and both moments in bf16: 2 bytes × 4 per parameter.
-Three more things keep its peak down:
+Two more things keep its peak down:
 - `obliviate forget --bf16-weights` loads the model in bf16, so no fp32 copy is resident. For the
   embedded model (and any GGUF file) the loader reads a bf16 copy of the converted checkpoint,
   written next to it once (`models/loading.py`). Loading bf16 weights from the fp32 file peaked at
   1256 MB against 477 MB from the bf16 copy, 432 MB of it the libraries (one-off measurement):
   the fp32 file's pages and the converted copy were resident together;
-- the divergence guard's snapshot goes to a temporary file instead of memory;
-- glibc is told to return freed blocks above 64 KB at once. Its default heap kept a step's freed
-  activations resident.
+- the divergence guard's snapshot goes to a temporary file instead of memory.
+
+An earlier version also set glibc's mmap threshold to 64 KB for the whole process whenever bf16
+weights were on. That is now part of `--low-memory` only (below).
 
 **Plain bf16 AdamW rounds to nearest.** An update of lr 1e-5 is below half of bf16's spacing for most
 weights, so it is lost. `engine/optim.py`'s `BF16AdamW` widens each chunk to fp32, runs PyTorch's
@@ -239,10 +240,18 @@ fused AdamW kernel and rounds the weights back stochastically. The expected weig
 fp32 trajectory (tested against fp32 AdamW). torchao and bitsandbytes offer the same, but their CPU
 steps are several times slower (table above).
 
-**Activation checkpointing** (`--activation-checkpointing`, known as gradient checkpointing) keeps
-only each layer's input and runs the layer again in the backward pass. An `npo` step holds the
-activations of its forget and retain batches at once, and they were most of what the bf16 runs
-held above the model. It costs a second forward pass per step: @@CKPT@@
+**`--low-memory`** trades speed for memory in two ways:
+- activation (gradient) checkpointing keeps only each layer's input and runs the layer again in the
+  backward pass. An `npo` step holds the activations of its forget and retain batches at once, and
+  they were most of what the bf16 runs held above the model;
+- glibc's mmap threshold goes to 64 KB, so freed blocks go back to the system at once instead of
+  staying in its heap while the next ones are allocated. It is put back after training.
+
+Both cost time. In one-off runs of 12 `npo` steps with bf16 weights: 1.92 s per step without
+`--low-memory`, 4.69 s with it. The threshold alone took a step from 1.89 s to 4.00–4.38 s: every
+large allocation became a system call and a page fault. Checkpointing alone cost 1.14×. An
+earlier version set that threshold whenever bf16 weights were on, for the whole process; the
+benchmark runs 1 to 5 in the run-to-run table above carry that slowdown in every row measured after their bf16-weights run.
 
 **LoRA** with bf16 weights holds the bf16 model, the adapters with their gradients and moments,
 and a step's activations. A model given as an fp32 directory or hub id still pays the loader's
@@ -319,7 +328,9 @@ answer candidates. Each would weaken a measurement, so the defaults stay.
 """
 runs_md = ("**Run to run.** The same command on two days (`benchmarks/results/training_speed.earlier-runs.json` "
            "keeps the earlier runs). Runs 1 to 3 switched eager attention on inside the engine, as shipped "
-           "again now; run 4 had no eager attention; runs 1 to 4 took 8 steps and the older optimizer chunking. "
+           "again now; run 4 had no eager attention; runs 1 to 4 took 8 steps and the older optimizer chunking; "
+           "runs 1 to 5 left glibc's 64 KB mmap threshold on after their bf16-weights run, which slowed every "
+           "row measured after it (the fp32 and lever rows, the naive loop, the `Trainer`, forgetium). "
            f"Run {len(allruns)} is the code as shipped, {steps} steps, and the rest of this page:\n\n"
            "| | " + " | ".join(f"run {i + 1}" for i in range(len(allruns))) + " |\n|---|" + "---|" * len(allruns) + "\n" + runs_table)
 doc = doc.replace("@@RUNS@@", runs_md)
