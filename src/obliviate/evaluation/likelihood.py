@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from obliviate.methods.logprobs import answer_logits, forward_accepts, right_padded
 from obliviate.models.generate import length_batches
-from obliviate.models.prefix import prefix_cache, shared_length
+from obliviate.models.prefix import cache_name, left_padded, prefix_cache, shared_length
 from obliviate.models.prompts import encode, split_record
 
 
@@ -84,7 +84,7 @@ def _shared_prefix_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.
         return answer_logits(model, batch)
     cache = prefix_cache(model, ids[:1, :shared], ids.shape[0])
     rest = {"input_ids": ids[:, shared:], "attention_mask": mask[:, shared:], "labels": labels[:, shared:]}
-    return answer_logits(model, rest, **cache)
+    return answer_logits(model, rest, use_cache=True, **{cache_name(model): cache})
 
 
 def _row_stats(token_lp: torch.Tensor, z: torch.Tensor | None, completion: str, k: float) -> dict:
@@ -127,7 +127,7 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
     """
     from transformers import DynamicCache
 
-    cache_arg = "cache" if forward_accepts(model, "cache") else "past_key_values"  # transformers renamed it
+    cache_arg = cache_name(model)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -143,17 +143,11 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
             prompts, comps = [all_prompts[i] for i in chunk], [all_comps[i] for i in chunk]
             # Layout [common prefix | left padding | rest of the prompt]: the prefix runs once (models.prefix).
             shared = shared_length(model, prompts, min(map(len, prompts)) - 1)
-            lp_max, lc_max = shared + max(len(ids) - shared for ids in prompts), max(len(c) for cs in comps for c in cs)
-            p_ids = torch.full((len(chunk), lp_max), pad, dtype=torch.long)
-            p_mask = torch.zeros_like(p_ids)
-            p_ids[:, :shared] = torch.tensor(prompts[0][:shared], dtype=torch.long)
-            p_mask[:, :shared] = 1
-            for i, ids in enumerate(prompts):
-                p_ids[i, lp_max - len(ids) + shared :] = torch.tensor(ids[shared:])
-                p_mask[i, lp_max - len(ids) + shared :] = 1
+            lc_max = max(len(c) for cs in comps for c in cs)
+            p_ids, p_mask = left_padded(prompts, shared, pad)
             p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
             if shared:
-                cache = prefix_cache(model, p_ids[:1, :shared].to(device), len(chunk))[cache_arg]
+                cache = prefix_cache(model, p_ids[:1, :shared].to(device), len(chunk))
             else:
                 cache = DynamicCache(config=model.config)
             first = model(input_ids=p_ids[:, shared:].to(device), attention_mask=p_mask.to(device),

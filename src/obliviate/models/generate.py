@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.models.hooks import hooks_of
-from obliviate.models.prefix import prefix_cache, shared_length
+from obliviate.models.prefix import cache_name, left_padded, prefix_cache, shared_length
 from obliviate.models.prompts import probe_prompt, question_prompt
 
 
@@ -100,19 +100,9 @@ def _with_shared_prefix(model, tokenizer, ids: list[list[int]]) -> dict | None:
     shared = shared_length(model, ids, min(map(len, ids)) - 1)  # every prompt keeps a token after the prefix
     if not shared:
         return None
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(row) for row in ids) - shared
-    input_ids = torch.full((len(ids), shared + width), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    input_ids[:, :shared] = torch.tensor(ids[0][:shared])
-    mask[:, :shared] = 1
-    for i, row in enumerate(ids):
-        rest = row[shared:]
-        input_ids[i, input_ids.shape[1] - len(rest) :] = torch.tensor(rest)
-        mask[i, input_ids.shape[1] - len(rest) :] = 1
+    input_ids, mask = left_padded(ids, shared, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     cache = prefix_cache(model, input_ids[:1, :shared].to(model.device), len(ids))
-    cache.pop("use_cache")
-    return {"input_ids": input_ids.to(model.device), "attention_mask": mask.to(model.device), **cache}
+    return {"input_ids": input_ids.to(model.device), "attention_mask": mask.to(model.device), cache_name(model): cache}
 
 
 def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[str]:

@@ -38,12 +38,30 @@ def shared_length(model, rows: list[list[int]], limit: int) -> int:
     return shared if shared >= MIN_SHARED_PREFIX else 0
 
 
-def prefix_cache(model, prefix: torch.Tensor, rows: int) -> dict:
-    """Forward kwargs holding the key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows."""
+def cache_name(model) -> str:
+    """The forward keyword that takes a key/value cache (transformers renamed it)."""
+    return "cache" if forward_accepts(model, "cache") else "past_key_values"
+
+
+def prefix_cache(model, prefix: torch.Tensor, rows: int):
+    """The key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows."""
     from transformers import DynamicCache
 
-    name = "cache" if forward_accepts(model, "cache") else "past_key_values"  # transformers renamed it
     cache = DynamicCache(config=model.config)  # sliding-window layers get their own cache layers
-    model(input_ids=prefix, use_cache=True, **{name: cache})
+    model(input_ids=prefix, use_cache=True, **{cache_name(model): cache})
     cache.batch_repeat_interleave(rows)
-    return {name: cache, "use_cache": True}
+    return cache
+
+
+def left_padded(rows: list[list[int]], shared: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask laid out as [common prefix | left padding | each row's rest];
+    with `shared` = 0, plain left padding. Positions are to come from the mask."""
+    width = max(len(row) for row in rows) - shared
+    ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    ids[:, :shared] = torch.tensor(rows[0][:shared], dtype=torch.long)
+    mask[:, :shared] = 1
+    for i, row in enumerate(rows):
+        ids[i, ids.shape[1] - (len(row) - shared) :] = torch.tensor(row[shared:], dtype=torch.long)
+        mask[i, ids.shape[1] - (len(row) - shared) :] = 1
+    return ids, mask
