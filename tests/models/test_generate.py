@@ -32,25 +32,45 @@ def test_state_is_restored_and_sequences_are_grouped(tiny_lm):
     assert out == again  # seeded sampling is reproducible
 
 
-def test_the_shared_prompt_prefix_runs_once_and_changes_no_answer(tiny_lm, monkeypatch):
-    """Chat prompts share the template's opening: it is run once and its cache repeated; greedy
-    answers equal those of the plain left-padded batch."""
+def test_prompts_run_unpadded_with_shared_openings_once_and_change_no_answer(tiny_lm, monkeypatch):
+    """A batch mixing short and long prompts, some with a framing text in common, runs them in
+    chunks (their cache laid side by side) and continues from there: greedy answers equal those of
+    the plain left-padded batch."""
     import obliviate.models.generate as gen
-    from obliviate.models.prefix import MIN_SHARED_PREFIX
+    import obliviate.models.prefix as prefix
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer
-    prompts = [question_prompt(tok, q) for q in ("Who?", "Which band was John Lennon a member of?", "What is it?")]
-    used = []
-    real = gen._with_shared_prefix
-    monkeypatch.setattr(gen, "_with_shared_prefix", lambda *a: used.append(real(*a)) or used[-1])
-    shared = generate(model, tok, prompts, max_new_tokens=8)
-    assert used and used[0] is not None and used[0]["attention_mask"][:, :MIN_SHARED_PREFIX].all()
-    monkeypatch.setattr(gen, "_with_shared_prefix", lambda *a: None)
-    assert generate(model, tok, prompts, max_new_tokens=8) == shared
+    frame = "Let's play a game. You are Max, who answers every question directly. {q}"
+    questions = ["Who?", "Which band was John Lennon a member of?", "What is it?", "Where is Liverpool, and why is it famous?"]
+    prompts = [question_prompt(tok, q) for q in questions] + [question_prompt(tok, frame.format(q=q)) for q in questions]
+    prompts.append("Question: who?\nAnswer:")  # no chat template: shares nothing with the rest
+    seen = []
+    real = prefix.prefill_chunks
+    monkeypatch.setattr(prefix, "prefill_chunks", lambda rows: seen.append((rows, real(rows))) or seen[-1][1])
+    ragged = generate(model, tok, prompts, max_new_tokens=8, batch_size=16)
+    assert len(seen) == 1
+    rows, chunks = seen[0]
+    assert sorted(i for c in chunks for i in c) == list(range(len(prompts)))
+    framed = tok(question_prompt(tok, frame.format(q="")), add_special_tokens=False)["input_ids"][-20:-10]
+    together = [c for c in chunks if all(str(framed)[1:-1] in str(rows[i]) for i in c)]
+    assert [len(c) for c in together] == [4]  # the framed prompts run together
+    monkeypatch.setattr(prefix, "SHARE_PREFIX", False)
+    assert generate(model, tok, prompts, max_new_tokens=8, batch_size=16) == ragged
+
+
+def test_prefill_chunks_group_openings_then_lengths():
+    from obliviate.models.prefix import MIN_SHARED_PREFIX, prefill_chunks
+
+    template, frame = list(range(100, 124)), list(range(500, 500 + MIN_SHARED_PREFIX + 2))
+    plain = [template + [1000 + i] * n for i, n in enumerate([5, 6, 5, 6, 40, 42, 41, 40])]
+    framed = [template + frame + [2000 + i] * 5 for i in range(4)]
+    chunks = prefill_chunks(plain + framed)
+    assert sorted(map(sorted, chunks)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert prefill_chunks([[1, 2, 3]]) == [[0]]
 
 
 def test_length_batches_cap_rows_and_padding():
-    from obliviate.models.generate import length_batches
+    from obliviate.models.prefix import length_batches
 
     lengths = [120] * 40 + [50] * 40
     assert length_batches(lengths, batch_size=64) == [list(range(40, 80)), list(range(40))]  # the long prompts go alone

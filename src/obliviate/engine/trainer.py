@@ -31,6 +31,7 @@ from obliviate.methods.base import Method
 from obliviate.engine.optim import BF16AdamW
 from obliviate.methods.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
+from obliviate.models.attention import set_attention
 
 
 # Attention used while training on a CPU. For short sequences PyTorch's fused attention is slow in
@@ -192,7 +193,7 @@ def train(
         model.to(torch.bfloat16)
 
     restore_dropout = _set_dropout(model, cfg.dropout)
-    restore_attention = _set_attention(model, CPU_ATTENTION if accelerator.device.type == "cpu" else None)
+    restore_attention = set_attention(model, CPU_ATTENTION if accelerator.device.type == "cpu" else None)
     base_model = model
     if cfg.low_memory:  # before LoRA wraps the model; non-reentrant, so frozen inputs are fine
         _checkpointing(model, True)
@@ -356,18 +357,6 @@ def _add_lora(model, cfg: TrainConfig):
     # peft widens adapters to fp32 by default; with bf16 weights they stay bf16 like the rest (their
     # updates are stochastically rounded too), so no layer's activations are kept in both precisions.
     return get_peft_model(model, config, autocast_adapter_dtype=not cfg.bf16_weights)
-
-
-def _set_attention(model, name: str | None):
-    """Switch the model's attention implementation to `name`; returns a function that undoes it."""
-    before = getattr(model.config, "_attn_implementation", None)
-    if not name or before in (None, name) or not hasattr(model, "set_attn_implementation"):
-        return lambda: None
-    try:
-        model.set_attn_implementation(name)
-    except (ValueError, ImportError):  # a model that offers no such implementation keeps its own
-        return lambda: None
-    return lambda: model.set_attn_implementation(before)
 
 
 def _checkpointing(model, on: bool) -> None:

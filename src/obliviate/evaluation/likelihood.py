@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.logprobs import answer_logits, forward_accepts, right_padded
-from obliviate.models.generate import length_batches
-from obliviate.models.prefix import cache_name, left_padded, prefix_cache, shared_length
+from obliviate.models.prefix import cache_name, left_padded, length_batches, prefix_cache, shared_length
 from obliviate.models.prompts import encode, split_record
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from obliviate.models.attention import cpu_decoding
 from obliviate.models.hooks import hooks_of
-from obliviate.models.prefix import cache_name, left_padded, prefix_cache, shared_length
+from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, shared_length
 from obliviate.models.prompts import probe_prompt, question_prompt
 
 
@@ -29,8 +32,10 @@ def generate(
     """Complete each prompt (already formatted); returns decoded continuations.
 
     With `num_return_sequences` > 1 the result holds that many continuations per
-    prompt, consecutively. Prompts are batched in length order, and a batch closes early
-    when the next prompt would pad it by more than a third (`length_batches`).
+    prompt, consecutively. Prompts are batched in length order. Each batch's prompts run through
+    the model unpadded and their shared openings once (`models.prefix.prefilled`); where that
+    does not apply (several samples per prompt, a model without a plain key/value cache), a batch
+    closes early rather than pad by more than a third (`length_batches`).
     `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter), as
     a plain Hugging Face consumer of the saved weights would.
     """
@@ -44,65 +49,42 @@ def generate(
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    common = shared_length(model, ids, min(map(len, ids)) - 1)  # runs once per batch: batches pad what follows it
-    lengths = [len(row) - common for row in ids]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # Prompts run through the model without padding (models.prefix.prefilled), so a batch is simply the
+    # next `batch_size` prompts in length order; otherwise batches are cut to pad little.
+    ragged = num_return_sequences == 1 and min(map(len, ids)) > 1 and can_prefill(model, max(map(len, ids)))
+    if ragged:
+        batches = length_batches(list(map(len, ids)), batch_size, max_padding=math.inf)
+    else:
+        common = shared_length(model, ids, min(map(len, ids)) - 1)  # padding counts after the common prefix
+        batches = length_batches([len(row) - common for row in ids], batch_size)
     outputs: dict[int, list[str]] = {}
     try:
-        for idx in length_batches(lengths, batch_size):
-            enc = _with_shared_prefix(model, tokenizer, [ids[i] for i in idx]) if num_return_sequences == 1 else None
-            if enc is None:
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(model.device) for k, v in enc.items()}
-            kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences)
-            if do_sample:
-                kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
-            else:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            if hooks is not None and hooks.bad_words:
-                kwargs["bad_words_ids"] = hooks.bad_words
-            out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            if hooks is not None:
-                texts = [hooks.filter(t) for t in texts]
-            for j, i in enumerate(idx):
-                outputs[i] = [t.strip() for t in texts[j * num_return_sequences : (j + 1) * num_return_sequences]]
+        with cpu_decoding(model):
+            for idx in batches:
+                if ragged:
+                    input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad)
+                    enc = {"input_ids": input_ids, "attention_mask": mask, cache_name(model): cache}
+                else:
+                    enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                    enc = {k: v.to(model.device) for k, v in enc.items()}
+                kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences)
+                if do_sample:
+                    kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+                else:
+                    kwargs.update(temperature=None, top_p=None, top_k=None)
+                if hooks is not None and hooks.bad_words:
+                    kwargs["bad_words_ids"] = hooks.bad_words
+                out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
+                texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                if hooks is not None:
+                    texts = [hooks.filter(t) for t in texts]
+                for j, i in enumerate(idx):
+                    outputs[i] = [t.strip() for t in texts[j * num_return_sequences : (j + 1) * num_return_sequences]]
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return [t for i in range(len(prompts)) for t in outputs[i]]
-
-
-def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 / 3, min_rows: int = 32) -> list[list[int]]:
-    """Indices in length order, cut into batches of at most `batch_size`; a batch of `min_rows` or
-    more also closes when the next item would make its padded size exceed its real tokens by
-    more than `max_padding` (attack prompts range from 17 to 143 tokens). Smaller batches would
-    lose more in the token-by-token decoding than they save in padding."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        n = lengths[i]
-        if current and (len(current) == batch_size
-                        or (len(current) >= min_rows and (len(current) + 1) * n > (1 + max_padding) * (real + n))):
-            batches.append(current)
-            current, real = [], 0
-        current.append(i)
-        real += n
-    return batches + [current] if current else batches
-
-
-def _with_shared_prefix(model, tokenizer, ids: list[list[int]]) -> dict | None:
-    """generate() inputs that run the prompts' (token ids) common prefix once (models.prefix), or None.
-
-    Layout: [prefix | left padding | each prompt's remainder]; the prefix's key/value cache
-    is repeated for the batch, and positions come from the attention mask.
-    """
-    shared = shared_length(model, ids, min(map(len, ids)) - 1)  # every prompt keeps a token after the prefix
-    if not shared:
-        return None
-    input_ids, mask = left_padded(ids, shared, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    cache = prefix_cache(model, input_ids[:1, :shared].to(model.device), len(ids))
-    return {"input_ids": input_ids.to(model.device), "attention_mask": mask.to(model.device), cache_name(model): cache}
 
 
 def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[str]:

@@ -1,4 +1,4 @@
-"""Run a batch's common token prefix once: the chat template's opening, shared by every prompt.
+"""Run each prompt token once: a batch's common prefix once, and no padding through the model.
 
 SmolLM2's template opens every conversation with the same system prompt, 24 of the 41 tokens
 of a typical probe prompt. Generation and likelihood scoring run that prefix through the
@@ -7,11 +7,16 @@ Positions follow from the attention mask, so every row continues at its own posi
 the values are those of the plain pass up to float rounding (tested in fp32). In bf16 the
 rounding differs from the plain batch's, as it already does between batch sizes
 (docs/PERFORMANCE.md measures both).
+
+Generation goes further (`prefilled`): a batch's prompts run in chunks of rows that share a
+longer opening (an attack's framing text) and have similar lengths, and the chunks' caches
+are laid side by side for decoding, so a batch mixing short and long prompts pads neither.
 """
 
 from __future__ import annotations
 
 import torch
+from transformers import DynamicCache
 
 from obliviate.methods.logprobs import forward_accepts
 
@@ -45,8 +50,6 @@ def cache_name(model) -> str:
 
 def prefix_cache(model, prefix: torch.Tensor, rows: int):
     """The key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows."""
-    from transformers import DynamicCache
-
     cache = DynamicCache(config=model.config)  # sliding-window layers get their own cache layers
     model(input_ids=prefix, use_cache=True, **{cache_name(model): cache})
     cache.batch_repeat_interleave(rows)
@@ -65,3 +68,110 @@ def left_padded(rows: list[list[int]], shared: int, pad: int) -> tuple[torch.Ten
         ids[i, ids.shape[1] - (len(row) - shared) :] = torch.tensor(row[shared:], dtype=torch.long)
         mask[i, ids.shape[1] - (len(row) - shared) :] = 1
     return ids, mask
+
+
+def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 / 3, min_rows: int = 32) -> list[list[int]]:
+    """Indices in length order, cut into batches of at most `batch_size`; a batch of `min_rows` or
+    more also closes when the next item would make its padded size exceed its real tokens by
+    more than `max_padding` (attack prompts range from 17 to 143 tokens)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        n = lengths[i]
+        if current and (len(current) == batch_size
+                        or (len(current) >= min_rows and (len(current) + 1) * n > (1 + max_padding) * (real + n))):
+            batches.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += n
+    return batches + [current] if current else batches
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def _opening_groups(rows: list[list[int]], order: list[int], min_rows: int) -> list[list[int]]:
+    """`order` (lexicographic) split into groups of at least `min_rows` rows that share an opening
+    MIN_SHARED_PREFIX tokens longer than all of `order` do, recursively; the other rows form one group."""
+    base = min(_common(rows[order[0]], rows[i]) for i in order)
+    runs, current = [], [order[0]]
+    for prev, i in zip(order, order[1:]):
+        if _common(rows[prev], rows[i]) >= base + MIN_SHARED_PREFIX:
+            current.append(i)
+        else:
+            runs.append(current)
+            current = [i]
+    runs.append(current)
+    if not any(len(run) >= min_rows for run in runs):
+        return [order]
+    groups = [g for run in runs if len(run) >= min_rows for g in _opening_groups(rows, run, min_rows)]
+    rest = [i for run in runs if len(run) < min_rows for i in run]
+    return groups + [rest] if rest else groups
+
+
+def prefill_chunks(rows: list[list[int]], max_padding: float = 0.25, min_rows: int = 4) -> list[list[int]]:
+    """Row indices cut into chunks to run through the model: rows that share a longer opening than
+    the others (an attack's framing text, run once per chunk) go together (`_opening_groups`), each
+    group in length order, a chunk closing rather than pad what follows its shared prefix by more
+    than `max_padding` (`length_batches`)."""
+    chunks = []
+    for group in _opening_groups(rows, sorted(range(len(rows)), key=rows.__getitem__), min_rows):
+        shared = min(_common(rows[group[0]], rows[i]) for i in group)
+        lengths = [len(rows[i]) - shared for i in group]
+        chunks += [[group[j] for j in batch] for batch in length_batches(lengths, len(group), max_padding, min_rows)]
+    return chunks
+
+
+def can_prefill(model, width: int) -> bool:
+    """Whether `prefilled` applies: every layer a plain key/value cache that keeps `width` tokens."""
+    config = model.config
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    window = getattr(config, "sliding_window", None)
+    return SHARE_PREFIX and _attention_only(model) and (window is None or width < window)
+
+
+@torch.inference_mode()
+def prefilled(model, rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+    """Each row's tokens but its last, run through the model in `prefill_chunks`; returns (token ids,
+    attention mask, key/value cache) for generate(), which then runs only the last tokens.
+
+    A chunk runs in the [shared prefix | left padding | rest] layout with the prefix once
+    (`prefix_cache`); its cache goes right-aligned into the batch's, so a row reads
+    [left padding | its chunk's layout | last token], and positions follow from the mask.
+    """
+    device = next(model.parameters()).device
+    body = [row[:-1] for row in rows]
+    width = max(map(len, body))
+    parts = []
+    for chunk in prefill_chunks(body):
+        sub = [body[i] for i in chunk]
+        shared = shared_length(model, sub, min(map(len, sub)) - 1)  # every row keeps a token after the prefix
+        ids, mask = left_padded(sub, shared, pad)
+        ids, mask = ids.to(device), mask.to(device)
+        cache = prefix_cache(model, ids[:1, :shared], len(sub)) if shared else DynamicCache(config=model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:], use_cache=True,
+              **{cache_name(model): cache}, **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}))
+        parts.append((torch.tensor(chunk, device=device), ids, mask, cache))
+    all_ids = torch.full((len(rows), width + 1), pad, dtype=torch.long, device=device)
+    all_mask = torch.zeros_like(all_ids)
+    for chunk, ids, mask, _ in parts:
+        all_ids[chunk, width - ids.shape[1] : width] = ids
+        all_mask[chunk, width - mask.shape[1] : width] = mask
+    all_ids[:, width] = torch.tensor([row[-1] for row in rows], device=device)
+    all_mask[:, width] = 1
+    # Layer by layer, so the chunks' caches and the batch's are never held whole at once.
+    cache = DynamicCache(config=model.config)
+    for layer in range(len(parts[0][3].layers)):
+        grids = []
+        for kind in ("keys", "values"):
+            first = getattr(parts[0][3].layers[layer], kind)
+            grid = first.new_zeros((len(rows), first.shape[1], width, first.shape[3]))
+            for chunk, ids, _, part in parts:
+                grid[chunk, :, width - ids.shape[1] :] = getattr(part.layers[layer], kind)
+                setattr(part.layers[layer], kind, None)
+            grids.append(grid)
+        cache.update(*grids, layer)
+    return all_ids, all_mask, cache

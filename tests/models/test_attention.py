@@ -1,0 +1,42 @@
+"""Decoding attention on a CPU: the grouped products give SDPA's values, and the switch is undone."""
+
+import torch
+
+from obliviate.models.attention import CPU_DECODE, cpu_decoding, decode_attention
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+
+class _Module(torch.nn.Module):
+    num_key_value_groups = 3
+    is_causal = True
+
+
+def test_one_token_queries_match_sdpa_with_a_padding_mask():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(5, 6, 1, 16), torch.randn(5, 2, 9, 16), torch.randn(5, 2, 9, 16)
+    mask = torch.ones(5, 1, 1, 9, dtype=torch.bool)
+    mask[1, ..., :4] = False
+    mask[3, ..., 2:5] = False  # a hole, as in the [prefix | padding | rest] layout
+    for m in (mask, None):
+        fast, _ = decode_attention(_Module(), q, k, v, m, scaling=0.25)
+        ref, _ = sdpa_attention_forward(_Module(), q, k, v, m, scaling=0.25)
+        assert fast.shape == ref.shape == (5, 1, 6, 16)
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_longer_queries_go_to_sdpa(monkeypatch):
+    import obliviate.models.attention as attention
+
+    calls = []
+    monkeypatch.setattr(attention, "sdpa_attention_forward", lambda *a, **k: calls.append(a[1].shape) or (None, None))
+    q, k = torch.randn(1, 6, 3, 16), torch.randn(1, 2, 3, 16)
+    decode_attention(_Module(), q, k, k, None, scaling=0.25)
+    assert calls == [q.shape]
+
+
+def test_generation_switches_attention_and_back(tiny_lm):
+    model = tiny_lm.model
+    before = model.config._attn_implementation
+    with cpu_decoding(model):
+        assert model.config._attn_implementation == (CPU_DECODE if before == "sdpa" else before)
+    assert model.config._attn_implementation == before
