@@ -76,3 +76,31 @@ def test_length_batches_cap_rows_and_padding():
     assert length_batches(lengths, batch_size=64) == [list(range(40, 80)), list(range(40))]  # the long prompts go alone
     assert length_batches([120] * 4 + [50] * 4, batch_size=32) == [[4, 5, 6, 7, 0, 1, 2, 3]]  # too few rows to split
     assert length_batches([5, 1, 3], batch_size=2, min_rows=16) == [[1, 2], [0]]  # row cap, in length order
+
+
+def test_spare_room_layer_holds_what_concatenation_would():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from obliviate.models.prefix import SpareRoomLayer
+
+    torch.manual_seed(0)
+    roomy, plain = SpareRoomLayer(spare=2), DynamicLayer()
+    steps = [torch.randn(3, 2, n, 4) for n in (5, 1, 1, 1, 1)]  # a prompt, then more tokens than the spare room
+    for kv in steps:
+        assert roomy.get_mask_sizes(kv.shape[-2])[0] >= roomy.get_seq_length() + kv.shape[-2]
+        room = roomy.get_mask_sizes(kv.shape[-2])[0]
+        keys, values = roomy.update(kv, -kv)
+        plain.update(kv, -kv)
+        n = plain.get_seq_length()
+        assert roomy.get_seq_length() == n and keys.shape[-2] == room  # attention reads the room the mask was built for
+        torch.testing.assert_close(keys[..., :n, :], plain.keys, rtol=0, atol=0)
+        torch.testing.assert_close(values[..., :n, :], plain.values, rtol=0, atol=0)
+        assert not keys[..., n:, :].any()  # unwritten room is zeros
+    assert roomy.keys.shape[-2] == 8 + 2  # room for 5 + 2, then grown once at the 8th token, not at every step
+    for layer in (roomy, plain):  # one row kept, as a batch selection does
+        layer.batch_select_indices(torch.tensor([1]))
+        layer.update(steps[1][:1], steps[1][:1])
+    torch.testing.assert_close(roomy.keys[..., :10, :], plain.keys, rtol=0, atol=0)
+    roomy.crop(-3)
+    assert roomy.get_seq_length() == 7 and not roomy.keys[..., 7:, :].any()

@@ -63,7 +63,7 @@ def generate(
         with cpu_decoding(model):
             for idx in batches:
                 if ragged:
-                    input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad)
+                    input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad, spare=max_new_tokens)
                     enc = {"input_ids": input_ids, "attention_mask": mask, cache_name(model): cache}
                 else:
                     enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)

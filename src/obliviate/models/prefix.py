@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from obliviate.methods.logprobs import forward_accepts
 
@@ -132,14 +133,57 @@ def can_prefill(model, width: int) -> bool:
     return SHARE_PREFIX and _attention_only(model) and (window is None or width < window)
 
 
+class SpareRoomLayer(DynamicLayer):
+    """A DynamicLayer with room for `spare` more tokens: decoding writes each token in place instead
+    of copying the whole cache (torch.cat) at every step, which for a batch of 112 rows of long
+    attack prompts took a fifth of the step. Like transformers' static cache, attention reads the
+    whole (zero-filled) room and the mask, built for the room's size, hides what is not written yet;
+    the room grows by `spare` tokens when full."""
+
+    def __init__(self, spare: int):
+        super().__init__()
+        self.spare = spare
+        self.length = 0
+
+    def _room_for(self, end: int) -> int:
+        room = self.keys.shape[-2] if self.is_initialized and self.keys.dim() == 4 else 0
+        return room if end <= room else end + self.spare
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, end = self.length, self.length + key_states.shape[-2]
+        if (room := self._room_for(end)) != (self.keys.shape[-2] if self.keys.dim() == 4 else 0):
+            grown = [new.new_zeros((*new.shape[:2], room, new.shape[-1])) for new in (key_states, value_states)]
+            if start:
+                grown[0][..., :start, :], grown[1][..., :start, :] = self.keys[..., :start, :], self.values[..., :start, :]
+            self.keys, self.values = grown
+        self.keys[..., start:end, :], self.values[..., start:end, :] = key_states, value_states
+        self.length = end
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self._room_for(self.length + query_length), 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove < 0:
+            self.length = max(0, self.length + tokens_to_remove)
+            self.keys[..., self.length :, :] = 0
+            self.values[..., self.length :, :] = 0
+
+
 @torch.inference_mode()
-def prefilled(model, rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
     """Each row's tokens but its last, run through the model in `prefill_chunks`; returns (token ids,
     attention mask, key/value cache) for generate(), which then runs only the last tokens.
 
     A chunk runs in the [shared prefix | left padding | rest] layout with the prefix once
     (`prefix_cache`); its cache goes right-aligned into the batch's, so a row reads
     [left padding | its chunk's layout | last token], and positions follow from the mask.
+    The batch's cache keeps room for `spare` tokens per row (`SpareRoomLayer`).
     """
     device = next(model.parameters()).device
     body = [row[:-1] for row in rows]
@@ -164,6 +208,7 @@ def prefilled(model, rows: list[list[int]], pad: int) -> tuple[torch.Tensor, tor
     all_mask[:, width] = 1
     # Layer by layer, so the chunks' caches and the batch's are never held whole at once.
     cache = DynamicCache(config=model.config)
+    cache.layers = [SpareRoomLayer(spare) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     for layer in range(len(parts[0][3].layers)):
         grids = []
         for kind in ("keys", "values"):
