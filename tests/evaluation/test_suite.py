@@ -213,15 +213,18 @@ def test_eval_command_writes_metrics_and_refuses_bad_input(beatles_model_dir, ti
 
 
 def test_shared_prompt_scores_equal_separate_scores(tiny_lm, monkeypatch):
-    import obliviate.evaluation.likelihood as likelihood
+    import obliviate.models.prefix as prefix
     from obliviate.evaluation.likelihood import score_shared
 
     m, tok = tiny_lm.model, tiny_lm.tokenizer
-    prefixes = []  # the two chat prompts (shortest completions, so batched first) share the template's opening: run once
-    monkeypatch.setattr(likelihood, "prefix_cache", lambda model, ids, n, _f=likelihood.prefix_cache: prefixes.append(n) or _f(model, ids, n))
+    prefixes = []  # the four chat prompts share the template's opening: run once
+    monkeypatch.setattr(prefix, "prefix_cache", lambda model, ids, n, _f=prefix.prefix_cache: prefixes.append(n) or _f(model, ids, n))
     groups = [({"question": "Which band was John Lennon in?"}, [{"question": "Which band was John Lennon in?", "answer": a}
                                                                  for a in ("The Beatles.", "Queen, a rock band from London.", "ABBA")]),
               ({"question": "Capital of France?"}, [{"question": "Capital of France?", "answer": "Paris."}]),
+              ({"question": "Who?"}, [{"question": "Who?", "answer": "Ringo, who played the drums."}]),
+              ({"question": "Which sea is the saltiest?"}, [{"question": "Which sea is the saltiest?", "answer": "The Dead Sea."},
+                                                            {"question": "Which sea is the saltiest?", "answer": "Red."}]),
               ({"prompt": "Once upon a"}, [{"prompt": "Once upon a", "completion": " time."},
                                              {"prompt": "Once upon a", "completion": " hill far from the sea, in a land long forgotten by all"}])]
     shared = score_shared(m, tok, groups, batch_size=2)
@@ -231,7 +234,7 @@ def test_shared_prompt_scores_equal_separate_scores(tiny_lm, monkeypatch):
             assert s["n_tokens"] == alone["n_tokens"] and s["zlib_bytes"] == alone["zlib_bytes"]
             for key in ("logprob", "min_k", "min_k_pp"):
                 assert s[key] == pytest.approx(alone[key], rel=1e-3, abs=1e-4), key  # fp32, another summation order
-    assert 2 in prefixes
+    assert prefixes == [4]
 
 
 def test_verbatim_memorization_is_scored_for_document_targets(beatles_model_dir):

@@ -44,7 +44,7 @@ ATTACK_GROUPS = ("prompting", "quantize", "relearn")
 @dataclass
 class EvalConfig:
     max_new_tokens: int = field(default=24, metadata={"help": "greedy tokens per probe answer (the data stage's probe_tokens)"})
-    batch_size: int = field(default=128, metadata={"help": "prompts per generation batch"})
+    batch_size: int = field(default=256, metadata={"help": "prompts per generation batch"})
     score_batch_size: int = field(default=16, metadata={"help": "records per likelihood batch"})
     bf16: bool = field(default=True, metadata={"help": "generate and score with a bf16 copy of a CPU fp32 model"})
     attacks: tuple[str, ...] = field(default=ATTACK_GROUPS, metadata={"help": "attack groups to run: prompting, quantize, relearn"})

@@ -16,9 +16,11 @@ import zlib
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
+from obliviate.models.attention import cpu_inference
 from obliviate.methods.logprobs import answer_logits, forward_accepts, right_padded
-from obliviate.models.prefix import cache_name, left_padded, length_batches, prefix_cache, shared_length
+from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, prefix_cache, shared_length
 from obliviate.models.prompts import encode, split_record
 
 
@@ -52,20 +54,21 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     try:
-        for idx in batches:
-            batch = {k_: v.to(device) for k_, v in encode(tokenizer, [records[i] for i in idx], max_length).items()}
-            with autocast:
-                # The head runs from the first answer token on, like training's (methods.logprobs),
-                # and the records' common prefix runs once (models.prefix).
-                logits, labels = _shared_prefix_logits(model, batch)
-            mask = labels != -100
-            # Vocabulary-sized work only at labelled positions (prompts are often most of a record).
-            token_lp, z = _token_stats(logits[mask], labels[mask], min_k_pp)
-            bounds = [0, *mask.sum(-1).cumsum(0).tolist()]
-            for row, i in enumerate(idx):
-                out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
-                                    z[bounds[row] : bounds[row + 1]] if z is not None else None,
-                                    split_record(tokenizer, records[i])[1], k)
+        with cpu_inference(model):
+            for idx in batches:
+                batch = {k_: v.to(device) for k_, v in encode(tokenizer, [records[i] for i in idx], max_length).items()}
+                with autocast:
+                    # The head runs from the first answer token on, like training's (methods.logprobs),
+                    # and the records' common prefix runs once (models.prefix).
+                    logits, labels = _shared_prefix_logits(model, batch)
+                mask = labels != -100
+                # Vocabulary-sized work only at labelled positions (prompts are often most of a record).
+                token_lp, z = _token_stats(logits[mask], labels[mask], min_k_pp)
+                bounds = [0, *mask.sum(-1).cumsum(0).tolist()]
+                for row, i in enumerate(idx):
+                    out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
+                                        z[bounds[row] : bounds[row + 1]] if z is not None else None,
+                                        split_record(tokenizer, records[i])[1], k)
     finally:
         model.train(was_training)
     return out
@@ -119,71 +122,61 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
     """score_records for records that share a prompt, running each prompt once.
 
     `groups` holds (any record with the prompt, [records with that prompt, ...]), e.g. a
-    question with its correct and wrong answers. The prompts go through the model once,
-    left-padded, and their key/value cache is repeated for each record's completion, which
-    continues at the right positions. The values equal score_records' (tested). Groups are
-    batched in the order of their longest completion, so completions pad little.
+    question with its correct and wrong answers. Every prompt but its last token goes through
+    the model once (models.prefix.prefilled: unpadded, common openings once); then the
+    completions, in length order and `batch_size` groups' worth at a time, each continue its
+    prompt's cache from the prompt's last token, whose logits predict the completion's first
+    token. The values equal score_records' (tested).
     """
-    from transformers import DynamicCache
-
-    cache_arg = cache_name(model)
+    encode_ = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompts = [encode_(split_record(tokenizer, g[0])[0]) for g in groups]
+    flat = [(g, r, encode_(split_record(tokenizer, r)[1])) for g, (_, records) in enumerate(groups) for r in records]
+    if not flat or min(map(len, prompts)) < 2 or not can_prefill(model, max(map(len, prompts))):
+        scores = iter(score_records(model, tokenizer, [r for _, r, _ in flat], batch_size=batch_size, k=k,
+                                    max_length=max_length, min_k_pp=min_k_pp))
+        return [[next(scores) for _ in records] for _, records in groups]
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encode_ = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    all_prompts = [encode_(split_record(tokenizer, g[0])[0]) for g in groups]
-    all_comps = [[encode_(split_record(tokenizer, r)[1]) for r in g[1]] for g in groups]
-    order = sorted(range(len(groups)), key=lambda i: max(map(len, all_comps[i]), default=0))
-    out: list[list[dict] | None] = [None] * len(groups)
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            prompts, comps = [all_prompts[i] for i in chunk], [all_comps[i] for i in chunk]
-            # Layout [common prefix | left padding | rest of the prompt]: the prefix runs once (models.prefix).
-            shared = shared_length(model, prompts, min(map(len, prompts)) - 1)
-            lc_max = max(len(c) for cs in comps for c in cs)
-            p_ids, p_mask = left_padded(prompts, shared, pad)
-            p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-            if shared:
-                cache = prefix_cache(model, p_ids[:1, :shared].to(device), len(chunk))
-            else:
-                cache = DynamicCache(config=model.config)
-            first = model(input_ids=p_ids[:, shared:].to(device), attention_mask=p_mask.to(device),
-                          position_ids=p_pos[:, shared:].to(device), use_cache=True, **{cache_arg: cache},
-                          **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {})).logits[:, -1]
-            owner = torch.tensor([i for i, cs in enumerate(comps) for _ in cs])
-            flat = [c for cs in comps for c in cs]
-            c_ids = torch.full((len(flat), lc_max), pad, dtype=torch.long)
-            c_mask = torch.zeros_like(c_ids)
-            for j, ids in enumerate(flat):
-                c_ids[j, : len(ids)] = torch.tensor(ids)
-                c_mask[j, : len(ids)] = 1
-            cache.batch_select_indices(owner.to(device))
-            mask = torch.cat([p_mask[owner], c_mask], dim=1)
-            pos = p_mask[owner].sum(-1, keepdim=True) + torch.arange(lc_max)
-            logits = model(input_ids=c_ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                           use_cache=True, **{cache_arg: cache}).logits
-            # A completion's first token is predicted by its prompt's last position, the rest by the
-            # completion's own positions: per-token values go into one [completions, length] grid.
-            c_ids, keep = c_ids.to(device), c_mask.bool().to(device)
-            lp0, z0 = _token_stats(first[owner.to(device)], c_ids[:, 0], min_k_pp)
-            lp_rest, z_rest = _token_stats(logits[:, :-1][keep[:, 1:]], c_ids[:, 1:][keep[:, 1:]], min_k_pp)
-            grids = []
-            for v0, rest in ((lp0, lp_rest), (z0, z_rest)):
-                grid = torch.zeros(c_ids.shape, dtype=torch.float32, device=device)
-                if v0 is not None:
-                    grid[:, 0] = v0
-                    grid[:, 1:][keep[:, 1:]] = rest
-                grids.append(grid)
-            lengths = keep.sum(-1).tolist()
-            records = [r for i in chunk for r in groups[i][1]]
-            rows = iter([_row_stats(grids[0][j, :n], grids[1][j, :n] if min_k_pp else None, split_record(tokenizer, r)[1], k)
-                         for j, (r, n) in enumerate(zip(records, lengths))])
-            for i in chunk:
-                out[i] = [next(rows) for _ in groups[i][1]]
+        with cpu_inference(model):
+            scores = iter(_score_completions(model, tokenizer, prompts, flat, max(1, batch_size * len(flat) // len(groups)),
+                                             k, min_k_pp))
     finally:
         model.train(was_training)
+    return [[next(scores) for _ in records] for _, records in groups]
+
+
+def _score_completions(model, tokenizer, prompts: list[list[int]], flat: list[tuple[int, dict, list[int]]],
+                       batch_size: int, k: float, min_k_pp: bool) -> list[dict]:
+    """score_shared's passes: the prompts once, then (prompt index, record, completion ids) in batches."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[dict] = [{}] * len(flat)
+    p_ids, p_mask, p_cache = prefilled(model, prompts, pad)
+    width = p_ids.shape[1] - 1  # cached columns; the last holds each prompt's last token
+    for idx in length_batches([len(c) for _, _, c in flat], batch_size, max_padding=math.inf):
+        owner = torch.tensor([flat[i][0] for i in idx], device=device)
+        length = 1 + max(len(flat[i][2]) for i in idx)
+        ids = torch.full((len(idx), length), pad, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            tokens = [prompts[flat[i][0]][-1], *flat[i][2]]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        cache = DynamicCache(config=model.config)
+        for layer, part in enumerate(p_cache.layers):
+            cache.update(part.keys.index_select(0, owner), part.values.index_select(0, owner), layer)
+        past = p_mask[owner, :width]
+        logits = model(input_ids=ids, attention_mask=torch.cat([past, mask], dim=1),
+                       position_ids=past.sum(-1, keepdim=True) + torch.arange(length, device=device),
+                       use_cache=True, **{cache_name(model): cache}).logits
+        keep = mask[:, 1:].bool()
+        token_lp, z = _token_stats(logits[:, :-1][keep], ids[:, 1:][keep], min_k_pp)
+        bounds = [0, *keep.sum(-1).cumsum(0).tolist()]
+        for row, i in enumerate(idx):
+            out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
+                                z[bounds[row] : bounds[row + 1]] if z is not None else None,
+                                split_record(tokenizer, flat[i][1])[1], k)
     return out
 
 

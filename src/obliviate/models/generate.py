@@ -7,7 +7,7 @@ import math
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from obliviate.models.attention import cpu_decoding
+from obliviate.models.attention import cpu_inference
 from obliviate.models.hooks import hooks_of
 from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, shared_length
 from obliviate.models.prompts import probe_prompt, question_prompt
@@ -60,7 +60,7 @@ def generate(
         batches = length_batches([len(row) - common for row in ids], batch_size)
     outputs: dict[int, list[str]] = {}
     try:
-        with cpu_decoding(model):
+        with cpu_inference(model):
             for idx in batches:
                 if ragged:
                     input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad, spare=max_new_tokens)
