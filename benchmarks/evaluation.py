@@ -9,10 +9,11 @@ times, in one process, end to end (loading, hashing, evaluating, writing metrics
 2. the run's unlearned model against that base evaluation, every attack group (relearning
    included), as `obliviate eval RUN/model --data RUN/data --against embedded` does after
    the base is evaluated;
-3. the embedded model again with the shared-prefix lever off (models/prefix.py), and again
-   with generation batches of 64 prompts instead of 128: the second is no lever, it shows how
-   much the bf16 greedy answers move with the batch composition alone, the yardstick for
-   how much the first changes them.
+3. the embedded model again with each lever off: the shared prefix and unpadded prompt passes
+   (models/prefix.py: SHARE_PREFIX), and the grouped attention products for CPU inference
+   (models/attention.py: USE_CPU_ATTENTION); and again with generation batches of 128 prompts
+   instead of 256, which is no lever: it shows how much the bf16 greedy answers move with the
+   batch composition alone, the yardstick for how much the levers change them.
 Per-stage seconds come from metrics.json, so the cost of each part is visible.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import dataclasses
 
+import obliviate.models.attention as attention
 import obliviate.models.prefix as prefix
 from obliviate.evaluation.evaluate import EvalConfig, EvalData, evaluate
 from obliviate.io import write_json
@@ -62,14 +64,20 @@ def main() -> None:
         prefix.SHARE_PREFIX = False
         no_prefix, no_prefix_row = timed("embedded model, no shared prefix", model="embedded", data=data, out=Path(tmp) / "np")
         prefix.SHARE_PREFIX = True
-        batch64, batch64_row = timed("embedded model, batches of 64", model="embedded", data=data, out=Path(tmp) / "b64",
-                                     config=dataclasses.replace(EvalConfig(), batch_size=64))
-    moved = {"shared_prefix_off": answers_moved(base, no_prefix), "batches_of_64": answers_moved(base, batch64)}
+        attention.USE_CPU_ATTENTION = False
+        sdpa, sdpa_row = timed("embedded model, SDPA attention", model="embedded", data=data, out=Path(tmp) / "sdpa")
+        attention.USE_CPU_ATTENTION = True
+        batch128, batch128_row = timed("embedded model, batches of 128", model="embedded", data=data, out=Path(tmp) / "b128",
+                                       config=dataclasses.replace(EvalConfig(), batch_size=128))
+    moved = {"shared_prefix_off": answers_moved(base, no_prefix), "cpu_attention_off": answers_moved(base, sdpa),
+             "batches_of_128": answers_moved(base, batch128)}
     print("answers moved", moved)
     result = {"command": f"python benchmarks/evaluation.py --run {args.run}", "run": str(run),
               "data_sha256": data.sha256, "embedded_model": base_row, "unlearned_model": model_row,
-              "embedded_model_no_shared_prefix": no_prefix_row, "embedded_model_batches_of_64": batch64_row,
+              "embedded_model_no_shared_prefix": no_prefix_row, "embedded_model_sdpa_attention": sdpa_row,
+              "embedded_model_batches_of_128": batch128_row,
               "lever_shared_prefix": no_prefix_row["seconds"] / base_row["seconds"],
+              "lever_cpu_attention": sdpa_row["seconds"] / base_row["seconds"],
               "answers_moved_against_the_embedded_model_row": moved}
     write_json(args.out, result)
     print(f"Written to {args.out}")

@@ -30,6 +30,7 @@ runs = pc["runs"]
 gap = pc["max_abs_loss_gap_vs_fp32"]
 emb, unl = ev["embedded_model"], ev["unlearned_model"]
 npx, mv = ev["embedded_model_no_shared_prefix"], ev["answers_moved_against_the_embedded_model_row"]
+sdpa, b128 = ev["embedded_model_sdpa_attention"], ev["embedded_model_batches_of_128"]
 _met = [n for n in ("npo", "ga_bf16_weights", "ga") if e[n]["share_of_bf16_peak"] >= 0.5]
 share_status = ("met by " + ", ".join(f"`{n}`" for n in _met)) if _met else "not met"
 allruns = json.load(open(R + "training_speed.earlier-runs.json")) + [t]
@@ -82,7 +83,7 @@ differs by several percent from one run to the next.
 | the reference model ≤ 15 % of step time | {pct(e['npo']['ref_share'])} of a {steps}-step `npo` run's time (log-probs computed once, before the first step) | {'met' if e['npo']['ref_share'] <= 0.15 else 'not met'} |
 | peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights --low-memory`: {f2(bm['above_imports_over_model'])}× above the libraries' own {bm['after_imports'] / 2**20:.0f} MB, {f2(bm['peak_over_model'])}× in total, at 2.4× the step time (below) | {status(bm, 3)} |
 | peak memory with LoRA ≤ 1.5× | `--lora --bf16-weights --low-memory`: {f2(lm_['above_imports_over_model'])}× above the libraries, {f2(lm_['peak_over_model'])}× in total | {status(lm_, 1.5)} |
-| full evaluation ≤ 60 s on the embedded model | {emb['seconds']} s | not met |
+| full evaluation ≤ 60 s on the embedded model | {emb['seconds']} s | {"met in this run" if emb['seconds'] <= 60 else "not met"} |
 | equal or better forget/utility | bf16 weights end closer to fp32 than bf16 autocast does (below) | met for the precisions |
 
 ## The job
@@ -183,11 +184,12 @@ PyTorch's fused attention took 4.6 ms per layer for forward and backward, the pl
 
 **Tried and not kept** (one-off measurements):
 - eager attention for generation and scoring: its prefill of 128 probes was 10 % faster and its
-  decoding steps 9 % slower, no gain overall;
-- generation batches of 32, 64 and 256 prompts instead of 128. Decoding a token costs 2.3 ms per
-  prompt in batches of 32 and 1.35 ms in batches of 128, so batches stay large and are only cut
-  where padding would cost more (below). In the evaluation benchmark, batches of 64 took
-  {ev['embedded_model_batches_of_64']['seconds']} s against {emb['seconds']} s, within this machine's run-to-run spread; 128 stays the default.
+  decoding steps 9 % slower, no gain overall. Its loss was transformers' copy of every key/value
+  head for its query heads; the grouped products below avoid that copy;
+- generation batches of 32 and 64 prompts. Decoding a token costs 2.3 ms per prompt in batches of
+  32 and 1.35 ms in batches of 128, so batches stay large. Since prompts run unpadded (below),
+  a batch no longer needs cutting by length, and 256 is the default; the evaluation benchmark
+  also runs batches of 128: {ev['embedded_model_batches_of_128']['seconds']} s against {emb['seconds']} s.
 
 ## Reference model
 
@@ -286,46 +288,61 @@ hashing, every stage and writing `metrics.json` (docs/EVALUATION.md).
 |---|---|---|
 | the embedded model (every probe answered afresh, every attack but relearning) | {emb['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in emb['stages'].items())} |
 | the demo's unlearned model (every attack, relearning included) | {unl['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in unl['stages'].items())} |
-| the embedded model, shared prefix off | {npx['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in npx['stages'].items())} |
+| the embedded model, shared prefix and unpadded prompt passes off | {npx['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in npx['stages'].items())} |
+| the embedded model, SDPA attention instead of the grouped products | {sdpa['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in sdpa['stages'].items())} |
+| the embedded model, batches of 128 prompts | {b128['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in b128['stages'].items())} |
 
-The 60 s target is **not met**: the embedded model's evaluation took 98.6 s before issue 7,
-95.4 s after the answer-only output head, and {emb['seconds']} s now. What changed last:
-- **the chat template's shared opening runs once** (`models/prefix.py`). SmolLM2's template opens
-  every prompt with the same system prompt, 24 of a probe prompt's 41 tokens. Generation and
-  scoring run it once per batch and repeat its key/value cache: {f2(ev['lever_shared_prefix'])}× on the whole
-  evaluation in this run;
-- **generation batches close early** when the next prompt would pad the batch by more than a third
-  of what follows the shared prefix. The attack prompts range from 17 to 143 tokens;
-- **only membership inference computes Min-K%++**, whose mean and spread of log p over the vocabulary
-  are the costliest per-token statistic. Truth ratio, answer losses and perplexities need only
-  the log-probs, one fused pass;
-- **scoring answer candidates** batches them by length and no longer builds a logits tensor the
-  size of the vocabulary by the completion lengths.
+The 60 s target is **{"met" if emb['seconds'] <= 60 else "not met"}** in this run: the embedded model's evaluation took 98.6 s before
+issue 7, 95.4 s after the answer-only output head, 75.9 s after the shared prefix, and
+{emb['seconds']} s now. Runs on this machine vary by several seconds (the rows above share the code
+but for one switch each). What the evaluation does now:
+- **prompts run through the model unpadded, and shared openings once** (`models/prefix.py:
+  prefilled`). A generation batch's prompts run in chunks of rows that share an opening (the chat
+  template's system prompt, 24 of a probe prompt's 41 tokens, and an attack's framing text such as
+  the role-play preamble) and have similar lengths. The opening runs once per chunk, its key/value
+  cache repeated for the chunk's rows. The chunks' caches are then laid side by side, right-aligned,
+  and decoding continues from every row's last token, with positions taken from the mask.
+  Before, a batch of 128 attack prompts ran 128 × 69 positions through the model, where its prompts
+  held about half of that. Batches are now the next 256 prompts in length order;
+- **the cache keeps room for the answer** (`SpareRoomLayer`): decoding writes each token in place,
+  as transformers' static cache does, instead of concatenating the whole cache at every step,
+  which took a fifth of a step for a batch of 112 long attack prompts (profiled);
+- **small attention products on a CPU are grouped matrix products** (`models/attention.py`,
+  registered with transformers' `AttentionInterface`). PyTorch's fused kernel spent about 1.3 ms per
+  layer on a batch of 128 one-token queries, the grouped products 0.4 ms; for 64 completions of 23
+  tokens over a cache of 75, 6 ms against 2.5 ms (one-off measurements). Larger products, GPUs and
+  attention with extras stay with SDPA;
+- **answer candidates** are scored the same way: every prompt once, unpadded, then the completions
+  in length order, each continuing its prompt's cache from the prompt's last token;
+- **only membership inference computes Min-K%++**, whose mean and spread of log p over the
+  vocabulary are the costliest per-token statistic. Truth ratio, answer losses and perplexities
+  need only the log-probs, one fused pass.
 
-**What the shared prefix does to the answers.** The bf16 greedy answers depend on float rounding,
-which depends on how a batch is laid out. The same benchmark run evaluates the embedded model
-twice more: once with the prefix off, and once with batches of 64 prompts instead of 128. The
-second is no lever; it shows how far the layout alone moves the answers.
+Levers in this run: the shared prefix with the unpadded prompt passes, {f2(ev['lever_shared_prefix'])}×; the grouped attention
+products, {f2(ev['lever_cpu_attention'])}×.
+
+**What the layout does to the answers.** The bf16 greedy answers depend on float rounding, which
+depends on how a batch is laid out. The same benchmark run evaluates the embedded model with each
+lever off, and with batches of 128 prompts instead of 256. The last is no lever; it shows how far
+the layout alone moves the answers. In fp32 the levers change no answer (tested).
 
 | against the embedded model's evaluation (first row above) | answers changed | probe hits changed | leak rate |
 |---|---|---|---|
-| shared prefix off | {mv['shared_prefix_off']['answers']} of {mv['shared_prefix_off']['probes']} | {mv['shared_prefix_off']['hits']} | {mv['shared_prefix_off']['leak_rate'][0]:.3f} → {mv['shared_prefix_off']['leak_rate'][1]:.3f} |
-| batches of 64 prompts | {mv['batches_of_64']['answers']} of {mv['batches_of_64']['probes']} | {mv['batches_of_64']['hits']} | {mv['batches_of_64']['leak_rate'][0]:.3f} → {mv['batches_of_64']['leak_rate'][1]:.3f} |
+| shared prefix and unpadded passes off | {mv['shared_prefix_off']['answers']} of {mv['shared_prefix_off']['probes']} | {mv['shared_prefix_off']['hits']} | {mv['shared_prefix_off']['leak_rate'][0]:.3f} → {mv['shared_prefix_off']['leak_rate'][1]:.3f} |
+| SDPA attention | {mv['cpu_attention_off']['answers']} of {mv['cpu_attention_off']['probes']} | {mv['cpu_attention_off']['hits']} | {mv['cpu_attention_off']['leak_rate'][0]:.3f} → {mv['cpu_attention_off']['leak_rate'][1]:.3f} |
+| batches of 128 prompts | {mv['batches_of_128']['answers']} of {mv['batches_of_128']['probes']} | {mv['batches_of_128']['hits']} | {mv['batches_of_128']['leak_rate'][0]:.3f} → {mv['batches_of_128']['leak_rate'][1]:.3f} |
 
-The prefix moves the answers by the same order as the batch size does. Base and unlearned models
-go through the same code, so the comparison between them stays like for like. A leak-rate
-difference of a few hundredths between two bf16 evaluations is within this noise.
+Base and unlearned models go through the same code, so the comparison between them stays like
+for like. A leak-rate difference of a few hundredths between two bf16 evaluations is within this
+noise.
 
-**What is left** is forward passes of the model, at about 70 % of the bf16 peak in the large
-products:
-- about {mv['batches_of_64']['probes'] + 320} greedy generations of 24 tokens: {mv['batches_of_64']['probes']} probes (the keep probes and the known target probes), 40 attack
-  probes under each of 6 prompting attacks, and 40 per quantized model. Decoding costs about
-  1.35 ms per prompt per token in batches of 128;
+**What is left** is forward passes of the model, whose large matrix products run at about 70 % of
+the bf16 peak (profiled):
+- about {mv['batches_of_128']['probes'] + 320} greedy generations of 24 tokens: {mv['batches_of_128']['probes']} probes (the keep probes and the known target probes), 40
+  attack probes under each of 6 prompting attacks, and 40 per quantized model. Decoding is the
+  larger part: a step's matrix products have as few rows as the batch has prompts;
 - one likelihood pass over the membership sets, every known probe's four answer candidates, the
-  keep probes' answers and the retain prose.
-
-Reaching 60 s needs less work per evaluation: fewer attack probes, shorter answers or fewer
-answer candidates. Each would weaken a measurement, so the defaults stay.
+  keep probes' answers and the retain prose, and the retain prose again under each quantization.
 """
 runs_md = ("**Run to run.** The same command on two days (`benchmarks/results/training_speed.earlier-runs.json` "
            "keeps the earlier runs). Runs 1 to 3 switched eager attention on inside the engine, as shipped "

@@ -22,6 +22,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 CPU_INFERENCE = "obliviate_cpu"
+USE_CPU_ATTENTION = True  # off: inference keeps SDPA (the evaluation benchmark's ablation)
 GROUPED_MAX = 64 * 128  # queries × keys per row up to which the grouped products are faster (2 cores, bf16)
 _EXTRAS = ("softcap", "s_aux", "sinks", "position_bias")
 
@@ -70,7 +71,7 @@ def cpu_inference(model):
     """`cpu_attention` for the duration, on a CPU model that uses SDPA; other models are left as they are."""
     on_cpu = next(model.parameters()).device.type == "cpu"
     sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
-    restore = set_attention(model, CPU_INFERENCE) if on_cpu and sdpa else (lambda: None)
+    restore = set_attention(model, CPU_INFERENCE) if USE_CPU_ATTENTION and on_cpu and sdpa else (lambda: None)
     try:
         yield
     finally:
