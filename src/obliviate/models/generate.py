@@ -32,10 +32,11 @@ def generate(
     """Complete each prompt (already formatted); returns decoded continuations.
 
     With `num_return_sequences` > 1 the result holds that many continuations per
-    prompt, consecutively. Prompts are batched in length order. Each batch's prompts run through
-    the model unpadded and their shared openings once (`models.prefix.prefilled`); where that
-    does not apply (several samples per prompt, a model without a plain key/value cache), a batch
-    closes early rather than pad by more than a third (`length_batches`).
+    prompt, consecutively (each a row of the batch, `batch_size` prompts' worth per batch).
+    Prompts are batched in length order. Each batch's prompts run through the model unpadded
+    and their shared openings once (`models.prefix.prefilled`); where that does not apply (a
+    model without a plain key/value cache), a batch closes early rather than pad by more than
+    a third (`length_batches`).
     `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter), as
     a plain Hugging Face consumer of the saved weights would.
     """
@@ -48,17 +49,20 @@ def generate(
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    # Several samples per prompt are rows of their own, side by side, so they share the prompt's pass.
+    rows = [p for p in prompts for _ in range(num_return_sequences)]
+    ids = tokenizer(rows, add_special_tokens=False)["input_ids"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    per_batch = batch_size * num_return_sequences
     # Prompts run through the model without padding (models.prefix.prefilled), so a batch is simply the
     # next `batch_size` prompts in length order; otherwise batches are cut to pad little.
-    ragged = num_return_sequences == 1 and min(map(len, ids)) > 1 and can_prefill(model, max(map(len, ids)))
+    ragged = min(map(len, ids)) > 1 and can_prefill(model, max(map(len, ids)))
     if ragged:
-        batches = length_batches(list(map(len, ids)), batch_size, max_padding=math.inf)
+        batches = length_batches(list(map(len, ids)), per_batch, max_padding=math.inf)
     else:
         common = shared_length(model, ids, min(map(len, ids)) - 1)  # padding counts after the common prefix
-        batches = length_batches([len(row) - common for row in ids], batch_size)
-    outputs: dict[int, list[str]] = {}
+        batches = length_batches([len(row) - common for row in ids], per_batch)
+    outputs: dict[int, str] = {}
     try:
         with cpu_inference(model):
             for idx in batches:
@@ -66,9 +70,9 @@ def generate(
                     input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad, spare=max_new_tokens)
                     enc = {"input_ids": input_ids, "attention_mask": mask, cache_name(model): cache}
                 else:
-                    enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                    enc = tokenizer([rows[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
                     enc = {k: v.to(model.device) for k, v in enc.items()}
-                kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences)
+                kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens)
                 if do_sample:
                     kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
                 else:
@@ -79,12 +83,11 @@ def generate(
                 texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
                 if hooks is not None:
                     texts = [hooks.filter(t) for t in texts]
-                for j, i in enumerate(idx):
-                    outputs[i] = [t.strip() for t in texts[j * num_return_sequences : (j + 1) * num_return_sequences]]
+                outputs.update((i, t.strip()) for i, t in zip(idx, texts))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return [t for i in range(len(prompts)) for t in outputs[i]]
+    return [outputs[i] for i in range(len(rows))]
 
 
 def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[str]:
