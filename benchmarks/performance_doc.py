@@ -294,8 +294,10 @@ hashing, every stage and writing `metrics.json` (docs/EVALUATION.md).
 
 The 60 s target is **{"met" if emb['seconds'] <= 60 else "not met"}** in this run: the embedded model's evaluation took 98.6 s before
 issue 7, 95.4 s after the answer-only output head, 75.9 s after the shared prefix, and
-{emb['seconds']} s now. Runs on this machine vary by several seconds (the rows above share the code
-but for one switch each). What the evaluation does now:
+{emb['seconds']} s now. Runs on this machine vary by about a tenth: one-off runs of nearly this code
+(before the last scoring change) on the previous demo data took 64.4 and 67.1 s with batches of
+256, 71.3 and 71.4 s with batches of 128. The rows above ran one after the other in one process and share the code but for one
+switch each. What the evaluation does now:
 - **prompts run through the model unpadded, and shared openings once** (`models/prefix.py:
   prefilled`). A generation batch's prompts run in chunks of rows that share an opening (the chat
   template's system prompt, 24 of a probe prompt's 41 tokens, and an attack's framing text such as
