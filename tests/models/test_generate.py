@@ -36,7 +36,6 @@ def test_prompts_run_unpadded_with_shared_openings_once_and_change_no_answer(tin
     """A batch mixing short and long prompts, some with a framing text in common, runs them in
     chunks (their cache laid side by side) and continues from there: greedy answers equal those of
     the plain left-padded batch."""
-    import obliviate.models.generate as gen
     import obliviate.models.prefix as prefix
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from obliviate.methods.logprobs import answer_logits, right_padded
 from obliviate.models.attention import cpu_inference
-from obliviate.methods.logprobs import answer_logits, forward_accepts, right_padded
 from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, prefix_cache, shared_length
 from obliviate.models.prompts import encode, split_record
 

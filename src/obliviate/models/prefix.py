@@ -8,9 +8,10 @@ the values are those of the plain pass up to float rounding (tested in fp32). In
 rounding differs from the plain batch's, as it already does between batch sizes
 (docs/PERFORMANCE.md measures both).
 
-Generation goes further (`prefilled`): a batch's prompts run in chunks of rows that share a
-longer opening (an attack's framing text) and have similar lengths, and the chunks' caches
-are laid side by side for decoding, so a batch mixing short and long prompts pads neither.
+Generation and answer-candidate scoring go further (`prefilled`): a batch's prompts run in
+chunks of rows that share a longer opening (an attack's framing text) and have similar
+lengths, and the chunks' caches are laid side by side, so a batch mixing short and long
+prompts pads neither.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from obliviate.methods.logprobs import forward_accepts
+from obliviate.models.attention import CPU_INFERENCE
 
 SHARE_PREFIX = True  # off: every row runs its whole prompt (the benchmark's ablation)
 MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth its own pass
+ROOMY_ATTENTION = ("sdpa", "eager", CPU_INFERENCE)  # attention whose mask is built for the cache's room (SpareRoomLayer)
 
 
 def _attention_only(model) -> bool:
@@ -145,15 +148,17 @@ class SpareRoomLayer(DynamicLayer):
         self.spare = spare
         self.length = 0
 
+    def _room(self) -> int:
+        return self.keys.shape[-2] if self.is_initialized and self.keys.dim() == 4 else 0
+
     def _room_for(self, end: int) -> int:
-        room = self.keys.shape[-2] if self.is_initialized and self.keys.dim() == 4 else 0
-        return room if end <= room else end + self.spare
+        return self._room() if end <= self._room() else end + self.spare
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         start, end = self.length, self.length + key_states.shape[-2]
-        if (room := self._room_for(end)) != (self.keys.shape[-2] if self.keys.dim() == 4 else 0):
+        if (room := self._room_for(end)) != self._room():
             grown = [new.new_zeros((*new.shape[:2], room, new.shape[-1])) for new in (key_states, value_states)]
             if start:
                 grown[0][..., :start, :], grown[1][..., :start, :] = self.keys[..., :start, :], self.values[..., :start, :]
@@ -208,7 +213,8 @@ def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0) -> tuple[t
     all_mask[:, width] = 1
     # Layer by layer, so the chunks' caches and the batch's are never held whole at once.
     cache = DynamicCache(config=model.config)
-    cache.layers = [SpareRoomLayer(spare) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    if getattr(model.config, "_attn_implementation", None) in ROOMY_ATTENTION:  # their masks cover the whole room
+        cache.layers = [SpareRoomLayer(spare) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     for layer in range(len(parts[0][3].layers)):
         grids = []
         for kind in ("keys", "values"):
