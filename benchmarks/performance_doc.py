@@ -294,9 +294,14 @@ hashing, every stage and writing `metrics.json` (docs/EVALUATION.md).
 
 The 60 s target is **{"met" if emb['seconds'] <= 60 else "not met"}** in this run: the embedded model's evaluation took 98.6 s before
 issue 7, 95.4 s after the answer-only output head, 75.9 s after the shared prefix, and
-{emb['seconds']} s now. Runs on this machine vary by about a tenth: one-off runs of nearly this code
-(before the last scoring change) on the previous demo data took 64.4 and 67.1 s with batches of
-256, 71.3 and 71.4 s with batches of 128. The rows above ran one after the other in one process and share the code but for one
+{emb['seconds']} s now. Runs on this machine vary by more than a tenth: one-off runs of this code on
+the same data took 66.0 and 64.0 s one after the other in one process (`python
+benchmarks/evaluation.py --repeat 2`, the same timing as the first row), and, through the same
+function, 63.3 and 73.4 s in another process and 63.0 s in a third. None is within 60 s. In the
+63.0 s run the process took 4.2 million minor page faults and 9 s of system time (of 129 s of
+CPU time): freed blocks go back to the kernel and are faulted in again. glibc settings that keep
+them (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`, `MALLOC_MMAP_THRESHOLD_`) halved the faults,
+and the evaluation took 61.9 s, within the spread, so none is set. The rows above ran one after the other in one process and share the code but for one
 switch each. What the evaluation does now:
 - **prompts run through the model unpadded, and shared openings once** (`models/prefix.py:
   prefilled`). A generation batch's prompts run in chunks of rows that share an opening (the chat
