@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=0, metavar="N",
                     help="only time the embedded model's evaluation, N times in this process; print, write nothing")
     args = ap.parse_args()
+    if args.repeat < 0:
+        ap.error(f"--repeat takes how many times to run, 0 or more; got {args.repeat}.")
     run = Path(args.run)
     data = EvalData.from_dir(run / "data")
     if args.repeat:

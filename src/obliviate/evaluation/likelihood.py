@@ -21,7 +21,7 @@ from transformers import DynamicCache
 from obliviate.methods.logprobs import answer_logits, right_padded
 from obliviate.models.attention import cpu_inference
 from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, prefix_cache, shared_length
-from obliviate.models.prompts import encode, split_record
+from obliviate.models.prompts import encode, pad_id, split_record
 
 
 def _lowest_mean(values: torch.Tensor, k: float) -> float:
@@ -68,7 +68,7 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
                 for row, i in enumerate(idx):
                     out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
                                         z[bounds[row] : bounds[row + 1]] if z is not None else None,
-                                        split_record(tokenizer, records[i])[1], k)
+                                        texts[i][1], k)
     finally:
         model.train(was_training)
     return out
@@ -130,9 +130,10 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
     """
     encode_ = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     prompts = [encode_(split_record(tokenizer, g[0])[0]) for g in groups]
-    flat = [(g, r, encode_(split_record(tokenizer, r)[1])) for g, (_, records) in enumerate(groups) for r in records]
+    parts = [(g, r, split_record(tokenizer, r)[1]) for g, (_, records) in enumerate(groups) for r in records]
+    flat = [(g, completion, encode_(completion)) for g, _, completion in parts]
     if not flat or min(map(len, prompts)) < 2 or not can_prefill(model, max(map(len, prompts))):
-        scores = iter(score_records(model, tokenizer, [r for _, r, _ in flat], batch_size=batch_size, k=k,
+        scores = iter(score_records(model, tokenizer, [r for _, r, _ in parts], batch_size=batch_size, k=k,
                                     max_length=max_length, min_k_pp=min_k_pp))
         return [[next(scores) for _ in records] for _, records in groups]
     was_training = model.training
@@ -146,11 +147,11 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
     return [[next(scores) for _ in records] for _, records in groups]
 
 
-def _score_completions(model, tokenizer, prompts: list[list[int]], flat: list[tuple[int, dict, list[int]]],
+def _score_completions(model, tokenizer, prompts: list[list[int]], flat: list[tuple[int, str, list[int]]],
                        batch_size: int, k: float, min_k_pp: bool) -> list[dict]:
-    """score_shared's passes: the prompts once, then (prompt index, record, completion ids) in batches."""
+    """score_shared's passes: the prompts once, then (prompt index, completion, its token ids) in batches."""
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     out: list[dict] = [{}] * len(flat)
     p_ids, p_mask, p_cache = prefilled(model, prompts, pad)
     width = p_ids.shape[1] - 1  # cached columns; the last holds each prompt's last token
@@ -176,7 +177,7 @@ def _score_completions(model, tokenizer, prompts: list[list[int]], flat: list[tu
         for row, i in enumerate(idx):
             out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
                                 z[bounds[row] : bounds[row + 1]] if z is not None else None,
-                                split_record(tokenizer, flat[i][1])[1], k)
+                                flat[i][1], k)
     return out
 
 

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from obliviate.models.attention import cpu_inference
 from obliviate.models.hooks import hooks_of
 from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, shared_length
-from obliviate.models.prompts import probe_prompt, question_prompt
+from obliviate.models.prompts import pad_id, probe_prompt, question_prompt
 
 
 @torch.inference_mode()
@@ -52,7 +52,7 @@ def generate(
     # Several samples per prompt are rows of their own, side by side, so they share the prompt's pass.
     rows = [p for p in prompts for _ in range(num_return_sequences)]
     ids = tokenizer(rows, add_special_tokens=False)["input_ids"]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     per_batch = batch_size * num_return_sequences
     # Prompts run through the model without padding (models.prefix.prefilled), so a batch is simply the
     # next `batch_size` prompts in length order; otherwise batches are cut to pad little.

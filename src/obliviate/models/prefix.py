@@ -28,11 +28,14 @@ MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth its own pa
 ROOMY_ATTENTION = ("sdpa", "eager", CPU_INFERENCE)  # attention whose mask is built for the cache's room (SpareRoomLayer)
 
 
+def _text_config(model):
+    config = model.config
+    return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+
+
 def _attention_only(model) -> bool:
     """Whether every layer keeps a plain key/value cache (no state-space or linear-attention layers)."""
-    config = model.config
-    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    types = getattr(config, "layer_types", None)
+    types = getattr(_text_config(model), "layer_types", None)
     return types is None or all(t in ("full_attention", "sliding_attention") for t in types)
 
 
@@ -130,9 +133,7 @@ def prefill_chunks(rows: list[list[int]], max_padding: float = 0.25, min_rows: i
 
 def can_prefill(model, width: int) -> bool:
     """Whether `prefilled` applies: every layer a plain key/value cache that keeps `width` tokens."""
-    config = model.config
-    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    window = getattr(config, "sliding_window", None)
+    window = getattr(_text_config(model), "sliding_window", None)
     return SHARE_PREFIX and _attention_only(model) and (window is None or width < window)
 
 

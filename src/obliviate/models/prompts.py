@@ -48,6 +48,11 @@ def _bos(tokenizer) -> str:
     return tokenizer.bos_token if tokenizer.bos_token and not getattr(tokenizer, "chat_template", None) else ""
 
 
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token id that fills padding (0 for a tokenizer without a pad token; the mask hides it)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def split_record(tokenizer: PreTrainedTokenizerBase, record: dict) -> tuple[str, str]:
     """(prompt, completion) for a record; the loss is taken on the completion only."""
     if "question" in record:
@@ -86,7 +91,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, records: list[dict], max_length: 
         n_prompt.append(min(len(p), len(ids)))
         span_keep.append(([False] * len(p) + keep)[:max_length] if keep is not None else None)
     width = max(len(x) for x in ids_list)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     input_ids = torch.full((len(records), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(records), width), dtype=torch.long)
     labels = torch.full((len(records), width), -100, dtype=torch.long)
