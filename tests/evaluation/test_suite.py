@@ -87,6 +87,13 @@ def test_the_shared_chat_prefix_runs_once_and_changes_no_score(tiny_lm, monkeypa
         # Min-K%++ divides by the spread of log p, tiny for a random model's near-uniform
         # distribution, so float rounding in the logits shows in the 4th digit.
         assert s["min_k_pp"] == pytest.approx(alone["min_k_pp"], rel=1e-3)
+    # Over batches the template runs once too: later batches copy its cache (prefix_cache's memo).
+    calls = []
+    monkeypatch.setattr(m, "forward", lambda *a, _f=m.forward, **k: calls.append(k["input_ids"].shape[0]) or _f(*a, **k))
+    more = records + [{"question": q, "answer": "Yes."} for q in ("Is Paris in France?", "Name a drummer.", "Ringo played drums?")]
+    assert [s["logprob"] for s in score_records(m, tok, more, batch_size=2)] == pytest.approx(
+        [s["logprob"] for rec in more for s in score_records(m, tok, [rec])], rel=1e-5)
+    assert calls.count(2) == 3 and calls.count(1) == 1 + len(more)  # 3 batches and the prefix, then each record alone
 
 
 def test_lowest_mean_by_hand():
@@ -218,7 +225,8 @@ def test_shared_prompt_scores_equal_separate_scores(tiny_lm, monkeypatch):
 
     m, tok = tiny_lm.model, tiny_lm.tokenizer
     prefixes = []  # the four chat prompts share the template's opening: run once
-    monkeypatch.setattr(prefix, "prefix_cache", lambda model, ids, n, _f=prefix.prefix_cache: prefixes.append(n) or _f(model, ids, n))
+    monkeypatch.setattr(prefix, "prefix_cache", lambda model, ids, n, memo=None, _f=prefix.prefix_cache:
+                        prefixes.append(n) or _f(model, ids, n, memo))
     groups = [({"question": "Which band was John Lennon in?"}, [{"question": "Which band was John Lennon in?", "answer": a}
                                                                  for a in ("The Beatles.", "Queen, a rock band from London.", "ABBA")]),
               ({"question": "Capital of France?"}, [{"question": "Capital of France?", "answer": "Paris."}]),
@@ -247,3 +255,23 @@ def test_verbatim_memorization_is_scored_for_document_targets(beatles_model_dir)
     rows = r["items"]["verbatim"]
     assert len(rows) == 2 and all(0.0 <= row["rouge_l"] <= 1.0 for row in rows)
     assert r["metrics"]["verbatim_rouge_l"] == pytest.approx(sum(row["rouge_l"] for row in rows) / 2)
+
+
+def test_attacks_in_a_second_process_give_the_results_of_one(beatles_model_dir, monkeypatch):
+    from obliviate.evaluation import worker
+
+    lm = obliviate.load(str(beatles_model_dir))
+    data = beatles_data()
+    for is_base in (True, False):  # without relearning every attack forks; with it, relearning and prompting
+        cfg = EvalConfig(attack_probes=4, mia_records=8, relearn_steps=2, relearn_records=4, fork=False)
+        one = evaluate_model(lm.model, lm.tokenizer, data, cfg, is_base=is_base, log=lambda s: None)
+        forks = []
+        monkeypatch.setattr(worker, "available", lambda device: True)
+        monkeypatch.setattr(worker, "Forked", lambda fn, _f=worker.Forked: forks.append(fn) or _f(fn))
+        two = evaluate_model(lm.model, lm.tokenizer, data, dataclasses.replace(cfg, fork=True),
+                             is_base=is_base, log=lambda s: None)
+        monkeypatch.undo()
+        assert len(forks) == 1
+        assert two["metrics"] == one["metrics"] and list(two["metrics"]) == list(one["metrics"])
+        assert two["items"] == one["items"]
+        assert ("attack_relearn_leak_rate" in one["metrics"]) is not is_base

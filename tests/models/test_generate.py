@@ -103,3 +103,40 @@ def test_spare_room_layer_holds_what_concatenation_would():
     torch.testing.assert_close(roomy.keys[..., :10, :], plain.keys, rtol=0, atol=0)
     roomy.crop(-3)
     assert roomy.get_seq_length() == 7 and not roomy.keys[..., 7:, :].any()
+
+
+def test_greedy_loop_drops_finished_rows_and_equals_model_generate(tiny_lm, monkeypatch):
+    """Rows that end early leave the batch; every answer equals model.generate's (fp32). A generation
+    config that changes the argmax (a repetition penalty) goes through model.generate."""
+    from collections import Counter
+
+    from transformers import DynamicCache
+
+    import obliviate.models.generate as gen
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    prompts = [question_prompt(tok, q) for q in ("Who?", "Which band was John Lennon a member of?", "What is it?",
+                                                 "Where is Liverpool?", "Name a drummer.", "Why?")]
+    model.generation_config.eos_token_id = None
+    tokens = []
+    monkeypatch.setattr(gen, "greedy_decode", lambda *a, _f=gen.greedy_decode: tokens.append(_f(*a)) or tokens[-1])
+    generate(model, tok, prompts, max_new_tokens=12)
+    # A token the random model says early in some answers, not all, becomes the end of sequence.
+    stop = Counter(t for row in tokens[0][:, 1:5].tolist() for t in set(row)).most_common(1)[0][0]
+    assert 1 < sum(stop in row for row in tokens[0].tolist()) < len(prompts)
+    model.generation_config.eos_token_id = stop
+    monkeypatch.setattr(gen, "GREEDY_LOOP", False)
+    expected = generate(model, tok, prompts, max_new_tokens=12)
+    monkeypatch.setattr(gen, "GREEDY_LOOP", True)
+    dropped = []
+    monkeypatch.setattr(DynamicCache, "batch_select_indices",
+                        lambda self, idx, _f=DynamicCache.batch_select_indices: dropped.append(len(idx)) or _f(self, idx))
+    assert gen.plain_greedy(model) == [stop]
+    assert generate(model, tok, prompts, max_new_tokens=12) == expected
+    assert dropped and dropped[0] < len(prompts)  # finished rows left the batch
+    model.generation_config.repetition_penalty = 1.5
+    assert gen.plain_greedy(model) is None
+    monkeypatch.setattr(gen, "GREEDY_LOOP", False)
+    penalised = generate(model, tok, prompts, max_new_tokens=12)
+    monkeypatch.setattr(gen, "GREEDY_LOOP", True)
+    assert generate(model, tok, prompts, max_new_tokens=12) == penalised

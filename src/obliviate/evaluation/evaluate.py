@@ -26,6 +26,7 @@ from pathlib import Path
 from scipy.stats import ks_2samp
 
 from obliviate.evaluation import attacks as atk
+from obliviate.evaluation import worker
 from obliviate.evaluation.leak import is_refusal, probe_hit
 from obliviate.evaluation.likelihood import mean_nll, perplexity, score_records, score_shared
 from obliviate.evaluation.metrics import METRICS, better
@@ -59,6 +60,8 @@ class EvalConfig:
     relearn_lr: float = field(default=2e-5, metadata={"help": "learning rate of the relearning attack"})
     relearn_records: int = field(default=32, metadata={"help": "forget records the relearning attacker fine-tunes on"})
     seed: int = field(default=0, metadata={"help": "seed for every sample drawn (attack probes, MIA records, candidates)"})
+    fork: bool = field(default=True, metadata={"help": "on a CPU where PyTorch runs 2 threads, run the attacks in a forked "
+                                                       "second process beside the rest (evaluation/worker.py)"})
 
     def __post_init__(self):
         from obliviate.errors import UserError
@@ -235,15 +238,21 @@ def _attack_probes(data: EvalData, known: list[bool], cfg: EvalConfig) -> list[i
     return sorted(_sample(idx, cfg.attack_probes, f"{cfg.seed}-attack"))
 
 
-def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: list[int], plain_hits: dict[int, bool],
-                 is_base: bool, log: Callable[[str], None]) -> tuple[dict, dict, dict]:
-    """Every attack of cfg.attacks on the probes `idx`; returns (metrics, items per attack, seconds)."""
+def _attack_parts(data: EvalData, cfg: EvalConfig, is_base: bool) -> list[str]:
+    """The attack runs of cfg.attacks, each on its own model: "prompting", "quantize:BITS", "relearn"."""
+    parts = ["prompting"] if "prompting" in cfg.attacks else []
+    parts += [f"quantize:{bits}" for bits in cfg.quant_bits] if "quantize" in cfg.attacks else []
+    return parts + (["relearn"] if "relearn" in cfg.attacks and not is_base and data.forget else [])
+
+
+def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: list[int], parts: list[str],
+                 log: Callable[[str], None]) -> dict[str, tuple[dict, dict, dict]]:
+    """The attack `parts` (`_attack_parts`) on the probes `idx`; returns {part: (items per attack, seconds,
+    extra metrics)}."""
     terms, probes = data.spec.terms, data.probes
     hooked = hooks_of(model) is not None
     others = [probes[i] for i in idx]
-    results: dict[str, list[dict]] = {}
-    seconds: dict[str, float] = {}
-    extra: dict[str, float | None] = {}
+    runs = {}
 
     def score(name: str, prompts: list[tuple[str, str]], answers: list[str], spelled: bool = False):
         rows = []
@@ -253,23 +262,26 @@ def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: li
                          "hit": probe_hit({**probes[i], "question": given}, shown, terms, data.behaviour)})
         results[name] = rows
 
-    if "prompting" in cfg.attacks:
-        t = time.perf_counter()
-        names = [n for n in atk.PROMPTING if n != "no_hooks"] + (["spelled_out"] if hooked else [])
-        prompts = {n: [atk.attack_prompt(tokenizer, n, probes[i], j, others, cfg.seed) for j, i in enumerate(idx)] for n in names}
-        flat = [p for n in names for p, _ in prompts[n]]
-        outs = generate(gen, tokenizer, flat, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        for k, n in enumerate(names):
-            score(n, prompts[n], outs[k * len(idx) : (k + 1) * len(idx)], spelled=n == "spelled_out")
-        if hooked:
-            plain = [atk.attack_prompt(tokenizer, "no_hooks", probes[i], j, others) for j, i in enumerate(idx)]
-            score("no_hooks", plain, generate(gen, tokenizer, [p for p, _ in plain], max_new_tokens=cfg.max_new_tokens,
-                                              batch_size=cfg.batch_size, use_hooks=False))
-        seconds["prompting attacks"] = time.perf_counter() - t
     plain_prompts = [(probe_prompt(tokenizer, probes[i]), probes[i].get("question") or probes[i].get("prompt")) for i in idx]
-    if "quantize" in cfg.attacks:
-        for bits in cfg.quant_bits:
-            t = time.perf_counter()
+    for part in parts:
+        t = time.perf_counter()
+        results: dict[str, list[dict]] = {}
+        seconds: dict[str, float] = {}
+        extra: dict[str, float | None] = {}
+        if part == "prompting":
+            names = [n for n in atk.PROMPTING if n != "no_hooks"] + (["spelled_out"] if hooked else [])
+            prompts = {n: [atk.attack_prompt(tokenizer, n, probes[i], j, others, cfg.seed) for j, i in enumerate(idx)] for n in names}
+            flat = [p for n in names for p, _ in prompts[n]]
+            outs = generate(gen, tokenizer, flat, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+            for k, n in enumerate(names):
+                score(n, prompts[n], outs[k * len(idx) : (k + 1) * len(idx)], spelled=n == "spelled_out")
+            if hooked:
+                plain = [atk.attack_prompt(tokenizer, "no_hooks", probes[i], j, others) for j, i in enumerate(idx)]
+                score("no_hooks", plain, generate(gen, tokenizer, [p for p, _ in plain], max_new_tokens=cfg.max_new_tokens,
+                                                  batch_size=cfg.batch_size, use_hooks=False))
+            seconds["prompting attacks"] = time.perf_counter() - t
+        elif part.startswith("quantize:"):
+            bits = int(part.split(":")[1])
             q_gen = quantize_rtn(model, bits, cfg.quant_group_size)
             q_gen = generation_copy(q_gen, inplace=True) if cfg.bf16 else q_gen
             score(f"quantize_{bits}bit", plain_prompts, generate(q_gen, tokenizer, [p for p, _ in plain_prompts],
@@ -278,16 +290,20 @@ def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: li
                 score_records(q_gen, tokenizer, data.retain_eval, batch_size=cfg.score_batch_size, min_k_pp=False))
             del q_gen
             seconds[f"quantize {bits}-bit"] = time.perf_counter() - t
-    if "relearn" in cfg.attacks and not is_base and data.forget:
-        t = time.perf_counter()
-        log(f"Relearning attack: {cfg.relearn_steps} steps on forget records ...")
-        r = atk.relearn(model, tokenizer, atk.relearn_records(data.forget, cfg.relearn_records, cfg.seed),
-                        cfg.relearn_steps, cfg.relearn_lr, cfg.seed)
-        r = generation_copy(r, inplace=True) if cfg.bf16 else r
-        score("relearn", plain_prompts, generate(r, tokenizer, [p for p, _ in plain_prompts],
-                                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size))
-        del r
-        seconds["relearning attack"] = time.perf_counter() - t
+        elif part == "relearn":
+            log(f"Relearning attack: {cfg.relearn_steps} steps on forget records ...")
+            r = atk.relearn(model, tokenizer, atk.relearn_records(data.forget, cfg.relearn_records, cfg.seed),
+                            cfg.relearn_steps, cfg.relearn_lr, cfg.seed)
+            r = generation_copy(r, inplace=True) if cfg.bf16 else r
+            score("relearn", plain_prompts, generate(r, tokenizer, [p for p, _ in plain_prompts],
+                                                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size))
+            del r
+            seconds["relearning attack"] = time.perf_counter() - t
+        runs[part] = results, seconds, extra
+    return runs
+
+
+def _attack_metrics(results: dict[str, list[dict]], idx: list[int], plain_hits: dict[int, bool], is_base: bool) -> dict:
     forgotten = [i for i in idx if not plain_hits[i]]
     metrics = {"attack_leak_rate": _rate(plain_hits[i] for i in idx)}
     for name, rows in results.items():
@@ -296,7 +312,16 @@ def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: li
         metrics[f"attack_{name}_recovered"] = None if is_base else _rate(hit[i] for i in forgotten)
     leaks = [v for k, v in metrics.items() if k.endswith("_leak_rate") and k != "attack_leak_rate" and v is not None]
     metrics["attack_worst_leak_rate"] = max(leaks) if leaks else None
-    return metrics | extra, results, seconds
+    return metrics
+
+
+def _split_attacks(parts: list[str]) -> tuple[list[str], list[str]]:
+    """(parts for the second process, parts for this one), balanced by their measured cost on the
+    embedded model (2 threads): the answers and likelihoods here take about 32 s, the prompting
+    attacks 20 s, each quantization 8 s, relearning 26 s."""
+    if "relearn" in parts:
+        return [p for p in parts if p in ("relearn", "prompting")], [p for p in parts if p not in ("relearn", "prompting")]
+    return parts, []
 
 
 def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None = None, *, base: dict | None = None,
@@ -318,44 +343,63 @@ def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None =
         known = [bool(p.get("known")) if p["kind"] == "target" else bool(p.get("base_hit")) for p in probes]
     else:
         known = None
-    if answers is not None:
-        answer_of = dict(enumerate(answers))
-    else:
-        ask = [i for i, p in enumerate(probes) if p["kind"] != "target" or known is None or known[i]]
-        outs = generate(gen, tokenizer, [probe_prompt(tokenizer, probes[i]) for i in ask],
-                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        answer_of = dict(zip(ask, outs))
-        seconds["probe answers"] = time.perf_counter() - t
-    if known is None:  # no base and no data-stage flags: this model's own answers define "known"
-        known = [probe_hit(p, answer_of[i], data.spec.terms, data.behaviour) for i, p in enumerate(probes)]
-    keep_known = [known[i] if p["kind"] != "target" else False for i, p in enumerate(probes)]
-    t = time.perf_counter()
-    positives = [i for i, p in enumerate(probes) if p["kind"] == "target" and known[i]]
-    negatives = sorted(_sample([i for i, p in enumerate(probes) if p["kind"] != "target" and keep_known[i]],
-                               cfg.keep_loss_probes, f"{cfg.seed}-keep"))
-    scores = _likelihoods(gen, tokenizer, data, cfg, positives, negatives)
-    seconds["likelihoods"] = time.perf_counter() - t
-    metrics, items = _probe_view(data, answer_of, known, keep_known, scores)
-    aucs = mia_auc(scores["members"], scores["nonmembers"])
-    metrics |= {f"mia_auc_{k}": v for k, v in aucs.items()}
-    metrics |= {"forget_loss": mean_nll(scores["members"]), "retain_perplexity": perplexity(scores["retain"])}
-    metrics["forget_perplexity"] = math.exp(metrics["forget_loss"]) if metrics["forget_loss"] is not None else None
-    out_items = {"probes": items,
-                 "mia": [{"set": s, **r} for s in ("members", "nonmembers") for r in scores[s]]}
-    if data.verbatim:
-        t = time.perf_counter()
-        conts = generate(gen, tokenizer, [probe_prompt(tokenizer, v) for v in data.verbatim], max_new_tokens=48,
-                         batch_size=cfg.batch_size)
-        out_items["verbatim"] = [{"prompt": v["prompt"], "continuation": c, "rouge_l": rouge_l_recall(c, v["continuation"])}
-                                 for v, c in zip(data.verbatim, conts)]
-        metrics["verbatim_rouge_l"] = _mean(r["rouge_l"] for r in out_items["verbatim"])
-        seconds["verbatim"] = time.perf_counter() - t
-    if cfg.attacks:
+    # The attacks need only to know which probes are known: then they can start now, in a second process.
+    parts = _attack_parts(data, cfg, is_base) if cfg.attacks else []
+    forked, here = None, parts
+    if parts and known is not None and cfg.fork and worker.available(gen.device):
         idx = _attack_probes(data, known, cfg)
-        plain = {i: items[i]["hit"] for i in idx}
-        am, out_items["attacks"], s = _run_attacks(model, gen, tokenizer, data, cfg, idx, plain, is_base, log)
-        metrics |= am
-        seconds |= s
+        there, here = _split_attacks(parts)
+        if "relearn" in there:
+            log(f"Relearning attack: {cfg.relearn_steps} steps on forget records, in a second process ...")
+        forked = worker.Forked(lambda: _run_attacks(model, gen, tokenizer, data, cfg, idx, there, lambda msg: None))
+    try:
+        if answers is not None:
+            answer_of = dict(enumerate(answers))
+        else:
+            ask = [i for i, p in enumerate(probes) if p["kind"] != "target" or known is None or known[i]]
+            outs = generate(gen, tokenizer, [probe_prompt(tokenizer, probes[i]) for i in ask],
+                            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+            answer_of = dict(zip(ask, outs))
+            seconds["probe answers"] = time.perf_counter() - t
+        if known is None:  # no base and no data-stage flags: this model's own answers define "known"
+            known = [probe_hit(p, answer_of[i], data.spec.terms, data.behaviour) for i, p in enumerate(probes)]
+        keep_known = [known[i] if p["kind"] != "target" else False for i, p in enumerate(probes)]
+        t = time.perf_counter()
+        positives = [i for i, p in enumerate(probes) if p["kind"] == "target" and known[i]]
+        negatives = sorted(_sample([i for i, p in enumerate(probes) if p["kind"] != "target" and keep_known[i]],
+                                   cfg.keep_loss_probes, f"{cfg.seed}-keep"))
+        scores = _likelihoods(gen, tokenizer, data, cfg, positives, negatives)
+        seconds["likelihoods"] = time.perf_counter() - t
+        metrics, items = _probe_view(data, answer_of, known, keep_known, scores)
+        aucs = mia_auc(scores["members"], scores["nonmembers"])
+        metrics |= {f"mia_auc_{k}": v for k, v in aucs.items()}
+        metrics |= {"forget_loss": mean_nll(scores["members"]), "retain_perplexity": perplexity(scores["retain"])}
+        metrics["forget_perplexity"] = math.exp(metrics["forget_loss"]) if metrics["forget_loss"] is not None else None
+        out_items = {"probes": items,
+                     "mia": [{"set": s, **r} for s in ("members", "nonmembers") for r in scores[s]]}
+        if data.verbatim:
+            t = time.perf_counter()
+            conts = generate(gen, tokenizer, [probe_prompt(tokenizer, v) for v in data.verbatim], max_new_tokens=48,
+                             batch_size=cfg.batch_size)
+            out_items["verbatim"] = [{"prompt": v["prompt"], "continuation": c, "rouge_l": rouge_l_recall(c, v["continuation"])}
+                                     for v, c in zip(data.verbatim, conts)]
+            metrics["verbatim_rouge_l"] = _mean(r["rouge_l"] for r in out_items["verbatim"])
+            seconds["verbatim"] = time.perf_counter() - t
+        if parts:
+            idx = _attack_probes(data, known, cfg)
+            runs = _run_attacks(model, gen, tokenizer, data, cfg, idx, here, log)
+            if forked is not None:
+                runs |= forked.result()
+            out_items["attacks"], extra = {}, {}
+            for part in parts:  # in the order of the parts, wherever they ran
+                results, s, e = runs[part]
+                out_items["attacks"] |= results
+                seconds |= s
+                extra |= e
+            metrics |= _attack_metrics(out_items["attacks"], idx, {i: items[i]["hit"] for i in idx}, is_base) | extra
+    finally:
+        if forked is not None:
+            forked.close()
     return {"metrics": metrics, "items": out_items, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
 
 

@@ -53,6 +53,7 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
     model.eval()
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    memo: dict = {}  # prefixes already run (models.prefix.prefix_cache)
     try:
         with cpu_inference(model):
             for idx in batches:
@@ -60,7 +61,7 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
                 with autocast:
                     # The head runs from the first answer token on, like training's (methods.logprobs),
                     # and the records' common prefix runs once (models.prefix).
-                    logits, labels = _shared_prefix_logits(model, batch)
+                    logits, labels = _shared_prefix_logits(model, batch, memo)
                 mask = labels != -100
                 # Vocabulary-sized work only at labelled positions (prompts are often most of a record).
                 token_lp, z = _token_stats(logits[mask], labels[mask], min_k_pp)
@@ -74,7 +75,7 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
     return out
 
 
-def _shared_prefix_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _shared_prefix_logits(model, batch: dict[str, torch.Tensor], memo: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """answer_logits with the batch's common token prefix run once (models.prefix)."""
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     labelled = (labels != -100).any(0)
@@ -84,7 +85,7 @@ def _shared_prefix_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.
     shared = shared_length(model, ids[:, : max(limit, 0)].tolist(), max(limit, 0)) if right_padded(mask) else 0
     if not shared:
         return answer_logits(model, batch)
-    cache = prefix_cache(model, ids[:1, :shared], ids.shape[0])
+    cache = prefix_cache(model, ids[:1, :shared], ids.shape[0], memo)
     rest = {"input_ids": ids[:, shared:], "attention_mask": mask[:, shared:], "labels": labels[:, shared:]}
     return answer_logits(model, rest, use_cache=True, **{cache_name(model): cache})
 

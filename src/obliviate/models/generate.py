@@ -9,8 +9,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.models.attention import cpu_inference
 from obliviate.models.hooks import hooks_of
-from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, shared_length
+from obliviate.models.prefix import cache_name, can_prefill, last_logits_only, length_batches, prefilled, shared_length
 from obliviate.models.prompts import pad_id, probe_prompt, question_prompt
+
+GREEDY_LOOP = True  # off: greedy decoding goes through model.generate too (the evaluation benchmark's ablation)
 
 
 @torch.inference_mode()
@@ -36,7 +38,8 @@ def generate(
     Prompts are batched in length order. Each batch's prompts run through the model unpadded
     and their shared openings once (`models.prefix.prefilled`); where that does not apply (a
     model without a plain key/value cache), a batch closes early rather than pad by more than
-    a third (`length_batches`).
+    a third (`length_batches`). Greedy decoding from there runs `greedy_decode`, where rows that
+    have finished leave the batch, when the model's generation config adds nothing to the argmax.
     `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter), as
     a plain Hugging Face consumer of the saved weights would.
     """
@@ -63,24 +66,30 @@ def generate(
         common = shared_length(model, ids, min(map(len, ids)) - 1)  # padding counts after the common prefix
         batches = length_batches([len(row) - common for row in ids], per_batch)
     outputs: dict[int, str] = {}
+    stop = plain_greedy(model) if ragged and not do_sample and not (hooks is not None and hooks.bad_words) else None
+    fill = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop or [pad])[0]
+    memo: dict = {}  # prefixes already run (models.prefix.prefix_cache)
     try:
         with cpu_inference(model):
             for idx in batches:
                 if ragged:
-                    input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad, spare=max_new_tokens)
+                    input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad, spare=max_new_tokens, memo=memo)
                     enc = {"input_ids": input_ids, "attention_mask": mask, cache_name(model): cache}
                 else:
                     enc = tokenizer([rows[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
                     enc = {k: v.to(model.device) for k, v in enc.items()}
-                kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens)
-                if do_sample:
-                    kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+                if stop is not None:
+                    new = greedy_decode(model, input_ids, mask, cache, max_new_tokens, stop, fill)
                 else:
-                    kwargs.update(temperature=None, top_p=None, top_k=None)
-                if hooks is not None and hooks.bad_words:
-                    kwargs["bad_words_ids"] = hooks.bad_words
-                out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
-                texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                    kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens)
+                    if do_sample:
+                        kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+                    else:
+                        kwargs.update(temperature=None, top_p=None, top_k=None)
+                    if hooks is not None and hooks.bad_words:
+                        kwargs["bad_words_ids"] = hooks.bad_words
+                    new = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)[:, enc["input_ids"].shape[1] :]
+                texts = tokenizer.batch_decode(new, skip_special_tokens=True)
                 if hooks is not None:
                     texts = [hooks.filter(t) for t in texts]
                 outputs.update((i, t.strip()) for i, t in zip(idx, texts))
@@ -88,6 +97,65 @@ def generate(
         tokenizer.padding_side = side
         model.train(was_training)
     return [outputs[i] for i in range(len(rows))]
+
+
+def plain_greedy(model) -> list[int] | None:
+    """The model's end-of-sequence ids when its generation config turns greedy decoding into a
+    plain argmax (no repetition penalty, suppressed or forced tokens, stop strings...), else None."""
+    if not GREEDY_LOOP:
+        return None
+    import copy
+    import warnings
+
+    config = copy.deepcopy(model.generation_config)
+    config.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    try:
+        with warnings.catch_warnings():  # about prompts it is not given
+            warnings.simplefilter("ignore")
+            processors = model._get_logits_processor(generation_config=config, device=model.device)
+    except Exception:  # a transformers version whose private helper differs: model.generate decides
+        return None
+    if processors or config.stop_strings or config.max_time or config.num_beams not in (None, 1):
+        return None
+    eos = config.eos_token_id
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+
+@torch.inference_mode()
+def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int,
+                  stop: list[int], fill: int) -> torch.Tensor:
+    """Greedy tokens [rows, max_new_tokens] from `prefilled`'s (ids, mask, cache); a row ends at a
+    token of `stop`, and the positions after it hold `fill`, as model.generate's pad_token_id.
+
+    model.generate's greedy loop does the same arithmetic, but rows that have finished stay in
+    its batch to the end. Here they leave it (the cache keeps the others' rows) once the decoding
+    steps they would still cost add up to a step of the whole batch: attack answers stop at 19 of
+    24 tokens on average.
+    """
+    device = input_ids.device
+    rows = input_ids.shape[0]
+    out = torch.full((rows, max_new_tokens), fill, dtype=torch.long, device=device)
+    live = torch.arange(rows, device=device)  # batch row -> output row
+    running = torch.ones(rows, dtype=torch.bool, device=device)
+    stop_ids = torch.tensor(stop, dtype=torch.long, device=device)
+    tokens, positions = input_ids[:, -1:], mask.sum(-1, keepdim=True) - 1
+    extra = last_logits_only(model)
+    for step in range(max_new_tokens):
+        logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
+                       **{cache_name(model): cache}, **extra).logits[:, -1]
+        tokens = logits.argmax(-1, keepdim=True)
+        out[live[running], step] = tokens[running, 0]
+        running &= ~torch.isin(tokens[:, 0], stop_ids)
+        left = max_new_tokens - step - 1
+        if not left or not running.any():
+            break
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        positions = positions + 1
+        if int((~running).sum()) * left >= len(live):
+            kept = running.nonzero().squeeze(-1)
+            cache.batch_select_indices(kept)
+            live, mask, positions, tokens, running = live[kept], mask[kept], positions[kept], tokens[kept], running[kept]
+    return out
 
 
 def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[str]:

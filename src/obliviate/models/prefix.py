@@ -16,6 +16,8 @@ prompts pads neither.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -55,10 +57,26 @@ def cache_name(model) -> str:
     return "cache" if forward_accepts(model, "cache") else "past_key_values"
 
 
-def prefix_cache(model, prefix: torch.Tensor, rows: int):
-    """The key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows."""
-    cache = DynamicCache(config=model.config)  # sliding-window layers get their own cache layers
-    model(input_ids=prefix, use_cache=True, **{cache_name(model): cache})
+def last_logits_only(model) -> dict:
+    """The forward keyword that limits the output head to the last position, where the model takes it."""
+    return {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
+
+
+def prefix_cache(model, prefix: torch.Tensor, rows: int, memo: dict | None = None):
+    """The key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows.
+
+    `memo`, a dict kept while the weights stay the same (one call's batches), holds the prefixes
+    already run, which are then copied rather than run again: a batch at a time, scoring ran the
+    chat template's 41 tokens 25 times per evaluation, one row at a time (2.4 s).
+    """
+    key = tuple(prefix[0].tolist())
+    single = memo.get(key) if memo is not None else None
+    if single is None:
+        single = DynamicCache(config=model.config)  # sliding-window layers get their own cache layers
+        model(input_ids=prefix, use_cache=True, **{cache_name(model): single}, **last_logits_only(model))
+        if memo is not None:
+            memo[key] = single
+    cache = copy.deepcopy(single) if memo is not None else single
     cache.batch_repeat_interleave(rows)
     return cache
 
@@ -182,16 +200,18 @@ class SpareRoomLayer(DynamicLayer):
 
 
 @torch.inference_mode()
-def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0,
+              memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
     """Each row's tokens but its last, run through the model in `prefill_chunks`; returns (token ids,
     attention mask, key/value cache) for generate(), which then runs only the last tokens.
 
     A chunk runs in the [shared prefix | left padding | rest] layout with the prefix once
     (`prefix_cache`); its cache goes right-aligned into the batch's, so a row reads
     [left padding | its chunk's layout | last token], and positions follow from the mask.
-    The batch's cache keeps room for `spare` tokens per row (`SpareRoomLayer`).
+    The batch's cache keeps room for `spare` tokens per row (`SpareRoomLayer`). `memo`: see `prefix_cache`.
     """
     device = next(model.parameters()).device
+    memo = {} if memo is None else memo
     body = [row[:-1] for row in rows]
     width = max(map(len, body))
     parts = []
@@ -200,10 +220,10 @@ def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0) -> tuple[t
         shared = shared_length(model, sub, min(map(len, sub)) - 1)  # every row keeps a token after the prefix
         ids, mask = left_padded(sub, shared, pad)
         ids, mask = ids.to(device), mask.to(device)
-        cache = prefix_cache(model, ids[:1, :shared], len(sub)) if shared else DynamicCache(config=model.config)
+        cache = prefix_cache(model, ids[:1, :shared], len(sub), memo) if shared else DynamicCache(config=model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:], use_cache=True,
-              **{cache_name(model): cache}, **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}))
+              **{cache_name(model): cache}, **last_logits_only(model))
         parts.append((torch.tensor(chunk, device=device), ids, mask, cache))
     all_ids = torch.full((len(rows), width + 1), pad, dtype=torch.long, device=device)
     all_mask = torch.zeros_like(all_ids)

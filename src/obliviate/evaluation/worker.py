@@ -1,0 +1,84 @@
+"""A second process for the evaluation on a 2-core CPU: the attacks run beside the rest.
+
+On two cores, PyTorch's two threads leave one core idle whenever the work is not a large
+matrix product (Python, small element-wise operations, the decoding loop): one generation
+of the probe answers took 12-14 s with two threads, and two at once, each in a process
+with one thread, 20 s for both (docs/PERFORMANCE.md). So the evaluation forks one child
+with one thread for the attacks and keeps one thread itself for the answers and
+likelihoods. Forking shares the loaded models (copy on write): nothing is saved or reloaded,
+and in-memory models with obliviate's hooks work as they are.
+
+The GNU OpenMP runtime of PyTorch's Linux builds does not survive a fork with more than
+one thread (the child hangs in its first parallel region), so the child always runs one
+thread, and this is only used where PyTorch runs two (`available`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import traceback
+from collections.abc import Callable
+
+import torch
+
+
+def available(device: torch.device) -> bool:
+    """Whether `Forked` applies: a CPU model, two PyTorch threads, and a platform that forks."""
+    return (device.type == "cpu" and torch.get_num_threads() == 2 and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
+
+
+def _child(fn: Callable[[], object], send) -> None:
+    torch.set_num_threads(1)  # before anything parallel runs: see the module's docstring
+    try:
+        message = ("ok", fn())
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        exc.add_note("".join(traceback.format_exc()))
+        message = ("error", exc)
+    try:
+        send.send(message)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        send.send(("error", RuntimeError(f"The evaluation's second process failed: {message[1]!r}")))
+    send.close()
+
+
+class Forked:
+    """fn() run in a forked child with one thread; `result()` waits for its value or raises its exception.
+    While the child runs, this process keeps one thread (restored by `result` or `close`)."""
+
+    def __init__(self, fn: Callable[[], object]):
+        # Batched tokenization in this process has used the tokenizers' thread pool; this keeps the
+        # child from warning that it disables it.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        context = multiprocessing.get_context("fork")
+        self._recv, send = context.Pipe(duplex=False)
+        self._threads = torch.get_num_threads()
+        self._process = context.Process(target=_child, args=(fn, send), daemon=True)
+        self._process.start()
+        send.close()
+        torch.set_num_threads(max(1, self._threads - 1))
+
+    def result(self):
+        try:
+            status, value = self._recv.recv()
+        except EOFError:
+            self._process.join()
+            raise RuntimeError(f"The evaluation's second process ended without a result (exit code "
+                               f"{self._process.exitcode}); rerun with --eval-set fork=false to run it in one process.") from None
+        finally:
+            self.close()
+        if status == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Stop the child if it still runs, and give this process its threads back."""
+        if self._process.is_alive():
+            self._process.join(timeout=0.1)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._recv.close()
+        torch.set_num_threads(self._threads)
