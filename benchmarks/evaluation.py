@@ -10,12 +10,15 @@ times, in one process, end to end (loading, hashing, evaluating, writing metrics
 2. the run's unlearned model against that base evaluation, every attack group (relearning
    included), as `obliviate eval RUN/model --data RUN/data --against embedded` does after
    the base is evaluated;
-3. the embedded model again with each lever off: the shared prefix and unpadded prompt passes
+3. the embedded model again with each lever off: the attacks in a second process
+   (EvalConfig.fork, evaluation/worker.py), the greedy loop that drops finished rows
+   (models/generate.py: GREEDY_LOOP), the shared prefix and unpadded prompt passes
    (models/prefix.py: SHARE_PREFIX), and the grouped attention products for CPU inference
    (models/attention.py: USE_CPU_ATTENTION); and again with generation batches of 128 prompts
    instead of 256, which is no lever: it shows how much the bf16 greedy answers move with the
    batch composition alone, the yardstick for how much the levers change them.
-Per-stage seconds come from metrics.json, so the cost of each part is visible.
+Per-stage seconds come from metrics.json, so the cost of each part is visible; with the second
+process, the attack stages' seconds are the child's, spent alongside the others.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 import dataclasses
 
 import obliviate.models.attention as attention
+import obliviate.models.generate as generate
 import obliviate.models.prefix as prefix
 from obliviate.evaluation.evaluate import EvalConfig, EvalData, evaluate
 from obliviate.io import write_json
@@ -71,6 +75,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base, base_row = timed("embedded model", model="embedded", data=data, out=Path(tmp) / "base")
         _, model_row = timed("unlearned model", model=str(run / "model"), data=data, against=base, out=Path(tmp) / "model")
+        one, one_row = timed("embedded model, one process", model="embedded", data=data, out=Path(tmp) / "one",
+                             config=EvalConfig(fork=False))
+        _, model_one_row = timed("unlearned model, one process", model=str(run / "model"), data=data, against=base,
+                                 out=Path(tmp) / "model-one", config=EvalConfig(fork=False))
+        generate.GREEDY_LOOP = False
+        hf_loop, hf_loop_row = timed("embedded model, model.generate's loop", model="embedded", data=data, out=Path(tmp) / "hf")
+        generate.GREEDY_LOOP = True
         prefix.SHARE_PREFIX = False
         no_prefix, no_prefix_row = timed("embedded model, no shared prefix", model="embedded", data=data, out=Path(tmp) / "np")
         prefix.SHARE_PREFIX = True
@@ -79,13 +90,19 @@ def main() -> None:
         attention.USE_CPU_ATTENTION = True
         batch128, batch128_row = timed("embedded model, batches of 128", model="embedded", data=data, out=Path(tmp) / "b128",
                                        config=dataclasses.replace(EvalConfig(), batch_size=128))
-    moved = {"shared_prefix_off": answers_moved(base, no_prefix), "cpu_attention_off": answers_moved(base, sdpa),
+    moved = {"one_process": answers_moved(base, one), "greedy_loop_off": answers_moved(base, hf_loop),
+             "shared_prefix_off": answers_moved(base, no_prefix), "cpu_attention_off": answers_moved(base, sdpa),
              "batches_of_128": answers_moved(base, batch128)}
     print("answers moved", moved)
     result = {"command": f"python benchmarks/evaluation.py --run {args.run}", "run": str(run),
               "data_sha256": data.sha256, "embedded_model": base_row, "unlearned_model": model_row,
+              "embedded_model_one_process": one_row, "unlearned_model_one_process": model_one_row,
+              "embedded_model_generate_loop": hf_loop_row,
               "embedded_model_no_shared_prefix": no_prefix_row, "embedded_model_sdpa_attention": sdpa_row,
               "embedded_model_batches_of_128": batch128_row,
+              "lever_second_process": one_row["seconds"] / base_row["seconds"],
+              "lever_second_process_unlearned": model_one_row["seconds"] / model_row["seconds"],
+              "lever_greedy_loop": hf_loop_row["seconds"] / base_row["seconds"],
               "lever_shared_prefix": no_prefix_row["seconds"] / base_row["seconds"],
               "lever_cpu_attention": sdpa_row["seconds"] / base_row["seconds"],
               "answers_moved_against_the_embedded_model_row": moved}

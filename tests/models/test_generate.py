@@ -140,3 +140,25 @@ def test_greedy_loop_drops_finished_rows_and_equals_model_generate(tiny_lm, monk
     penalised = generate(model, tok, prompts, max_new_tokens=12)
     monkeypatch.setattr(gen, "GREEDY_LOOP", True)
     assert generate(model, tok, prompts, max_new_tokens=12) == penalised
+
+
+def test_a_batch_of_equal_lengths_decodes_as_a_plain_batch(tiny_lm):
+    """model.generate drops an all-ones attention mask (sampling, and greedy decoding where the
+    generation config asks more than an argmax): decoding from the prefilled cache without a mask
+    must then read only what was written, not unwritten room."""
+    import torch
+
+    from obliviate.models.attention import cpu_inference
+    from obliviate.models.prefix import cache_name, prefilled
+    from obliviate.models.prompts import pad_id
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    rows = tok([question_prompt(tok, q) for q in ("Which band was John Lennon in?", "Which band was John Lennon at?")],
+               add_special_tokens=False)["input_ids"]
+    assert len(rows[0]) == len(rows[1])
+    with torch.inference_mode(), cpu_inference(model):
+        ids, mask, cache = prefilled(model, rows, pad_id(tok), spare=8)
+        assert mask.all()
+        decoded = model(input_ids=ids[:, -1:], use_cache=True, **{cache_name(model): cache}).logits[:, -1]
+        plain = model(input_ids=torch.tensor(rows)).logits[:, -1]
+    torch.testing.assert_close(decoded, plain, rtol=1e-4, atol=1e-5)

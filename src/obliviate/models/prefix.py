@@ -208,7 +208,8 @@ def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0,
     A chunk runs in the [shared prefix | left padding | rest] layout with the prefix once
     (`prefix_cache`); its cache goes right-aligned into the batch's, so a row reads
     [left padding | its chunk's layout | last token], and positions follow from the mask.
-    The batch's cache keeps room for `spare` tokens per row (`SpareRoomLayer`). `memo`: see `prefix_cache`.
+    The batch's cache keeps room for `spare` tokens per row (`SpareRoomLayer`) where the mask has padding.
+    `memo`: see `prefix_cache`.
     """
     device = next(model.parameters()).device
     memo = {} if memo is None else memo
@@ -234,7 +235,9 @@ def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0,
     all_mask[:, width] = 1
     # Layer by layer, so the chunks' caches and the batch's are never held whole at once.
     cache = DynamicCache(config=model.config)
-    if getattr(model.config, "_attn_implementation", None) in ROOMY_ATTENTION:  # their masks cover the whole room
+    # Attention reads the whole room and the mask hides what is unwritten, so the room needs attention whose masks
+    # cover it, and a mask: model.generate drops an all-ones one (a batch of equal lengths), and would read the room.
+    if getattr(model.config, "_attn_implementation", None) in ROOMY_ATTENTION and not bool(all_mask.all()):
         cache.layers = [SpareRoomLayer(spare) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     for layer in range(len(parts[0][3].layers)):
         grids = []
