@@ -315,13 +315,20 @@ def _attack_metrics(results: dict[str, list[dict]], idx: list[int], plain_hits: 
     return metrics
 
 
-def _split_attacks(parts: list[str]) -> tuple[list[str], list[str]]:
-    """(parts for the second process, parts for this one), balanced by their measured cost on the
-    embedded model (2 threads): the answers and likelihoods here take about 32 s, the prompting
-    attacks 20 s, each quantization 8 s, relearning 26 s."""
-    if "relearn" in parts:
-        return [p for p in parts if p in ("relearn", "prompting")], [p for p in parts if p not in ("relearn", "prompting")]
-    return parts, []
+# Seconds each part took on the embedded model with two threads (docs/PERFORMANCE.md); only their ratios matter.
+_COST = {"answers": 11, "likelihoods": 20, "prompting": 15, "quantize": 7, "relearn": 24}
+
+
+def _split_attacks(parts: list[str], answering: bool) -> tuple[list[str], list[str]]:
+    """(parts for the second process, parts for this one, which answers the probes first when
+    `answering`, then scores the likelihoods): each part, costliest first, to the side with
+    less work so far (`_COST`)."""
+    load = {"there": 0, "here": _COST["likelihoods"] + (_COST["answers"] if answering else 0)}
+    side = {}
+    for part in sorted(parts, key=lambda p: -_COST[p.split(":")[0]]):
+        side[part] = min(load, key=load.get)
+        load[side[part]] += _COST[part.split(":")[0]]
+    return [p for p in parts if side[p] == "there"], [p for p in parts if side[p] == "here"]
 
 
 def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None = None, *, base: dict | None = None,
@@ -348,7 +355,7 @@ def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None =
     forked, here = None, parts
     if parts and known is not None and cfg.fork and worker.available(gen.device):
         idx = _attack_probes(data, known, cfg)
-        there, here = _split_attacks(parts)
+        there, here = _split_attacks(parts, answering=answers is None)
         if "relearn" in there:
             log(f"Relearning attack: {cfg.relearn_steps} steps on forget records, in a second process ...")
         forked = worker.Forked(lambda: _run_attacks(model, gen, tokenizer, data, cfg, idx, there, lambda msg: None))
