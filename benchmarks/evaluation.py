@@ -1,7 +1,8 @@
 """Full-evaluation time on the embedded model (issue 5: within 120 s on a 2-core CPU; issue 7: within 60 s).
 
     python benchmarks/evaluation.py [--run runs/beatles] [--out benchmarks/results/evaluation.json]
-    python benchmarks/evaluation.py --repeat 2   # the embedded model's evaluation only, twice: the spread
+    python benchmarks/evaluation.py --repeat 3   # the embedded model's evaluation only, 3 times: the spread
+                                                 # -> benchmarks/results/evaluation_repeat.json
 
 Uses a run directory written by `obliviate forget` (`make demo` writes runs/beatles) and
 times, in one process, end to end (loading, hashing, evaluating, writing metrics.json):
@@ -61,7 +62,8 @@ def main() -> None:
     ap.add_argument("--run", default="runs/beatles", help="a run directory from `obliviate forget` (default: runs/beatles)")
     ap.add_argument("--out", default="benchmarks/results/evaluation.json")
     ap.add_argument("--repeat", type=int, default=0, metavar="N",
-                    help="only time the embedded model's evaluation, N times in this process; print, write nothing")
+                    help="only time the embedded model's evaluation, N times in this process "
+                         "(written to evaluation_repeat.json beside --out)")
     args = ap.parse_args()
     if args.repeat < 0:
         ap.error(f"--repeat takes how many times to run, 0 or more; got {args.repeat}.")
@@ -69,8 +71,12 @@ def main() -> None:
     data = EvalData.from_dir(run / "data")
     if args.repeat:
         with tempfile.TemporaryDirectory() as tmp:
-            for i in range(args.repeat):
-                timed(f"embedded model, run {i + 1}", model="embedded", data=data, out=Path(tmp) / str(i))
+            rows = [timed(f"embedded model, run {i + 1}", model="embedded", data=data, out=Path(tmp) / str(i))[1]
+                    for i in range(args.repeat)]
+        out = Path(args.out).with_name("evaluation_repeat.json")
+        write_json(out, {"command": f"python benchmarks/evaluation.py --run {args.run} --repeat {args.repeat}",
+                         "data_sha256": data.sha256, "seconds": [r["seconds"] for r in rows], "rows": rows})
+        print(f"Written to {out}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         base, base_row = timed("embedded model", model="embedded", data=data, out=Path(tmp) / "base")

@@ -31,6 +31,11 @@ gap = pc["max_abs_loss_gap_vs_fp32"]
 emb, unl = ev["embedded_model"], ev["unlearned_model"]
 npx, mv = ev["embedded_model_no_shared_prefix"], ev["answers_moved_against_the_embedded_model_row"]
 sdpa, b128 = ev["embedded_model_sdpa_attention"], ev["embedded_model_batches_of_128"]
+one, unl_one, hfl = ev["embedded_model_one_process"], ev["unlearned_model_one_process"], ev["embedded_model_generate_loop"]
+rep = json.load(open(R + "evaluation_repeat.json"))["seconds"]
+stages = lambda row: ", ".join(f"{k} {v:.0f} s" for k, v in row["stages"].items())
+moved_row = lambda label, m: (f"| {label} | {m['answers']} of {m['probes']} | {m['hits']} | "
+                              f"{m['leak_rate'][0]:.3f} → {m['leak_rate'][1]:.3f} |")
 _met = [n for n in ("npo", "ga_bf16_weights", "ga") if e[n]["share_of_bf16_peak"] >= 0.5]
 share_status = ("met by " + ", ".join(f"`{n}`" for n in _met)) if _met else "not met"
 allruns = json.load(open(R + "training_speed.earlier-runs.json")) + [t]
@@ -286,23 +291,43 @@ hashing, every stage and writing `metrics.json` (docs/EVALUATION.md).
 
 | model evaluated | seconds | per stage |
 |---|---|---|
-| the embedded model (every probe answered afresh, every attack but relearning) | {emb['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in emb['stages'].items())} |
-| the demo's unlearned model (every attack, relearning included) | {unl['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in unl['stages'].items())} |
-| the embedded model, shared prefix and unpadded prompt passes off | {npx['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in npx['stages'].items())} |
-| the embedded model, SDPA attention instead of the grouped products | {sdpa['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in sdpa['stages'].items())} |
-| the embedded model, batches of 128 prompts | {b128['seconds']} | {', '.join(f'{k} {v:.0f} s' for k, v in b128['stages'].items())} |
+| the embedded model (every probe answered afresh, every attack but relearning) | {emb['seconds']} | {stages(emb)} |
+| the demo's unlearned model (every attack, relearning included) | {unl['seconds']} | {stages(unl)} |
+| the embedded model, in one process | {one['seconds']} | {stages(one)} |
+| the demo's unlearned model, in one process | {unl_one['seconds']} | {stages(unl_one)} |
+| the embedded model, `model.generate`'s greedy loop | {hfl['seconds']} | {stages(hfl)} |
+| the embedded model, shared prefix and unpadded prompt passes off | {npx['seconds']} | {stages(npx)} |
+| the embedded model, SDPA attention instead of the grouped products | {sdpa['seconds']} | {stages(sdpa)} |
+| the embedded model, batches of 128 prompts | {b128['seconds']} | {stages(b128)} |
+
+With the second process, a stage's seconds are those of the process that ran it, with one thread,
+alongside the other process; they add up to more than the total.
 
 The 60 s target is **{"met" if emb['seconds'] <= 60 else "not met"}** in this run: the embedded model's evaluation took 98.6 s before
-issue 7, 95.4 s after the answer-only output head, 75.9 s after the shared prefix, and
-{emb['seconds']} s now. Runs on this machine vary by more than a tenth: one-off runs of this code on
-the same data took 66.0 and 64.0 s one after the other in one process (`python
-benchmarks/evaluation.py --repeat 2`, the same timing as the first row), and, through the same
-function, 63.3 and 73.4 s in another process and 63.0 s in a third. None is within 60 s. In the
-63.0 s run the process took 4.2 million minor page faults and 9 s of system time (of 129 s of
-CPU time): freed blocks go back to the kernel and are faulted in again. glibc settings that keep
-them (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`, `MALLOC_MMAP_THRESHOLD_`) halved the faults,
-and the evaluation took 61.9 s, within the spread, so none is set. The rows above ran one after the other in one process and share the code but for one
-switch each. What the evaluation does now:
+issue 7, 95.4 s after the answer-only output head, 75.9 s after the shared prefix, 63 to 74 s
+after the unpadded prompt passes (six runs), and {emb['seconds']} s now. Runs on this machine vary by more
+than a tenth; `python benchmarks/evaluation.py --repeat {len(rep)}` (the first row alone, {len(rep)} times in
+one process) took {", ".join(f"{x:.1f}" for x in rep[:-1])} and {rep[-1]:.1f} s. The rows above ran one after the other in one process and share the
+code but for one switch each. What the evaluation does:
+- **the attacks run in a second process** (`evaluation/worker.py`, `EvalConfig.fork`). On two
+  cores PyTorch's two threads leave one core idle whenever the work is not a large matrix product:
+  Python, small element-wise operations, the decoding loop. Once the known probes are settled,
+  the evaluation forks a child with one thread for attack parts (the prompting attacks, each
+  quantization, relearning) and keeps one thread for the probe answers and likelihoods, each part
+  going to the process with less work so far. Forking shares the loaded models; the child's
+  results are those of one process (tested, and 0 answers moved below). PyTorch's GNU OpenMP
+  runtime hangs in a forked child that uses more than one thread, so this applies where PyTorch
+  runs two threads, on a CPU. For the unlearned model it gains little: relearning is training,
+  and one thread takes it about twice as long;
+- **greedy decoding drops finished rows** (`models/generate.py: greedy_decode`). `model.generate`
+  keeps a row that has ended in its batch to the last step; here it leaves the batch (its cache
+  rows are dropped) once the steps it would still cost add up to a step of the whole batch. Attack
+  answers end at 14 to 22 of 24 tokens on average. Used where the generation config asks for
+  nothing but an argmax (no repetition penalty, no banned words); the answers equal
+  `model.generate`'s (tested in fp32; 0 moved in bf16 below);
+- **a prefix already run is copied, not run again** (`models/prefix.py: prefix_cache`). Scoring
+  ran the chat template's 41 tokens once per batch, one row at a time: 25 passes, 2.4 s of one
+  evaluation (profiled);
 - **prompts run through the model unpadded, and shared openings once** (`models/prefix.py:
   prefilled`). A generation batch's prompts run in chunks of rows that share an opening (the chat
   template's system prompt, 24 of a probe prompt's 41 tokens, and an attack's framing text such as
@@ -311,9 +336,13 @@ switch each. What the evaluation does now:
   and decoding continues from every row's last token, with positions taken from the mask.
   Before, a batch of 128 attack prompts ran 128 × 69 positions through the model, where its prompts
   held about half of that. Batches are now the next 256 prompts in length order;
-- **the cache keeps room for the answer** (`SpareRoomLayer`): decoding writes each token in place,
-  as transformers' static cache does, instead of concatenating the whole cache at every step,
-  which took a fifth of a step for a batch of 112 long attack prompts (profiled);
+- **the cache keeps room for the answer** (`SpareRoomLayer`) where a batch has padding: decoding
+  writes each token in place, as transformers' static cache does, instead of concatenating the
+  whole cache at every step, which took a fifth of a step for a batch of 112 long attack prompts
+  (profiled). Attention reads the whole room and the mask hides what is unwritten; a batch of
+  equal lengths gets no room, since `model.generate` drops an all-ones mask (until this stop it
+  kept the room, and sampling or greedy decoding of such a batch read the unwritten room: 43 of
+  the Beatles data's 411 base answers, one batch of 64 equal-length probe prompts);
 - **small attention products on a CPU are grouped matrix products** (`models/attention.py`,
   registered with transformers' `AttentionInterface`). PyTorch's fused kernel spent about 1.3 ms per
   layer on a batch of 128 one-token queries, the grouped products 0.4 ms; for 64 completions of 23
@@ -325,7 +354,9 @@ switch each. What the evaluation does now:
   vocabulary are the costliest per-token statistic. Truth ratio, answer losses and perplexities
   need only the log-probs, one fused pass.
 
-Levers in this run: the shared prefix with the unpadded prompt passes, {f2(ev['lever_shared_prefix'])}×; the grouped attention
+Levers in this run (seconds with the lever off over seconds with it on): the second process,
+{f2(ev['lever_second_process'])}× for the embedded model and {f2(ev['lever_second_process_unlearned'])}× for the unlearned one; the greedy loop,
+{f2(ev['lever_greedy_loop'])}×; the shared prefix with the unpadded prompt passes, {f2(ev['lever_shared_prefix'])}×; the grouped attention
 products, {f2(ev['lever_cpu_attention'])}×.
 
 **What the layout does to the answers.** The bf16 greedy answers depend on float rounding, which
@@ -335,9 +366,11 @@ the layout alone moves the answers. In fp32 the levers change no answer (tested)
 
 | against the embedded model's evaluation (first row above) | answers changed | probe hits changed | leak rate |
 |---|---|---|---|
-| shared prefix and unpadded passes off | {mv['shared_prefix_off']['answers']} of {mv['shared_prefix_off']['probes']} | {mv['shared_prefix_off']['hits']} | {mv['shared_prefix_off']['leak_rate'][0]:.3f} → {mv['shared_prefix_off']['leak_rate'][1]:.3f} |
-| SDPA attention | {mv['cpu_attention_off']['answers']} of {mv['cpu_attention_off']['probes']} | {mv['cpu_attention_off']['hits']} | {mv['cpu_attention_off']['leak_rate'][0]:.3f} → {mv['cpu_attention_off']['leak_rate'][1]:.3f} |
-| batches of 128 prompts | {mv['batches_of_128']['answers']} of {mv['batches_of_128']['probes']} | {mv['batches_of_128']['hits']} | {mv['batches_of_128']['leak_rate'][0]:.3f} → {mv['batches_of_128']['leak_rate'][1]:.3f} |
+{moved_row("in one process", mv["one_process"])}
+{moved_row("`model.generate`'s greedy loop", mv["greedy_loop_off"])}
+{moved_row("shared prefix and unpadded passes off", mv["shared_prefix_off"])}
+{moved_row("SDPA attention", mv["cpu_attention_off"])}
+{moved_row("batches of 128 prompts", mv["batches_of_128"])}
 
 Base and unlearned models go through the same code, so the comparison between them stays like
 for like. A leak-rate difference of a few hundredths between two bf16 evaluations is within this

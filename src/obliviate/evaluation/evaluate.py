@@ -316,7 +316,7 @@ def _attack_metrics(results: dict[str, list[dict]], idx: list[int], plain_hits: 
 
 
 # Seconds each part took on the embedded model with two threads (docs/PERFORMANCE.md); only their ratios matter.
-_COST = {"answers": 11, "likelihoods": 20, "prompting": 15, "quantize": 7, "relearn": 24}
+_COST = {"answers": 9, "likelihoods": 19, "prompting": 15, "quantize": 7, "relearn": 17}
 
 
 def _split_attacks(parts: list[str], answering: bool) -> tuple[list[str], list[str]]:
