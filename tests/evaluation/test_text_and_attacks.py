@@ -41,6 +41,26 @@ def test_candidates_keep_case_exclude_the_right_answer_and_prefer_given_ones():
     assert truth_ratio({"nll": 1.0}, [{"nll": 2.0}, {"nll": 3.0}]) == pytest.approx(((2.718281828 ** -2 + 2.718281828 ** -3) / 2) / 2.718281828 ** -1)
 
 
+
+def test_candidates_do_not_depend_on_string_hashing():
+    """Answers that differ only in case ("Guitar", "guitar") are drawn in one order in every
+    process, whatever its string hash seed: the truth ratio is reproducible run to run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """if True:
+        import json
+        from obliviate.evaluation.truth import candidates
+        pool = [{"question": f"Q{i}?", "answers": [a], "base_answer": f"It is {a}."}
+                for i, a in enumerate(["Guitar", "guitar", "Piano", "piano", "1960s", "1960S", "drums", "Drums"])]
+        print(json.dumps(candidates(pool, pool, n_wrong=3, seed=0)))
+    """
+    outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                           capture_output=True, text=True, check=True).stdout for seed in range(1, 4)}
+    assert len(outs) == 1 and json.loads(outs.pop())
+
 def test_unspell_joins_spelled_names():
     assert atk.unspell("It was the B-e-a-t-l-e-s!") == "It was the Beatles!"
     assert atk.unspell("R i n g o played") == "Ringo played"

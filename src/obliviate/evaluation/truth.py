@@ -44,8 +44,11 @@ def candidates(probes: list[dict], pool_probes: list[dict], n_wrong: int = 3, se
     Wrong answers come from `pool_probes`' answers, and from `fallback_probes`' when the pool
     has fewer than `n_wrong` that differ from the probe's own answers.
     """
-    pool = sorted({d for p in pool_probes if (d := display_answer(p))}, key=str.lower)
-    fallback = sorted({d for p in fallback_probes if (d := display_answer(p))} - set(pool), key=str.lower)
+    # Case first, then the exact text: "Guitar" and "guitar" are both drawn, and set order (which
+    # changes with each process's string hashing) must not decide which comes first.
+    order = lambda d: (d.lower(), d)  # noqa: E731
+    pool = sorted({d for p in pool_probes if (d := display_answer(p))}, key=order)
+    fallback = sorted({d for p in fallback_probes if (d := display_answer(p))} - set(pool), key=order)
     out = []
     for i, p in enumerate(probes):
         correct = p.get("paraphrased_answer") or display_answer(p)
