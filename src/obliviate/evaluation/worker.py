@@ -3,7 +3,8 @@
 On two cores, PyTorch's two threads leave one core idle whenever the work is not a large
 matrix product (Python, small element-wise operations, the decoding loop): one generation
 of the probe answers took 12-14 s with two threads, and two at once, each in a process
-with one thread, 20 s for both (docs/PERFORMANCE.md). So the evaluation forks one child
+with one thread, 20 s for both (a one-off measurement; docs/PERFORMANCE.md has the whole
+evaluation with and without this). So the evaluation forks one child
 with one thread for the attacks and keeps one thread itself for the answers and
 likelihoods. Forking shares the loaded models (copy on write): nothing is saved or reloaded,
 and in-memory models with obliviate's hooks work as they are.

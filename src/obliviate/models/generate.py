@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -104,9 +106,6 @@ def plain_greedy(model) -> list[int] | None:
     plain argmax (no repetition penalty, suppressed or forced tokens, stop strings...), else None."""
     if not GREEDY_LOOP:
         return None
-    import copy
-    import warnings
-
     config = copy.deepcopy(model.generation_config)
     config.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     try:
@@ -129,8 +128,8 @@ def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, max
 
     model.generate's greedy loop does the same arithmetic, but rows that have finished stay in
     its batch to the end. Here they leave it (the cache keeps the others' rows) once the decoding
-    steps they would still cost add up to a step of the whole batch: attack answers stop at 19 of
-    24 tokens on average.
+    steps they would still cost add up to a step of the whole batch: the evaluation's attack answers
+    stop at 14 to 22 of 24 tokens on average, depending on the attack.
     """
     device = input_ids.device
     rows = input_ids.shape[0]
@@ -180,6 +179,4 @@ def generation_copy(model: PreTrainedModel, inplace: bool = False) -> PreTrained
     """
     if model.device.type != "cpu" or model.dtype != torch.float32:
         return model
-    import copy
-
     return (model if inplace else copy.deepcopy(model)).to(torch.bfloat16).eval()
