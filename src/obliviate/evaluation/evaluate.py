@@ -315,7 +315,8 @@ def _attack_metrics(results: dict[str, list[dict]], idx: list[int], plain_hits: 
     return metrics
 
 
-# Seconds each part took on the embedded model with two threads (docs/PERFORMANCE.md); only their ratios matter.
+# Roughly the seconds each part took on the embedded model in one process with two threads (benchmarks/evaluation.py's
+# one-process rows, which vary by a quarter from run to run); only their ratios matter.
 _COST = {"answers": 9, "likelihoods": 19, "prompting": 15, "quantize": 7, "relearn": 17}
 
 

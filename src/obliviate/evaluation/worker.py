@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import sys
 import traceback
 from collections.abc import Callable
 
@@ -26,8 +27,9 @@ import torch
 
 
 def available(device: torch.device) -> bool:
-    """Whether `Forked` applies: a CPU model, two PyTorch threads, and a platform that forks."""
-    return (device.type == "cpu" and torch.get_num_threads() == 2 and "fork" in multiprocessing.get_all_start_methods()
+    """Whether `Forked` applies: a CPU model, two PyTorch threads, Linux (where forking was checked;
+    macOS system libraries are not fork-safe), and not already a daemon child."""
+    return (device.type == "cpu" and torch.get_num_threads() == 2 and sys.platform.startswith("linux")
             and not multiprocessing.current_process().daemon)
 
 
