@@ -13,7 +13,6 @@ Measured in one run, so the ratios hold on a noisy machine:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

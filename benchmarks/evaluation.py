@@ -15,7 +15,8 @@ times, in one process, end to end (loading, hashing, evaluating, writing metrics
    (EvalConfig.fork, evaluation/worker.py), the greedy loop that drops finished rows
    (models/generate.py: GREEDY_LOOP), the shared prefix and unpadded prompt passes
    (models/prefix.py: SHARE_PREFIX), and the grouped attention products for CPU inference
-   (models/attention.py: USE_CPU_ATTENTION); and again with generation batches of 128 prompts
+   (models/attention.py: USE_CPU_ATTENTION), and freed memory kept in the process
+   (obliviate/malloc.py: glibc's own settings instead); and again with generation batches of 128 prompts
    instead of 256, which is no lever: it shows how much the bf16 greedy answers move with the
    batch composition alone, the yardstick for how much the levers change them.
 Per-stage seconds come from metrics.json, so the cost of each part is visible; with the second
@@ -28,9 +29,11 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import dataclasses
 
+import obliviate.malloc as malloc
 import obliviate.models.attention as attention
 import obliviate.models.generate as generate
 import obliviate.models.prefix as prefix
@@ -94,10 +97,14 @@ def main() -> None:
         attention.USE_CPU_ATTENTION = False
         sdpa, sdpa_row = timed("embedded model, SDPA attention", model="embedded", data=data, out=Path(tmp) / "sdpa")
         attention.USE_CPU_ATTENTION = True
+        with mock.patch.object(malloc, "_libc", lambda: None):
+            glibc, glibc_row = timed("embedded model, glibc's allocator defaults", model="embedded", data=data,
+                                     out=Path(tmp) / "glibc")
         batch128, batch128_row = timed("embedded model, batches of 128", model="embedded", data=data, out=Path(tmp) / "b128",
                                        config=dataclasses.replace(EvalConfig(), batch_size=128))
     moved = {"one_process": answers_moved(base, one), "greedy_loop_off": answers_moved(base, hf_loop),
              "shared_prefix_off": answers_moved(base, no_prefix), "cpu_attention_off": answers_moved(base, sdpa),
+             "allocator_kept_off": answers_moved(base, glibc),
              "batches_of_128": answers_moved(base, batch128)}
     print("answers moved", moved)
     result = {"command": f"python benchmarks/evaluation.py --run {args.run}", "run": str(run),
@@ -105,12 +112,13 @@ def main() -> None:
               "embedded_model_one_process": one_row, "unlearned_model_one_process": model_one_row,
               "embedded_model_generate_loop": hf_loop_row,
               "embedded_model_no_shared_prefix": no_prefix_row, "embedded_model_sdpa_attention": sdpa_row,
-              "embedded_model_batches_of_128": batch128_row,
+              "embedded_model_glibc_allocator": glibc_row, "embedded_model_batches_of_128": batch128_row,
               "lever_second_process": one_row["seconds"] / base_row["seconds"],
               "lever_second_process_unlearned": model_one_row["seconds"] / model_row["seconds"],
               "lever_greedy_loop": hf_loop_row["seconds"] / base_row["seconds"],
               "lever_shared_prefix": no_prefix_row["seconds"] / base_row["seconds"],
               "lever_cpu_attention": sdpa_row["seconds"] / base_row["seconds"],
+              "lever_allocator_keeps_freed_memory": glibc_row["seconds"] / base_row["seconds"],
               "answers_moved_against_the_embedded_model_row": moved}
     write_json(args.out, result)
     print(f"Written to {args.out}")

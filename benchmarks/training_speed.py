@@ -10,7 +10,8 @@ the benchmark's forget-author QA, batch 4, the same steps, learning rate and rec
    under LoRA, plus 2 N per token a per-step reference pass reads; N = parameters, the tied
    head counted once); then each lever switched off alone (full-width head with the mask,
    per-tensor AdamW, a reference copy run every step, PyTorch's fused attention instead of the
-   eager one while training on a CPU);
+   eager one while training on a CPU, glibc's own allocator settings instead of freed memory
+   kept in the process);
 3. a naive loop in the style of the Beatles notebook seed: fp32, every sequence padded to 128
    tokens, one example at a time;
 4. a Hugging Face `Trainer` subclass overriding `compute_loss` (the open-unlearning design),
@@ -119,6 +120,7 @@ ENGINE_RUNS = {
     "ga_full_width_head": ("ga", {}, "full_width"),
     "ga_per_tensor_adamw": ("ga", {}, "per_tensor_adamw"),
     "ga_fused_attention": ("ga", {}, "fused_attention"),
+    "ga_glibc_allocator": ("ga", {}, "glibc_allocator"),
     "npo_reference_copy": ("npo", {}, "reference_copy"),
 }
 
@@ -136,6 +138,10 @@ def lever_off(name: str | None):
         import obliviate.engine.trainer as trainer
 
         return patched(trainer, "CPU_ATTENTION", None)
+    if name == "glibc_allocator":  # glibc's own settings: large freed blocks unmapped (obliviate/malloc.py)
+        import obliviate.malloc as malloc
+
+        return patched(malloc, "_libc", lambda: None)
     return contextlib.nullcontext()
 
 
@@ -353,6 +359,7 @@ def main() -> None:
             "fused_adamw": e["ga_per_tensor_adamw"]["seconds_per_step"] / ga,
             "bf16_weights": ga / e["ga_bf16_weights"]["seconds_per_step"],
             "eager_attention_on_cpu": e["ga_fused_attention"]["seconds_per_step"] / ga,
+            "allocator_keeps_freed_memory": e["ga_glibc_allocator"]["seconds_per_step"] / ga,
             "reference_log_probs_once": e["npo_reference_copy"]["seconds_per_step"] / e["npo"]["seconds_per_step"],
         },
     }

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from obliviate import malloc
 from obliviate.bench import SIZES
 from obliviate.errors import UserError
 
@@ -420,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     try:
-        return args.func(args)
+        with malloc.policy("keep"):  # freed memory stays in the process (obliviate.malloc)
+            return args.func(args)
     except UserError as e:
         print(f"obliviate: error: {e}", file=sys.stderr)
         return 2

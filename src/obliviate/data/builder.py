@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from obliviate import malloc
 from obliviate.data.corpus import capitals, news_passages, wikipedia_passages
 from obliviate.data.documents import read_passages, read_qa
 from obliviate.data.overlap import Overlap, too_close
@@ -192,6 +193,7 @@ def build_probes(lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_q
     return probes
 
 
+@malloc.policy("keep")  # freed memory stays for the next batch's buffers (obliviate.malloc)
 def build_data(
     lm: LoadedModel,
     spec: TargetSpec,

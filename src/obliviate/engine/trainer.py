@@ -9,7 +9,6 @@ validation split of the forget data, logging, and the divergence guard.
 from __future__ import annotations
 
 import copy
-import ctypes
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
+from obliviate import malloc
 from obliviate.errors import UserError
 from obliviate.io import write_text
 from obliviate.methods.base import Method
@@ -170,7 +170,18 @@ def train(
     the peft model. With `checkpoint_dir`, a checkpoint is written every
     `cfg.checkpoint_every` steps, and `resume=True` continues from it: the final
     weights equal those of an uninterrupted run.
+
+    Freed memory stays in the process while it trains (`obliviate.malloc`), which spares every
+    step the page faults of fresh mappings. Not with `cfg.bf16_weights`, whose point is memory:
+    kept blocks raised a LoRA run's peak by 0.8 GB there; and with `cfg.low_memory` large blocks go
+    back to the system as soon as they are freed.
     """
+    with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights else "keep"):
+        return _train(model, tokenizer, method, data, cfg, log_path, progress, checkpoint_dir=checkpoint_dir, resume=resume)
+
+
+def _train(model, tokenizer, method: Method, data: dict[str, list[dict]], cfg: TrainConfig, log_path, progress: bool, *,
+           checkpoint_dir, resume: bool) -> TrainResult:
     if not method.trains:
         raise ValueError(f"method {method.name!r} edits the model once and has no training loop; call its edit()")
     val: list[dict] = []
@@ -197,7 +208,6 @@ def train(
     base_model = model
     if cfg.low_memory:  # before LoRA wraps the model; non-reentrant, so frozen inputs are fine
         _checkpointing(model, True)
-        _mmap_threshold(64 << 10)
     ref = None
     # Reference log-probs computed once, before the first step, for the records the run will draw:
     # no reference copy in memory and no reference pass per step.
@@ -335,7 +345,6 @@ def train(
     restore_attention()
     if cfg.low_memory:
         _checkpointing(base_model, False)
-        _mmap_threshold(32 << 20)  # about where glibc's own adaptive threshold settles
     del optimizer
     accelerator.free_memory()  # drop accelerate's references too, so the moments are freed before the cast back
     if cfg.lora and not cfg.keep_adapter:
@@ -470,21 +479,6 @@ class _Snapshot:
         self.weights = None
         if self.path is not None:
             self.path.unlink(missing_ok=True)
-
-
-def _mmap_threshold(size: int) -> None:
-    """Set glibc's mmap threshold (process-wide; a no-op where the C library is not glibc).
-
-    Below it glibc serves allocations from a heap it rarely shrinks, so a step's freed
-    activations stay resident while the next ones are allocated. At 64 KB, larger blocks are
-    mapped and unmapped when freed, which lowers the peak but makes every large allocation a
-    system call and a page fault: an `npo` step with bf16 weights took about twice as long
-    (docs/PERFORMANCE.md), so only `low_memory` sets it, and puts it back after training.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def _save_checkpoint(path: Path, step: int, named, optimizer, streams, result: TrainResult, val_start,

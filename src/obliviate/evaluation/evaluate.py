@@ -25,6 +25,7 @@ from pathlib import Path
 
 from scipy.stats import ks_2samp
 
+from obliviate import malloc
 from obliviate.evaluation import attacks as atk
 from obliviate.evaluation import worker
 from obliviate.evaluation.leak import is_refusal, probe_hit
@@ -332,6 +333,7 @@ def _split_attacks(parts: list[str], answering: bool) -> tuple[list[str], list[s
     return [p for p in parts if side[p] == "there"], [p for p in parts if side[p] == "here"]
 
 
+@malloc.policy("keep")  # freed memory stays for the next batch's buffers (obliviate.malloc)
 def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None = None, *, base: dict | None = None,
                    answers: list[str] | None = None, is_base: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the suite on an in-memory model; returns {"metrics", "items", "seconds"}.
