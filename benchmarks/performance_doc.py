@@ -31,6 +31,7 @@ gap = pc["max_abs_loss_gap_vs_fp32"]
 emb, unl = ev["embedded_model"], ev["unlearned_model"]
 npx, mv = ev["embedded_model_no_shared_prefix"], ev["answers_moved_against_the_embedded_model_row"]
 sdpa, b128 = ev["embedded_model_sdpa_attention"], ev["embedded_model_batches_of_128"]
+glibc_row = ev["embedded_model_glibc_allocator"]
 one, unl_one, hfl = ev["embedded_model_one_process"], ev["unlearned_model_one_process"], ev["embedded_model_generate_loop"]
 rep = json.load(open(R + "evaluation_repeat.json"))["seconds"]
 stages = lambda row: ", ".join(f"{k} {v:.0f} s" for k, v in row["stages"].items())
@@ -39,7 +40,8 @@ moved_row = lambda label, m: (f"| {label} | {m['answers']} of {m['probes']} | {m
 _met = [n for n in ("npo", "ga_bf16_weights", "ga") if e[n]["share_of_bf16_peak"] >= 0.5]
 share_status = ("met by " + ", ".join(f"`{n}`" for n in _met)) if _met else "not met"
 allruns = json.load(open(R + "training_speed.earlier-runs.json")) + [t]
-_rows = [("`ga` s/step", lambda x: f2(x["engine"]["ga"]["seconds_per_step"])),
+_rows = [("bf16 matmul peak, GFLOP/s", lambda x: f"{x['peak_flops']['bf16'] / 1e9:.0f}"),
+         ("`ga` s/step", lambda x: f2(x["engine"]["ga"]["seconds_per_step"])),
          ("`npo` s/step", lambda x: f2(x["engine"]["npo"]["seconds_per_step"])),
          ("`npo` share of the bf16 peak", lambda x: pct(x["engine"]["npo"]["share_of_bf16_peak"])),
          ("`ga` vs the naive loop", lambda x: f2(x["ratios"]["engine_ga_vs_naive"]) + "×"),
@@ -90,7 +92,7 @@ differs by several percent from one run to the next.
 | peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights --low-memory`: {f2(bm['above_imports_over_model'])}× above the libraries' own {bm['after_imports'] / 2**20:.0f} MB, {f2(bm['peak_over_model'])}× in total, at 2.4× the step time (below) | {status(bm, 3)} |
 | peak memory with LoRA ≤ 1.5× | `--lora --bf16-weights --low-memory`: {f2(lm_['above_imports_over_model'])}× above the libraries, {f2(lm_['peak_over_model'])}× in total | {status(lm_, 1.5)} |
 | full evaluation ≤ 60 s on the embedded model | {emb['seconds']} s; {", ".join(f"{x:.1f}" for x in rep)} s in {len(rep)} more runs (`--repeat {len(rep)}`) | {("met in every run" if max(rep) <= 60 else f"met in {sum(x <= 60 for x in rep + [emb['seconds']])} of {len(rep) + 1} runs") if emb['seconds'] <= 60 else "not met"} |
-| equal or better forget/utility | bf16 weights end closer to fp32 than bf16 autocast does (below) | met for the precisions |
+| equal or better forget/utility | both bf16 precisions end within {max(abs(runs[k]['forget_nll'] - runs['fp32']['forget_nll']) for k in runs):.2f} nats of fp32's forget NLL and {max(abs(runs[k]['retain_nll'] - runs['fp32']['retain_nll']) for k in runs):.3f} of its retain NLL (below) | met for the precisions |
 
 ## The job
 
@@ -121,13 +123,21 @@ The records average {e['ga']['tokens_per_step'] / 4:.1f} tokens in the chat temp
 | the same `Trainer`, `bf16=True` | {f2(tr['bf16'])} | {f2(r['engine_ga_vs_trainer_bf16'])} |
 | forgetium 0.2.1 `GradientAscentUnlearner` (its defaults) | {f2(t['forgetium_s'])} | {f2(r['engine_ga_vs_forgetium'])} |
 
-**Why 2× the bf16 `Trainer` is out of reach here.** That `Trainer` already runs this job at
-{pct(trainer_bf16_share)} of the bf16 peak (6 N FLOPs per token). Twice its speed would need
-{pct(2 * trainer_bf16_share)} of a peak measured on one large 2048² product, from products 576 wide plus
-attention, normalization and the optimizer. On this CPU the step is compute-bound, so what remains
-to gain is work not done: the output head on prompt tokens (done), the reference pass (done) and
-padding. Against the `Trainer`
-as it runs by default (fp32) the engine is {f2(r['engine_ga_vs_trainer_fp32'])}× faster.
+**Why 2× the bf16 `Trainer` is not reached.** That `Trainer` runs this job at
+{pct(trainer_bf16_share)} of the bf16 peak measured in this run (6 N FLOPs per token), the engine at {pct(e['ga']['share_of_bf16_peak'])}.
+On the earlier machine (runs 1 to 6 below, a bf16 peak of 392 to 426 GFLOP/s) the step was
+compute-bound: the `Trainer` ran at 39% of that peak, so twice its speed would have needed 78%.
+This session's machine uses AMX units for bf16 products, which reach 0.85 to 2.0 TFLOP/s on 2048²
+(three measurements, this run's is the table's), yet a step takes about as long as there. Here the
+step is bound by memory traffic that grows with the weights, not with the tokens, and the `Trainer`
+pays it too: a one-off `torch.profiler` run of 4 steady `ga` steps (with the profiler's own
+overhead, about 1.4 s a step) spent 0.49 s a step in matrix products, 0.33 s casting weights to
+bf16 and their gradients back to fp32 (autocast), 0.11 s in the fused AdamW kernel, 0.07 s zeroing
+the tied embedding's dense gradient and 0.07 s in the clipping norms. `--bf16-weights` makes no
+casts, but here it is the slower precision ({f2(e['ga_bf16_weights']['seconds_per_step'])} s a step): it runs without the kept memory
+(the lever table below; memory is its point), and its stochastically rounded AdamW took
+{ops['obliviate_bf16_adamw_stochastic']:.2f} s against {ops['adamw_fp32_fused']:.2f} s for the fused fp32 one (the optimizer table). Against the `Trainer` as it runs by default (fp32) the engine is
+{f2(r['engine_ga_vs_trainer_fp32'])}× faster.
 
 @@RUNS@@
 ## Achieved FLOP/s
@@ -163,6 +173,7 @@ engine as shipped (`ga`, or `npo` for the reference model).
 | bf16 autocast instead of fp32 | {f2(e['ga_fp32']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['bf16_autocast_vs_fp32'])}× |
 | bf16 weights with stochastically rounded AdamW (`--bf16-weights`) instead of autocast | {f2(ga)} s | {f2(e['ga_bf16_weights']['seconds_per_step'])} s | {f2(lv['bf16_weights'])}× |
 | eager attention while training on a CPU, instead of PyTorch's fused attention (`engine/trainer.py: CPU_ATTENTION`) | {f2(e['ga_fused_attention']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['eager_attention_on_cpu'])}× |
+| freed memory kept in the process while training, instead of glibc's own settings, which map and unmap every block above 32 MB (`obliviate/malloc.py`) | {f2(e['ga_glibc_allocator']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['allocator_keeps_freed_memory'])}× |
 | reference log-probs computed once, before the first step, instead of a reference copy run every step (`npo`) | {f2(e['npo_reference_copy']['seconds_per_step'])} s | {f2(e['npo']['seconds_per_step'])} s | {f2(lv['reference_log_probs_once'])}× per step, and one model copy less in memory |
 
 The backward pass now runs outside the autocast block; it is not measured on its own here.
@@ -181,18 +192,24 @@ for k, v in ops.items():
     doc += f"| {names.get(k, k)} | {v:.3f} |\n"
 
 doc += f"""
-**Eager attention, again.** An earlier session removed the switch after 8-step runs gave 0.94× to
+**Eager attention, again** (on the earlier machine). An earlier session removed the switch after 8-step runs gave 0.94× to
 1.01×. It is back after an A/B with 16 steps, four pairs interleaved, each run in a fresh process:
 fused attention 1.067, 1.071, 1.099 and 1.023 s per `ga` step, eager attention 1.032, 0.968, 0.968
 and 1.002 s, so 1.07× and faster in every pair. Alone, at these shapes (4 × 9 heads × 60 tokens),
 PyTorch's fused attention took 4.6 ms per layer for forward and backward, the plain one 1.3 ms
-(one-off measurements). 8 steps were too few to see a 7 % change on this machine.
+(one-off measurements). 8 steps were too few to see a 7 % change on that machine.
 
 **Tried and not kept** (one-off measurements):
-- eager attention for generation and scoring: its prefill of 128 probes was 10 % faster and its
+- `torch.compile` of the model's body (inductor, `dynamic=True`) for `ga` training, 12 steps on this
+  session's machine: the first step took 302 s with a cold compile cache and 79 s with a warm one,
+  against 2.0 s without; the later steps 0.72 and 0.65 s against 0.89 s. At about 0.2 s saved per
+  step it pays after some 400 steps even with the cache warm; the demo trains 22;
+- the tied embedding's gradient as a sparse tensor (no dense zero-filled gradient per step):
+  1.19 and 1.06 s per `ga` step against 0.92 and 1.09 s dense, no gain;
+- eager attention for generation and scoring (earlier machine): its prefill of 128 probes was 10 % faster and its
   decoding steps 9 % slower, no gain overall. Its loss was transformers' copy of every key/value
   head for its query heads; the grouped products below avoid that copy;
-- generation batches of 32 and 64 prompts. Decoding a token costs 2.3 ms per prompt in batches of
+- generation batches of 32 and 64 prompts (earlier machine). Decoding a token costs 2.3 ms per prompt in batches of
   32 and 1.35 ms in batches of 128, so batches stay large. Since prompts run unpadded (below),
   a batch no longer needs cutting by length, and 256 is the default; the evaluation benchmark
   also runs batches of 128: {ev['embedded_model_batches_of_128']['seconds']} s against {emb['seconds']} s.
@@ -256,14 +273,20 @@ steps are several times slower (table above).
 - glibc's mmap threshold goes to 64 KB, so freed blocks go back to the system at once instead of
   staying in its heap while the next ones are allocated. It is put back after training.
 
-Both cost time. In one-off runs of 12 `npo` steps with bf16 weights: 1.92 s per step without
+Both cost time. In one-off runs of 12 `npo` steps with bf16 weights on the earlier machine: 1.92 s per step without
 `--low-memory`, 4.69 s with it. The threshold alone took a step from 1.89 s to 4.00–4.38 s: every
 large allocation became a system call and a page fault. Checkpointing alone cost 1.14×. An
 earlier version set that threshold whenever bf16 weights were on, for the whole process; the
 benchmark runs 1 to 5 in the run-to-run table above carry that slowdown in every row measured after their bf16-weights run.
 
+**Freed memory kept** (`obliviate/malloc.py`) speeds up a step (lever table above), but it is not
+used with `--bf16-weights`, whose point is memory: there, in a one-off memory run, kept blocks raised
+the LoRA run's peak from 1.97 GB to 2.86 GB (why was not established). With mixed precision the peaks stayed within 1.5 % (table above, kept).
+
 **LoRA** with bf16 weights holds the bf16 model, the adapters with their gradients and moments,
-and a step's activations. A model given as an fp32 directory or hub id still pays the loader's
+and a step's activations. With `--low-memory` it peaked at 1.21 GB on the earlier machine, 1.41× the
+fp32 model above 433 MB of libraries; on this session's machine, with the same package versions,
+at the table's {gb(lm_['peak'])}, {f2(lm_['above_imports_over_model'])}× above {lm_['after_imports'] / 2**20:.0f} MB (not investigated). A model given as an fp32 directory or hub id still pays the loader's
 conversion: its fp32 file's pages and the bf16 copy are resident together while it loads.
 
 ## Do the faster precisions train the same model?
@@ -282,8 +305,8 @@ for k, label in (("fp32", "fp32"), ("bf16_autocast", "bf16 autocast (default)"),
 doc += f"""
 The loss at step 1 is about {runs['fp32']['loss'][0]:.0f}: the NPO term is summed over each answer's tokens.
 Both bf16 precisions end within {max(abs(runs[k]['forget_nll'] - runs['fp32']['forget_nll']) for k in runs):.2f} nats of fp32 on the forget NLL and
-{max(abs(runs[k]['retain_nll'] - runs['fp32']['retain_nll']) for k in runs):.3f} on the retain NLL. bf16 weights with stochastic rounding track fp32 more
-closely than autocast does.
+{max(abs(runs[k]['retain_nll'] - runs['fp32']['retain_nll']) for k in runs):.3f} on the retain NLL. bf16 weights with stochastic rounding track fp32's loss curve
+more closely than autocast does (largest gap {gap['bf16_weights']:.2f} against {gap['bf16_autocast']:.2f}).
 
 ## Evaluation
 
@@ -299,6 +322,7 @@ hashing, every stage and writing `metrics.json` (docs/EVALUATION.md).
 | the embedded model, `model.generate`'s greedy loop | {hfl['seconds']} | {stages(hfl)} |
 | the embedded model, shared prefix and unpadded prompt passes off | {npx['seconds']} | {stages(npx)} |
 | the embedded model, SDPA attention instead of the grouped products | {sdpa['seconds']} | {stages(sdpa)} |
+| the embedded model, glibc's own allocator settings instead of freed memory kept | {glibc_row['seconds']} | {stages(glibc_row)} |
 | the embedded model, batches of 128 prompts | {b128['seconds']} | {stages(b128)} |
 
 With the second process, a stage's seconds are those of the process that ran it, with one thread,
@@ -306,7 +330,9 @@ alongside the other process; they add up to more than the total.
 
 The 60 s target is **{"met" if emb['seconds'] <= 60 else "not met"}** in this run: the embedded model's evaluation took 98.6 s before
 issue 7, 95.4 s after the answer-only output head, 75.9 s after the shared prefix, 63 to 74 s
-after the unpadded prompt passes (six runs), and {emb['seconds']} s now. Runs on this machine vary by more
+after the unpadded prompt passes (six runs) and 54.4 s after the second process, all on the earlier
+machine (bf16 peak about 412 GFLOP/s), and {emb['seconds']} s now on this session's machine (AMX; the allocator
+lever below gave {f2(ev['lever_allocator_keeps_freed_memory'])}× of it). Runs vary by more
 than a tenth; `python benchmarks/evaluation.py --repeat {len(rep)}` (the first row alone, {len(rep)} times in
 one process, run after the rows above) took {", ".join(f"{x:.1f}" for x in rep[:-1])} and {rep[-1]:.1f} s. The rows above ran one after the other in one process and share the
 code but for one switch each. What the evaluation does:
@@ -316,7 +342,9 @@ code but for one switch each. What the evaluation does:
   the evaluation forks a child with one thread for attack parts (the prompting attacks, each
   quantization, relearning) and keeps one thread for the probe answers and likelihoods, each part
   going to the process with less work so far. Forking shares the loaded models; the child's
-  results are those of one process (tested, and 0 answers moved below). PyTorch's GNU OpenMP
+  results are those of one process (tested in fp32). In bf16 the answers can move with the thread count: 0 of 228
+  moved on the earlier machine, {mv['one_process']['answers']} of {mv['one_process']['probes']} on this session's (below), whose AMX products round
+  differently with one thread and with two. PyTorch's GNU OpenMP
   runtime hangs in a forked child that uses more than one thread, so this applies where PyTorch
   runs two threads, on a CPU. Relearning, which is training, takes one thread about half as
   long again as two;
@@ -325,7 +353,8 @@ code but for one switch each. What the evaluation does:
   rows are dropped) once the steps it would still cost add up to a step of the whole batch. Attack
   answers end at 14 to 22 of 24 tokens on average. Used where the generation config asks for
   nothing but an argmax (no repetition penalty, no banned words); the answers equal
-  `model.generate`'s (tested in fp32; 0 moved in bf16 below);
+  `model.generate`'s (tested in fp32). In bf16 dropping rows changes the products' shapes and so
+  their rounding: 0 answers moved on the earlier machine, {mv['greedy_loop_off']['answers']} on this session's (below);
 - **a prefix already run is copied, not run again** (`models/prefix.py: prefix_cache`). Scoring
   ran the chat template's 41 tokens once per batch, one row at a time: 25 passes, 2.4 s of one
   evaluation (profiled);
@@ -341,7 +370,7 @@ code but for one switch each. What the evaluation does:
   writes each token in place, as transformers' static cache does, instead of concatenating the
   whole cache at every step, which took a fifth of a step for a batch of 112 long attack prompts
   (profiled). Attention reads the whole room and the mask hides what is unwritten; a batch of
-  equal lengths gets no room, since `model.generate` drops an all-ones mask (until this stop it
+  equal lengths gets no room, since `model.generate` drops an all-ones mask (until stop 17 it
   kept the room, and sampling or greedy decoding of such a batch read the unwritten room: 43 of
   the Beatles data's 411 base answers, one batch of 64 equal-length probe prompts);
 - **small attention products on a CPU are grouped matrix products** (`models/attention.py`,
@@ -351,6 +380,10 @@ code but for one switch each. What the evaluation does:
   attention with extras stay with SDPA;
 - **answer candidates** are scored the same way: every prompt once, unpadded, then the completions
   in length order, each continuing its prompt's cache from the prompt's last token;
+- **freed memory stays in the process** (`obliviate/malloc.py`, glibc only). PyTorch has no caching
+  allocator on a CPU, and glibc maps every block above 32 MB afresh and unmaps it when freed, so the
+  logits, caches and bf16 copies a batch allocates page-faulted on every page, every batch: 6.3 M
+  minor faults in a process that ran two evaluations, 2.6 M with the blocks kept (one-off, `/usr/bin/time`);
 - **only membership inference computes Min-K%++**, whose mean and spread of log p over the
   vocabulary are the costliest per-token statistic. Truth ratio, answer losses and perplexities
   need only the log-probs, one fused pass.
@@ -358,7 +391,9 @@ code but for one switch each. What the evaluation does:
 Levers in this run (seconds with the lever off over seconds with it on): the second process,
 {f2(ev['lever_second_process'])}× for the embedded model and {f2(ev['lever_second_process_unlearned'])}× for the unlearned one; the greedy loop,
 {f2(ev['lever_greedy_loop'])}×; the shared prefix with the unpadded prompt passes, {f2(ev['lever_shared_prefix'])}×; the grouped attention
-products, {f2(ev['lever_cpu_attention'])}×.
+products, {f2(ev['lever_cpu_attention'])}×; freed memory kept in the process, {f2(ev['lever_allocator_keeps_freed_memory'])}×. On this session's machine
+the second process and the greedy loop gave no measurable gain (0.98× to 1.03×, within the run's
+noise; on the earlier machine 1.06× to 1.15× and 1.08×); why was not measured.
 
 **What the layout does to the answers.** The bf16 greedy answers depend on float rounding, which
 depends on how a batch is laid out. The same benchmark run evaluates the embedded model with each
@@ -371,25 +406,28 @@ the layout alone moves the answers. In fp32 the levers change no answer (tested)
 {moved_row("`model.generate`'s greedy loop", mv["greedy_loop_off"])}
 {moved_row("shared prefix and unpadded passes off", mv["shared_prefix_off"])}
 {moved_row("SDPA attention", mv["cpu_attention_off"])}
+{moved_row("glibc's allocator settings", mv["allocator_kept_off"])}
 {moved_row("batches of 128 prompts", mv["batches_of_128"])}
 
 Base and unlearned models go through the same code, so the comparison between them stays like
 for like. A leak-rate difference of a few hundredths between two bf16 evaluations is within this
 noise.
 
-**What is left** is forward passes of the model, whose large matrix products run at about 70 % of
-the bf16 peak (profiled):
+**What is left** is forward passes of the model, whose large matrix products ran at about 70 % of
+the bf16 peak on the earlier machine (profiled):
 - about {mv['batches_of_128']['probes'] + 320} greedy generations of 24 tokens: {mv['batches_of_128']['probes']} probes (the keep probes and the known target probes), 40
   attack probes under each of 6 prompting attacks, and 40 per quantized model. Decoding is the
   larger part: a step's matrix products have as few rows as the batch has prompts;
 - one likelihood pass over the membership sets, every known probe's four answer candidates, the
   keep probes' answers and the retain prose, and the retain prose again under each quantization.
 """
-runs_md = ("**Run to run.** The same command on two days (`benchmarks/results/training_speed.earlier-runs.json` "
+runs_md = ("**Run to run.** The same command on three days (`benchmarks/results/training_speed.earlier-runs.json` "
            "keeps the earlier runs). Runs 1 to 3 switched eager attention on inside the engine, as shipped "
            "again now; run 4 had no eager attention; runs 1 to 4 took 8 steps and the older optimizer chunking; "
            "runs 1 to 5 left glibc's 64 KB mmap threshold on after their bf16-weights run, which slowed every "
            "row measured after it (the fp32 and lever rows, the naive loop, the `Trainer`, forgetium). "
+           "Runs 1 to 6 ran on the earlier machine; run 7 on this session's, with AMX, and with freed memory kept "
+           "during training (obliviate/malloc.py). "
            f"Run {len(allruns)} is the code as shipped, {steps} steps, and the rest of this page:\n\n"
            "| | " + " | ".join(f"run {i + 1}" for i in range(len(allruns))) + " |\n|---|" + "---|" * len(allruns) + "\n" + runs_table)
 doc = doc.replace("@@RUNS@@", runs_md)
