@@ -1,7 +1,8 @@
 import resource
+import subprocess
+import sys
 
 import pytest
-import torch
 
 from obliviate import malloc
 
@@ -63,21 +64,31 @@ def test_unknown_mode_is_named():
             pass
 
 
-def _faults_of_second_allocation(numel: int) -> int:
-    """Minor page faults while a tensor of `numel` floats is allocated and written, after one of the
-    same size was allocated, written and freed."""
-    torch.ones(numel)
+# Run in a fresh process: a long test session's heap is in whatever state earlier tests left it.
+_FAULTS = """
+import resource, torch
+from obliviate import malloc
+
+def faults(numel, cycles=8):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(numel)
+    for _ in range(cycles):
+        torch.ones(numel)  # allocated, written and freed
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+numel = 64 << 20 >> 2  # 64 MB: above glibc's largest mmap threshold, so a fresh mapping by default
+with malloc.policy("release"):
+    released = faults(numel)
+with malloc.policy("keep"):
+    kept = faults(numel)
+print(released, kept)
+"""
 
 
 @glibc
 def test_keep_reuses_freed_blocks_and_release_gives_them_back():
-    numel = 64 << 20 >> 2  # 64 MB: above glibc's largest mmap threshold, so a fresh mapping by default
+    """8 blocks of 64 MB, one after the other: each page-faults afresh when freed blocks go back to the
+    system; kept, the first one or two do (the heap's layout decides which free block serves the next)."""
+    out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, check=True)
+    released, kept = map(int, out.stdout.split())
     pages = (64 << 20) // resource.getpagesize()
-    with malloc.policy("release"):
-        released = _faults_of_second_allocation(numel)
-    with malloc.policy("keep"):
-        kept = _faults_of_second_allocation(numel)
-    assert kept < pages // 20 and kept * 10 < released  # counted in huge pages where the kernel uses them
+    assert kept <= 2.5 * pages and kept * 2 < released  # counted in huge pages where the kernel uses them

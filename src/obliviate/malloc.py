@@ -9,9 +9,11 @@ On the 2-core CPU a `ga` step went from 1.13-1.61 s to 0.86-0.88 s with freed me
 evaluation of the embedded model from 33-39 s to 29 s (docs/PERFORMANCE.md, "The allocator").
 
 Three modes:
-- "keep": no mappings for single blocks and no trimming, so freed blocks serve the next allocation.
-  The process's resident set stays at its peak instead of shrinking after it; the peak itself is
-  what the work needs. The training loop and the evaluation run in it;
+- "keep": no mappings for single blocks and no trimming, so freed blocks stay resident and serve
+  later allocations (which free block serves which is the heap's choice: a buffer allocated again
+  and again faults in once or twice, then never; tests/test_malloc.py). The process's resident set
+  stays at its peak instead of shrinking after it. The training loop (but with bf16 weights, see
+  engine/trainer.py), the evaluation, the data stage and the command line run in it;
 - "release": blocks above 64 KB are mapped and unmapped when freed, so they leave the resident set
   at once (`--low-memory`); every large allocation becomes a system call and page faults;
 - "default": about where glibc's own adaptive thresholds settle; leaving "keep" for it gives the
