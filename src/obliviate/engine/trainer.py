@@ -173,8 +173,8 @@ def train(
 
     Freed memory stays in the process while it trains (`obliviate.malloc`), which spares every
     step the page faults of fresh mappings. Not with `cfg.bf16_weights`, whose point is memory:
-    kept blocks raised a LoRA run's peak by 0.9 GB there (docs/PERFORMANCE.md); and with `cfg.low_memory` large blocks go
-    back to the system as soon as they are freed.
+    kept blocks raised a LoRA run's peak by 0.9 GB there (docs/PERFORMANCE.md). With
+    `cfg.low_memory`, large blocks go back to the system as soon as they are freed.
     """
     with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights else "keep"):
         return _train(model, tokenizer, method, data, cfg, log_path, progress, checkpoint_dir=checkpoint_dir, resume=resume)
