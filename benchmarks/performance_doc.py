@@ -383,7 +383,8 @@ code but for one switch each. What the evaluation does:
 - **freed memory stays in the process** (`obliviate/malloc.py`, glibc only). PyTorch has no caching
   allocator on a CPU, and glibc maps every block above 32 MB afresh and unmaps it when freed, so the
   logits, caches and bf16 copies a batch allocates page-faulted on every page, every batch: 6.3 M
-  minor faults in a process that ran two evaluations, 2.6 M with the blocks kept (one-off, `/usr/bin/time`);
+  minor faults in a process that ran two evaluations, 2.6 M with the blocks kept (one-off, `/usr/bin/time`,
+  with glibc's `MALLOC_MMAP_MAX_=0` and trim threshold set in the environment, before `malloc.py` existed);
 - **only membership inference computes Min-K%++**, whose mean and spread of log p over the
   vocabulary are the costliest per-token statistic. Truth ratio, answer losses and perplexities
   need only the log-probs, one fused pass.
