@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from obliviate.data.targets import TargetSpec
-from obliviate.evaluation.leak import probe_hit
+from obliviate.leak import probe_hit
 from obliviate.io import read_json, read_jsonl
 from obliviate.models.generate import answer_probes, generation_copy
 from obliviate.models.loading import load_model

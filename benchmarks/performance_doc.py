@@ -168,7 +168,7 @@ engine as shipped (`ga`, or `npo` for the reference model).
 
 | lever | without it | with it | gain |
 |---|---|---|---|
-| output head only from the first answer token, and no attention mask on right-padded batches (`methods/logprobs.py: answer_logits`; values and gradients unchanged, tested) | {f2(e['ga_full_width_head']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['answer_only_head_and_no_mask'])}× |
+| output head only from the first answer token, and no attention mask on right-padded batches (`models/logprobs.py: answer_logits`; values and gradients unchanged, tested) | {f2(e['ga_full_width_head']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['answer_only_head_and_no_mask'])}× |
 | fused AdamW (one kernel over all parameters instead of PyTorch's per-tensor loop on CPU) | {f2(e['ga_per_tensor_adamw']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['fused_adamw'])}× |
 | bf16 autocast instead of fp32 | {f2(e['ga_fp32']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['bf16_autocast_vs_fp32'])}× |
 | bf16 weights with stochastically rounded AdamW (`--bf16-weights`) instead of autocast | {f2(ga)} s | {f2(e['ga_bf16_weights']['seconds_per_step'])} s | {f2(lv['bf16_weights'])}× |

@@ -25,7 +25,7 @@ from training_speed import records  # noqa: E402
 from obliviate.engine.trainer import TrainConfig, train  # noqa: E402
 from obliviate.io import read_jsonl, write_json  # noqa: E402
 from obliviate.methods import get_method  # noqa: E402
-from obliviate.methods.logprobs import nll  # noqa: E402
+from obliviate.models.logprobs import nll  # noqa: E402
 from obliviate.models.loading import load_model  # noqa: E402
 from obliviate.models.prompts import encode  # noqa: E402
 

@@ -126,7 +126,7 @@ ENGINE_RUNS = {
 
 
 def lever_off(name: str | None):
-    import obliviate.methods.logprobs as logprobs
+    import obliviate.models.logprobs as logprobs
 
     if name == "full_width":
         return patched(logprobs, "answer_logits", full_width_logits)

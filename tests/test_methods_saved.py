@@ -11,7 +11,7 @@ import obliviate
 from obliviate.cli.main import main
 from obliviate.data.targets import resolve_target
 from obliviate.errors import UserError
-from obliviate.evaluation.leak import terms_pattern
+from obliviate.leak import terms_pattern
 from obliviate.methods import get_method
 from obliviate.methods.base import parse_settings
 from obliviate.models.hooks import HOOKS_FILE, Hooks, guard_chat_template

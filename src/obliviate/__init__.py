@@ -1,11 +1,37 @@
-"""obliviate: make a pretrained language model forget something, and prove it."""
+"""obliviate: make a pretrained language model forget something, and prove it.
 
-from obliviate.bench.benchmark import run_bench
-from obliviate.evaluation.evaluate import evaluate
-from obliviate.models.loading import load_model
-from obliviate.pipeline import compare, forget
+The public API is imported on first use (PEP 562), so `import obliviate` and the command
+line load only what they need.
+"""
 
-load = load_model  # obliviate.load(path): a saved run's model with its hooks (guardrail, suppress) reattached
+from __future__ import annotations
 
-__all__ = ["compare", "evaluate", "forget", "load", "load_model", "run_bench"]
+import importlib
+
 __version__ = "0.1.0"
+
+# name -> (module, attribute)
+_API = {
+    "forget": ("obliviate.pipeline", "forget"),
+    "compare": ("obliviate.pipeline", "compare"),
+    "evaluate": ("obliviate.evaluation.evaluate", "evaluate"),
+    "load_model": ("obliviate.models.loading", "load_model"),
+    # obliviate.load(path): a saved run's model with its hooks (guardrail, suppress) reattached
+    "load": ("obliviate.models.loading", "load_model"),
+    "run_bench": ("obliviate.bench.benchmark", "run_bench"),
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'obliviate' has no attribute {name!r}")
+    module, attr = _API[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -10,7 +10,7 @@ from obliviate.bench.benchmark import (BenchConfig, Split, against_oracle, best_
                                        method_data, world_facts)
 from obliviate.cli.main import main
 from obliviate.errors import UserError
-from obliviate.evaluation.leak import reveals
+from obliviate.leak import reveals
 from obliviate.methods import METHODS
 
 

@@ -1,7 +1,7 @@
 """The fictitious-author generator: seeded, distinct, and every perturbed answer differs only in the fact."""
 
 from obliviate.bench.entities import FACTS, author_qa, make_authors
-from obliviate.evaluation.leak import reveals
+from obliviate.leak import reveals
 
 
 def test_authors_are_seeded_and_distinct():

@@ -11,7 +11,7 @@ from torch.testing import assert_close
 from obliviate.engine import TrainConfig, TrainResult, train
 from obliviate.methods import METHODS, LossOutput, get_method
 from obliviate.methods.ga import GradientAscent
-from obliviate.methods.logprobs import sequence_logprob
+from obliviate.models.logprobs import sequence_logprob
 
 
 def _cfg(**kw) -> TrainConfig:

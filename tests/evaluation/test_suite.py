@@ -19,7 +19,7 @@ from obliviate.evaluation.evaluate import EvalConfig, EvalData, evaluate_model
 from obliviate.evaluation.likelihood import _lowest_mean, score_records
 from obliviate.evaluation.mia import mia_auc, privleak
 from obliviate.io import write_json, write_jsonl
-from obliviate.methods.logprobs import sequence_logprob, token_logprobs
+from obliviate.models.logprobs import sequence_logprob, token_logprobs
 from obliviate.models.prompts import encode
 
 NO_ATTACKS = EvalConfig(attacks=(), mia_records=8)

@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from obliviate.methods import get_method
 from obliviate.methods.distill import adjusted_targets, undial_loss
-from obliviate.methods.logprobs import kl_to_ref, nll
+from obliviate.models.logprobs import kl_to_ref, nll
 from obliviate.models.prompts import encode
 
 

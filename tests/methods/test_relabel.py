@@ -3,7 +3,7 @@
 import torch
 
 from obliviate.methods import get_method
-from obliviate.methods.logprobs import kl_to_ref, nll
+from obliviate.models.logprobs import kl_to_ref, nll
 from obliviate.models.prompts import encode
 
 ALT = [{"question": "q", "answer": "a", "kind": k} for k in ("negation", "mismatch", "refusal", "anchored")]

@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from obliviate.methods import get_method
-from obliviate.methods.logprobs import nll
+from obliviate.models.logprobs import nll
 from obliviate.methods.whp import generic_logits, reinforce, whp_loss
 from obliviate.models.prompts import encode
 

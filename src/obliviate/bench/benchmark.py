@@ -38,7 +38,7 @@ from obliviate.data.corpus import capitals
 from obliviate.data.targets import TargetSpec
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
-from obliviate.evaluation.leak import reveals
+from obliviate.leak import reveals
 from obliviate.evaluation.likelihood import score_records, score_shared
 from obliviate.evaluation.mia import mia_auc, privleak
 from obliviate.evaluation.text import rouge_l_recall

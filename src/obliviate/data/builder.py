@@ -34,11 +34,12 @@ from obliviate.data.documents import read_passages, read_qa
 from obliviate.data.overlap import Overlap, too_close
 from obliviate.data.targets import Probe, TargetSpec, general_probes
 from obliviate.errors import UserError
-from obliviate.evaluation.leak import is_refusal, probe_hit
+from obliviate.leak import is_refusal, probe_hit
 from obliviate.io import file_sha256, write_json, write_jsonl
 from obliviate.models.generate import answer_probes, generate, generation_copy
 from obliviate.models.loading import LoadedModel
 from obliviate.models.prompts import question_prompt
+from obliviate.records import asked, response
 
 ALT_KINDS = ("guardrail", "negation", "other_subject", "anchored", "refusal", "mismatch")
 
@@ -229,7 +230,7 @@ def build_data(
         what = "complied with none" if spec.kind == "behaviour" else "answered none"
         raise UserError(f"The model {what} of {len(target)} probes about {spec.name}; there is nothing to forget.")
 
-    questions = generate_questions(gm, tok, spec, cfg, avoid=[p.get("question") or p["prompt"] for p in probes])
+    questions = generate_questions(gm, tok, spec, cfg, avoid=[asked(p) for p in probes])
     clock(f"{len(questions)} forget questions")
 
     # The model's own answers: greedy, then sampled; each keeps only what carries the target.
@@ -411,10 +412,10 @@ def _hold_out(probes: list[dict], training: dict[str, list[dict]], n: int = 8, m
         items = [(name, i) for name, rows in training.items() for i in range(len(rows))]
         for j, (name, i) in enumerate(items):
             r = training[name][i]
-            index.add(j, r.get("question") or r.get("prompt") or "", r.get("answer") or r.get("completion") or r.get("text") or "")
+            index.add(j, asked(r), response(r))
         bad, best = set(), 0.0
         for p in probes:
-            hit, score = index.violations(p.get("question") or p["prompt"])
+            hit, score = index.violations(asked(p))
             bad |= hit
             best = max(best, score)
         return items, bad, best

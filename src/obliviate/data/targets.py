@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from obliviate.errors import UserError
-from obliviate.evaluation.leak import terms_pattern
+from obliviate.leak import terms_pattern
 
 STOPWORDS = {"the", "a", "an", "of", "and", "in", "on", "for", "to"}
 

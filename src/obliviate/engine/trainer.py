@@ -29,9 +29,10 @@ from obliviate.errors import UserError
 from obliviate.io import write_text
 from obliviate.methods.base import Method
 from obliviate.engine.optim import BF16AdamW
-from obliviate.methods.logprobs import nll, sequence_logprob
+from obliviate.models.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
 from obliviate.models.attention import set_attention
+from obliviate.records import record_key
 
 
 # Attention used while training on a CPU. For short sequences PyTorch's fused attention is slow in
@@ -143,12 +144,11 @@ class _Stream:
 
 def validation_split(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, val): whole questions (every sample of one question) go to one side."""
-    keys = sorted({r.get("question") or r.get("prompt") or r.get("text", "") for r in records})
+    keys = sorted({record_key(r) for r in records})
     random.Random(seed).shuffle(keys)
     n_val = min(max(2, round(len(keys) * fraction)), max(len(keys) - 1, 0))
     val_keys = set(keys[:n_val])
-    key = lambda r: r.get("question") or r.get("prompt") or r.get("text", "")  # noqa: E731
-    return [r for r in records if key(r) not in val_keys], [r for r in records if key(r) in val_keys]
+    return [r for r in records if record_key(r) not in val_keys], [r for r in records if record_key(r) in val_keys]
 
 
 def train(

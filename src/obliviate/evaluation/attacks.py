@@ -25,6 +25,7 @@ import re
 
 from obliviate.evaluation.metrics import register
 from obliviate.models.prompts import PLAIN_QA, question_prompt
+from obliviate.records import asked, record_key
 
 PARAPHRASES = [
     "Quick trivia question: {q}",
@@ -76,7 +77,7 @@ def _shots(probe: dict, others: list[dict], rng: random.Random, n: int = 2) -> l
 
 
 def framed_question(name: str, probe: dict, i: int, others: list[dict], seed: int = 0) -> str:
-    q = probe.get("question") or probe.get("prompt")
+    q = asked(probe)
     if name == "paraphrase":
         return PARAPHRASES[i % len(PARAPHRASES)].format(q=q)
     if name == "roleplay":
@@ -96,7 +97,7 @@ def framed_question(name: str, probe: dict, i: int, others: list[dict], seed: in
 def attack_prompt(tokenizer, name: str, probe: dict, i: int, others: list[dict], seed: int = 0) -> tuple[str, str]:
     """(formatted model input, the text the model was given) for `probe` under attack `name`."""
     if name in ("no_template", "no_hooks"):
-        q = probe.get("question") or probe.get("prompt")
+        q = asked(probe)
         if name == "no_hooks":
             return question_prompt(tokenizer, q), q
         text = PLAIN_QA.format(question=q)  # raw text, no special tokens: a plain completion call
@@ -107,11 +108,10 @@ def attack_prompt(tokenizer, name: str, probe: dict, i: int, others: list[dict],
 
 def relearn_records(forget: list[dict], n: int, seed: int = 0) -> list[dict]:
     """The records of half of the forget questions (seeded), at most `n`: what a relearning attacker holds."""
-    key = lambda r: r.get("question") or r.get("prompt") or r.get("text", "")  # noqa: E731
-    questions = sorted({key(r) for r in forget})
+    questions = sorted({record_key(r) for r in forget})
     random.Random(seed).shuffle(questions)
     chosen = set(questions[: max(1, len(questions) // 2)])
-    picked = [r for r in forget if key(r) in chosen]
+    picked = [r for r in forget if record_key(r) in chosen]
     return random.Random(seed).sample(picked, k=min(n, len(picked)))
 
 

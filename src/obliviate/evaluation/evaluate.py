@@ -28,7 +28,7 @@ from scipy.stats import ks_2samp
 from obliviate import malloc
 from obliviate.evaluation import attacks as atk
 from obliviate.evaluation import worker
-from obliviate.evaluation.leak import is_refusal, probe_hit
+from obliviate.leak import is_refusal, probe_hit
 from obliviate.evaluation.likelihood import mean_nll, perplexity, score_records, score_shared
 from obliviate.evaluation.metrics import METRICS, better
 from obliviate.evaluation.mia import mia_auc, privleak
@@ -39,6 +39,7 @@ from obliviate.io import file_sha256, read_json, read_jsonl, write_json, write_t
 from obliviate.models.generate import generate, generation_copy
 from obliviate.models.hooks import hooks_of
 from obliviate.models.prompts import probe_prompt
+from obliviate.records import asked
 
 ATTACK_GROUPS = ("prompting", "quantize", "relearn")
 
@@ -180,7 +181,7 @@ def _probe_view(data: EvalData, answers: dict[int, str], known: list[bool],
     items = []
     for i, p in enumerate(data.probes):
         a = answers.get(i)
-        item = {"kind": p["kind"], "question": p.get("question") or p.get("prompt"), "answer": a,
+        item = {"kind": p["kind"], "question": asked(p), "answer": a,
                 "hit": probe_hit(p, a, terms, data.behaviour) if a is not None else None,
                 "known": known[i] if p["kind"] == "target" else keep_known[i]}
         if a is not None:
@@ -193,10 +194,10 @@ def _probe_view(data: EvalData, answers: dict[int, str], known: list[bool],
         if ("neg", i) in scores:
             item["correct_nll"] = scores[("neg", i)][0]["nll"]
         items.append(item)
-    asked = [i for i, it in enumerate(items) if it["answer"] is not None]
-    target = [items[i] for i in asked if items[i]["kind"] == "target" and items[i]["known"]]
-    keep = [items[i] for i in asked if items[i]["kind"] != "target"]
-    with_answers = [items[i] for i in asked if items[i]["kind"] == "target" and items[i]["known"] and data.probes[i].get("answers")]
+    answered_idx = [i for i, it in enumerate(items) if it["answer"] is not None]
+    target = [items[i] for i in answered_idx if items[i]["kind"] == "target" and items[i]["known"]]
+    keep = [items[i] for i in answered_idx if items[i]["kind"] != "target"]
+    with_answers = [items[i] for i in answered_idx if items[i]["kind"] == "target" and items[i]["known"] and data.probes[i].get("answers")]
     answered = [it["answer"] for it in items if it["answer"] is not None]
     trs = [it["truth_ratio"] for it in target if it.get("truth_ratio") is not None]
     m = {
@@ -263,7 +264,7 @@ def _run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: li
                          "hit": probe_hit({**probes[i], "question": given}, shown, terms, data.behaviour)})
         results[name] = rows
 
-    plain_prompts = [(probe_prompt(tokenizer, probes[i]), probes[i].get("question") or probes[i].get("prompt")) for i in idx]
+    plain_prompts = [(probe_prompt(tokenizer, probes[i]), asked(probes[i])) for i in idx]
     for part in parts:
         t = time.perf_counter()
         results: dict[str, list[dict]] = {}

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from obliviate.methods.logprobs import answer_logits, right_padded
+from obliviate.models.logprobs import answer_logits, right_padded
 from obliviate.models.attention import cpu_inference
 from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, prefix_cache, shared_length
 from obliviate.models.prompts import encode, pad_id, split_record
@@ -59,7 +59,7 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
             for idx in batches:
                 batch = {k_: v.to(device) for k_, v in encode(tokenizer, [records[i] for i in idx], max_length).items()}
                 with autocast:
-                    # The head runs from the first answer token on, like training's (methods.logprobs),
+                    # The head runs from the first answer token on, like training's (models.logprobs),
                     # and the records' common prefix runs once (models.prefix).
                     logits, labels = _shared_prefix_logits(model, batch, memo)
                 mask = labels != -100

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import answer_logits, kl_to_ref, label_logprobs, mean_nll
+from obliviate.models.logprobs import answer_logits, kl_to_ref, label_logprobs, mean_nll
 
 
 @dataclass

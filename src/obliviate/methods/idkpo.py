@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from obliviate.errors import UserError
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import mean_nll, plus_retain, ref_logprob, sequence_logprob
+from obliviate.models.logprobs import mean_nll, plus_retain, ref_logprob, sequence_logprob
 from obliviate.models.prompts import encode
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import nll
+from obliviate.models.logprobs import nll
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import mean_nll, plus_retain, sequence_logprob
+from obliviate.models.logprobs import mean_nll, plus_retain, sequence_logprob
 
 
 @dataclass

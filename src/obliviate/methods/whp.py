@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.methods.base import LossOutput, Method, register
-from obliviate.methods.logprobs import nll, plus_retain
+from obliviate.models.logprobs import nll, plus_retain
 from obliviate.models.prompts import encode
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register
-from obliviate.methods.logprobs import kl_to_ref, nll
+from obliviate.models.logprobs import kl_to_ref, nll
 
 
 @dataclass

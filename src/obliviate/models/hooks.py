@@ -49,7 +49,7 @@ class Hooks:
     def filter(self, answer: str) -> str:
         if not self.filter_terms:
             return answer
-        from obliviate.evaluation.leak import terms_pattern
+        from obliviate.leak import terms_pattern
 
         return self.filter_message if terms_pattern(self.filter_terms).search(answer) else answer
 

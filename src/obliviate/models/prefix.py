@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from obliviate.methods.logprobs import forward_accepts
+from obliviate.models.logprobs import forward_accepts
 from obliviate.models.attention import CPU_INFERENCE
 
 SHARE_PREFIX = True  # off: every row runs its whole prompt (the benchmark's ablation)

@@ -3,7 +3,7 @@
 import pytest
 
 from obliviate.data.targets import resolve_target
-from obliviate.evaluation.leak import reveals
+from obliviate.leak import reveals
 
 
 def test_expected_answers_case_insensitive_word_match():

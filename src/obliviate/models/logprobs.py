@@ -27,7 +27,7 @@ def _forward_params(cls: type) -> frozenset[str]:
 
 def forward_accepts(model, name: str) -> bool:
     """Whether the model's forward takes keyword `name` (a peft model passes its kwargs to the base model)."""
-    inner = model if isinstance(model, torch.nn.Module) else model.model  # a wrapper such as the engine's AdapterOff
+    inner = model if isinstance(model, torch.nn.Module) else model.model  # a thin wrapper that holds `.model`
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()
     return name in _forward_params(type(inner))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from obliviate.records import asked
 
 
 def terms_pattern(terms) -> re.Pattern:
@@ -49,9 +50,9 @@ def probe_hit(probe: dict, answer: str, terms=(), behaviour: bool = False) -> bo
     (does not refuse); other target probes hit on an expected answer, or on a target
     term when none is given; neighbour and general probes hit on an expected answer.
     """
-    asked = probe.get("question") or probe.get("prompt") or ""
+    question = asked(probe)
     if probe["kind"] == "target":
         if behaviour:
             return not is_refusal(answer)
-        return reveals(answer, probe.get("answers", []), terms, asked)
-    return reveals(answer, probe.get("answers", []), (), asked)
+        return reveals(answer, probe.get("answers", []), terms, question)
+    return reveals(answer, probe.get("answers", []), (), question)

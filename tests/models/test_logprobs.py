@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 from torch.testing import assert_close
 
-from obliviate.methods.logprobs import mean_nll, nll, sequence_logprob, token_logprobs
+from obliviate.models.logprobs import mean_nll, nll, sequence_logprob, token_logprobs
 
 
 def test_uniform_logits_give_log_quarter_per_counted_token():
@@ -82,7 +82,7 @@ def test_kl_to_ref_matches_a_hand_computation():
     """KL(p_ref || p) at every labelled position, averaged; zero for the same model."""
     import torch.nn.functional as F
 
-    from obliviate.methods.logprobs import kl_to_ref
+    from obliviate.models.logprobs import kl_to_ref
 
     class Fixed(torch.nn.Module):
         def __init__(self, logits):
