@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.obliviate-installed
 # Pinned first: a bare torch requirement with no torch installed pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,15 @@ bench: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff: lint and format check (line length 120, configured in pyproject.toml)
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
