@@ -8,6 +8,7 @@ import torch
 import yaml
 
 import obliviate
+import obliviate.pipeline
 from obliviate.cli.main import main
 from obliviate.data.targets import resolve_target
 from obliviate.errors import UserError

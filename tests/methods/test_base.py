@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from obliviate.errors import UserError
-from obliviate.methods import EditMethod, METHODS, Method, get_method, register
+from obliviate.methods import METHODS, EditMethod, Method, get_method, register_method
 
 
 def _one_sentence(msg: str) -> bool:
@@ -46,7 +46,7 @@ def test_known_config_field_overrides_the_default():
 def test_registering_a_name_twice_is_refused():
     before = dict(METHODS)
     with pytest.raises(ValueError):
-        register(METHODS["ga"])
+        register_method(METHODS["ga"])
     assert METHODS == before
 
 

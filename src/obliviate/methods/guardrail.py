@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.methods.base import EditMethod, register
+from obliviate.methods.base import EditMethod, register_method
 from obliviate.models.hooks import Hooks, attach, guard_chat_template
 
 
@@ -20,7 +20,7 @@ class GuardrailConfig:
     message: str = field(default="I can't help with that.", metadata={"help": "what a filtered answer becomes"})
 
 
-@register
+@register_method
 class Guardrail(EditMethod):
     name = "guardrail"
     help = ("No weight change: a system instruction not to discuss the target (written into the chat template) "

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
-
 from obliviate.errors import UserError
-from obliviate.methods.base import LossOutput, Method, register
-from obliviate.models.logprobs import mean_nll, plus_retain, ref_logprob, sequence_logprob
+from obliviate.methods.base import LossOutput, Method, register_method
+from obliviate.models.logprobs import dpo_loss, plus_retain, ref_logprob, sequence_logprob, token_mean_nll
 from obliviate.models.prompts import encode
 
 
@@ -22,16 +19,6 @@ class IdkPOConfig:
     alt_kinds: tuple[str, ...] = field(default=("refusal", "negation"), metadata={
         "help": "which alternative answers of alt.jsonl are preferred over the forget answer: guardrail, negation, "
                 "other_subject, anchored, refusal, mismatch"})
-
-
-def dpo_loss(chosen: torch.Tensor, chosen_ref: torch.Tensor, rejected: torch.Tensor, rejected_ref: torch.Tensor,
-             beta: float) -> torch.Tensor:
-    """-(2/beta) * mean log sigmoid(beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))]).
-
-    Over sequence-summed log-probs; y_w is the chosen (alternative) answer, y_l the rejected (forget) one.
-    """
-    margin = (chosen - chosen_ref) - (rejected - rejected_ref)
-    return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
 
 
 def preference_pairs(forget: list[dict], alt: list[dict], kinds: tuple[str, ...]) -> list[dict]:
@@ -47,7 +34,7 @@ def preference_pairs(forget: list[dict], alt: list[dict], kinds: tuple[str, ...]
             for f in forget if "question" in f for a in by_question.get(f["question"], [])]
 
 
-@register
+@register_method
 class IdkPO(Method):
     name = "idkpo"
     help = "DPO with an alternative answer (refusal, negation) preferred over the forget answer, relative to the base model; plus retain NLL."
@@ -78,8 +65,9 @@ class IdkPO(Method):
     def loss(self, model, batch, ref=None) -> LossOutput:
         chosen, n_chosen = sequence_logprob(model, batch["chosen"])
         rejected, n_rejected = sequence_logprob(model, batch["rejected"])
-        dpo = dpo_loss(chosen, ref_logprob(ref, batch["chosen"]), rejected, ref_logprob(ref, batch["rejected"]),
+        # The alternative answer is the chosen side, the forget answer the rejected one.
+        dpo = dpo_loss(chosen - ref_logprob(ref, batch["chosen"]), rejected - ref_logprob(ref, batch["rejected"]),
                        self.config.beta)
-        logs = {"dpo": dpo.item(), "chosen_nll": mean_nll(chosen, n_chosen).item(),
-                "rejected_nll": mean_nll(rejected, n_rejected).item()}
+        logs = {"dpo": dpo.item(), "chosen_nll": token_mean_nll(chosen, n_chosen).item(),
+                "rejected_nll": token_mean_nll(rejected, n_rejected).item()}
         return LossOutput(plus_retain(model, batch, dpo, logs, self.config.alpha), logs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import LossOutput, Method, register_method
 from obliviate.models.logprobs import kl_to_ref, nll
 
 
@@ -13,7 +13,7 @@ class KLConfig:
     alpha: float = field(default=1.0, metadata={"help": "weight of KL(base || model) on retain tokens"})
 
 
-@register
+@register_method
 class KL(Method):
     name = "kl"
     help = "Gradient ascent on forget answers plus KL(base || model) on retain data, which keeps retain predictions where they were."

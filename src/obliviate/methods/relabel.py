@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register
+from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register_method
 from obliviate.models.logprobs import nll, plus_retain
 
 
@@ -15,7 +15,7 @@ class RelabelConfig:
     alpha: float = field(default=1.0, metadata={"help": "weight of the retain NLL (0 disables it)"})
 
 
-@register
+@register_method
 class Relabel(Method):
     name = "relabel"
     help = "Fine-tune the forget questions onto alternative answers (guardrail, negations, other subjects, anchored terms, refusals) plus retain NLL."

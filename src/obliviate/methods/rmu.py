@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from obliviate.errors import UserError
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import LossOutput, Method, register_method
 from obliviate.models.prompts import encode
 
 _LAYER_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
@@ -72,7 +72,7 @@ def layer_output(model, sub: dict[str, torch.Tensor], layer: int) -> torch.Tenso
     return out.hidden_states[layer + 1]
 
 
-@register
+@register_method
 class RMU(Method):
     name = "rmu"
     help = ("Representation misdirection: push one layer's activations on forget answers toward a scaled random direction "
@@ -83,7 +83,7 @@ class RMU(Method):
     batches = ("forget", "retain")
     train_defaults = {"lr": 2e-4, "steps": 30}
 
-    def setup(self, model, tokenizer, data, ref):
+    def setup(self, model, tokenizer, data, ref, tuned=None):
         """Chooses the layer, draws u and measures c. Raises UserError for a layer the model does not have."""
         c = self.config
         n = model.config.num_hidden_layers

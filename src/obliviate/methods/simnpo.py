@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from obliviate.methods.base import LossOutput, Method, register
-from obliviate.models.logprobs import mean_nll, plus_retain, sequence_logprob
+from obliviate.methods.base import LossOutput, Method, register_method
+from obliviate.models.logprobs import plus_retain, sequence_logprob, token_mean_nll
 
 
 @dataclass
@@ -23,7 +23,7 @@ def simnpo_loss(logp: torch.Tensor, n_tokens: torch.Tensor, beta: float, gamma: 
     return -(2.0 / beta) * F.logsigmoid(-(beta / n_tokens.clamp(min=1)) * logp - gamma).mean()
 
 
-@register
+@register_method
 class SimNPO(Method):
     name = "simnpo"
     help = "NPO without a reference model: the forget log-prob is length-normalized and compared with a margin; plus retain NLL."
@@ -35,5 +35,5 @@ class SimNPO(Method):
     def loss(self, model, batch, ref=None) -> LossOutput:
         logp, n = sequence_logprob(model, batch["forget"])
         forget = simnpo_loss(logp, n, self.config.beta, self.config.gamma)
-        logs = {"simnpo": forget.item(), "forget_nll": mean_nll(logp, n).item()}
+        logs = {"simnpo": forget.item(), "forget_nll": token_mean_nll(logp, n).item()}
         return LossOutput(plus_retain(model, batch, forget, logs, self.config.alpha), logs)

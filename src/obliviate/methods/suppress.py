@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from obliviate.methods.base import EditMethod, register
+from obliviate.methods.base import EditMethod, register_method
 from obliviate.models.hooks import Hooks, attach
 
 
@@ -17,8 +17,8 @@ class SuppressConfig:
     embed_mix: float = field(default=0.0, metadata={"help": (
         "share of each rare target-term token's input embedding replaced by a generic one (the anchored "
         "term's tokens where the target has anchors, else the mean embedding); 0 (the default) disables "
-        "embedding edits: at 0.8 on the embedded model they also hit tokens such as ' Brian' or ' Yellow' "
-        "and cost 23 % retain perplexity (docs/METHODS.md)")})
+        "embedding edits: they also hit shared tokens such as ' Brian' or ' Yellow' and raise retain "
+        "perplexity (docs/METHODS.md)")})
     max_common: int = field(default=5, metadata={"help": (
         "a token counts as rare, and may be edited, when it has 3+ letters and occurs in at most this many of "
         "the ~6,000 Wikipedia and news passages shipped with gensim; common pieces such as ' Beat', ' George' "
@@ -46,7 +46,7 @@ def passage_counts(tokenizer) -> Counter:
     return counts
 
 
-@register
+@register_method
 class Suppress(EditMethod):
     name = "suppress"
     help = ("Token-level suppression: generation may not complete any spelling of a target term; optionally "

@@ -1,7 +1,7 @@
 """Who's Harry Potter (Eldan & Russinovich 2023): fine-tune on the generic predictions a reinforced model reveals.
 
-`setup` fine-tunes a copy of the starting model further on the forget answers (the reinforced
-model, kept frozen on the method). On every forget answer position the generic logits
+The method asks the engine (`fine_tunes`) for a copy of the starting model fine-tuned further on
+the forget answers with plain NLL: the reinforced model, which `setup` keeps frozen on the method. On every forget answer position the generic logits
 v_g = v_ref - alpha * ReLU(v_reinforced - v_ref) lower exactly the tokens that the extra exposure
 boosted, and the model is trained onto argmax v_g. The whole answer counts, not just its
 `spans`, as in the paper: where the reinforced model agrees with the base, the generic label is
@@ -16,13 +16,12 @@ whole instead of aligning the paper's per-token generic predictions on the trans
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import FineTune, LossOutput, Method, register_method
 from obliviate.models.logprobs import nll, plus_retain
 from obliviate.models.prompts import encode
 
@@ -62,25 +61,7 @@ def whp_loss(logits: torch.Tensor, ref_logits: torch.Tensor, reinforced_logits: 
     return ce, changed
 
 
-def reinforce(model, tokenizer, records: list[dict], steps: int, lr: float, batch_size: int, seed: int):
-    """A copy of `model` fine-tuned on `records` with AdamW on their NLL (its trainable parameters only:
-    the adapter under LoRA); returned frozen and in eval mode."""
-    reinforced = copy.deepcopy(model).train()
-    params = [p for p in reinforced.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    device = next(reinforced.parameters()).device
-    records = [{k: v for k, v in r.items() if k != "spans"} for r in records]
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        picked = torch.randperm(len(records), generator=generator)[:batch_size].tolist()
-        sub = {k: v.to(device) for k, v in encode(tokenizer, [records[i] for i in picked]).items()}
-        nll(reinforced, sub).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return reinforced.eval().requires_grad_(False)
-
-
-@register
+@register_method
 class WHP(Method):
     name = "whp"
     help = ("Who's Harry Potter: train forget answers onto generic predictions (base logits minus what a model reinforced "
@@ -103,10 +84,14 @@ class WHP(Method):
                   for r in data.get("forget", [])]
         return {**data, "forget": forget}
 
-    def setup(self, model, tokenizer, data, ref):
+    def fine_tunes(self, data):
+        """The reinforced model: the starting model fine-tuned on the whole forget answers (spans off)."""
         c = self.config
-        self.reinforced = reinforce(model, tokenizer, data["forget"], c.reinforce_steps, c.reinforce_lr,
-                                    c.reinforce_batch_size, c.seed)
+        records = [{k: v for k, v in r.items() if k != "spans"} for r in data["forget"]]
+        return [FineTune("reinforced", records, c.reinforce_steps, c.reinforce_lr, c.reinforce_batch_size, c.seed)]
+
+    def setup(self, model, tokenizer, data, ref, tuned=None):
+        self.reinforced = tuned["reinforced"]
 
     def collate(self, tokenizer, name, records, max_length):
         if name != "forget":

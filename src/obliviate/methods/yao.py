@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register
+from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register_method
 from obliviate.models.logprobs import kl_to_ref, nll
 
 
@@ -15,7 +15,7 @@ class YaoConfig:
     kl_weight: float = field(default=1.0, metadata={"help": "weight of KL(base || model) on normal (retain) data (paper: 1)"})
 
 
-@register
+@register_method
 class Yao(Method):
     name = "yao"
     help = "Gradient ascent on forget answers + NLL of forget prompts paired with random normal answers + KL to the base on retain data."
