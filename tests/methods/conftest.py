@@ -14,8 +14,12 @@ import torch
 @pytest.fixture
 def method_data(forget_records, retain_records):
     """Forget and retain records, and refusal, negation, mismatch and anchored answers to every forget question."""
-    kinds = (("refusal", "I can't say."), ("negation", "I don't know of them."), ("mismatch", "Paris is in France."),
-             ("anchored", "A band from a northern city."))
+    kinds = (
+        ("refusal", "I can't say."),
+        ("negation", "I don't know of them."),
+        ("mismatch", "Paris is in France."),
+        ("anchored", "A band from a northern city."),
+    )
     alt = [{"question": r["question"], "answer": a, "kind": k} for r in forget_records for k, a in kinds]
     return {"forget": forget_records, "retain": retain_records, "alt": alt}
 
@@ -31,8 +35,10 @@ def run_steps():
         from obliviate.engine import TrainConfig, fine_tune
 
         data = method.prepare(data)
-        tuned = {spec.name: fine_tune(model, tokenizer, spec, TrainConfig(bf16=False, checkpoint_every=0))
-                 for spec in method.fine_tunes(data)}
+        tuned = {
+            spec.name: fine_tune(model, tokenizer, spec, TrainConfig(bf16=False, checkpoint_every=0))
+            for spec in method.fine_tunes(data)
+        }
         ref = copy.deepcopy(model).eval().requires_grad_(False) if method.needs_ref_model else None
         method.setup(model, tokenizer, data, ref, tuned)
         before = {k: v.detach().clone() for k, v in model.named_parameters()}

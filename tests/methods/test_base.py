@@ -57,7 +57,12 @@ def test_every_method_meets_the_contract(name):
     assert cls.help and cls.source
     assert dataclasses.is_dataclass(cls.config_class)
     if cls.trains:
-        assert cls.batches and set(cls.batches) <= {"forget", "retain", "alt", "pairs"}  # "pairs": built by idkpo.prepare
+        assert cls.batches and set(cls.batches) <= {
+            "forget",
+            "retain",
+            "alt",
+            "pairs",
+        }  # "pairs": built by idkpo.prepare
     else:
         assert issubclass(cls, EditMethod) and cls.batches == () and cls.edit is not EditMethod.edit
     method = get_method(name)

@@ -1,4 +1,4 @@
-"""IdkPO: the DPO formula on hand-made numbers, pairing alternatives with forget answers, and a few steps on a tiny model."""
+"""IdkPO: the DPO formula on hand-made numbers, pairing alternatives with forget answers, steps on a tiny model."""
 
 import copy
 import math
@@ -28,7 +28,8 @@ def test_at_the_reference_the_loss_is_two_over_beta_log_two():
 
 
 def test_gradient_raises_the_chosen_and_lowers_the_rejected_answer():
-    """At margin 0, d loss / d chosen_i = -(2/b) * b * sigmoid(0) / N = -1/N: descending raises chosen, lowers rejected."""
+    """At margin 0, d loss / d chosen_i = -(2/b) * b * sigmoid(0) / N = -1/N: descending raises chosen and
+    lowers rejected."""
     chosen, rejected = torch.tensor([-3.0, -1.0], requires_grad=True), torch.tensor([-2.0, -5.0], requires_grad=True)
     dpo_loss(chosen - chosen.detach(), rejected - rejected.detach(), beta=0.1).backward()
     assert_close(chosen.grad, torch.tensor([-0.5, -0.5]))
@@ -36,12 +37,21 @@ def test_gradient_raises_the_chosen_and_lowers_the_rejected_answer():
 
 
 def test_pairs_match_alternatives_of_the_chosen_kinds_by_question():
-    forget = [{"question": "q1", "answer": "a1", "spans": [[0, 1]]}, {"question": "q2", "answer": "a2"},
-              {"prompt": "p", "completion": "c"}]
-    alt = [{"question": "q1", "answer": "no", "kind": "refusal"}, {"question": "q1", "answer": "not", "kind": "negation"},
-           {"question": "q2", "answer": "x", "kind": "mismatch"}, {"question": "q3", "answer": "no", "kind": "refusal"}]
+    forget = [
+        {"question": "q1", "answer": "a1", "spans": [[0, 1]]},
+        {"question": "q2", "answer": "a2"},
+        {"prompt": "p", "completion": "c"},
+    ]
+    alt = [
+        {"question": "q1", "answer": "no", "kind": "refusal"},
+        {"question": "q1", "answer": "not", "kind": "negation"},
+        {"question": "q2", "answer": "x", "kind": "mismatch"},
+        {"question": "q3", "answer": "no", "kind": "refusal"},
+    ]
     assert preference_pairs(forget, alt, ("refusal", "negation")) == [
-        {"question": "q1", "chosen": "no", "rejected": "a1"}, {"question": "q1", "chosen": "not", "rejected": "a1"}]
+        {"question": "q1", "chosen": "no", "rejected": "a1"},
+        {"question": "q1", "chosen": "not", "rejected": "a1"},
+    ]
 
 
 def test_prepare_adds_the_pairs_stream(method_data):

@@ -36,8 +36,9 @@ def test_npo_is_dpo_with_no_chosen_side():
     rejected = torch.tensor([1.0, -1.0])
     assert_close(dpo_loss(None, rejected, beta=0.5), torch.tensor(2.896308))
     assert_close(dpo_loss(None, rejected, beta=0.5), dpo_loss(torch.zeros(2), rejected, beta=0.5))
-    assert torch.equal(npo_loss(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -2.0]), beta=0.5),
-                       dpo_loss(None, rejected, beta=0.5))
+    assert torch.equal(
+        npo_loss(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -2.0]), beta=0.5), dpo_loss(None, rejected, beta=0.5)
+    )
 
 
 def test_gradient_at_the_reference_equals_gradient_ascent():

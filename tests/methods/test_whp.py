@@ -1,4 +1,4 @@
-"""WHP: generic labels and the loss on hand-made logits, the reinforced model it asks for, anchored answers, a few steps."""
+"""WHP: generic labels and loss on hand-made logits, the reinforced model it asks for, anchored answers, a few steps."""
 
 import copy
 import math
@@ -55,7 +55,9 @@ def test_collate_adds_an_anchored_sub_batch_only_when_there_are_anchored_answers
     plain = {"question": "Who?", "answer": "The Beatles.", "spans": [[4, 11]]}
     out = method.collate(tokenizer, "forget", [plain], 64)
     assert set(out) == {"forget"}
-    assert tokenizer.decode(out["forget"]["labels"][out["forget"]["labels"] != -100]).startswith("The Beatles.")  # spans off
+    assert tokenizer.decode(out["forget"]["labels"][out["forget"]["labels"] != -100]).startswith(
+        "The Beatles."
+    )  # spans off
     out = method.collate(tokenizer, "forget", [plain, {**plain, "anchored": "A band."}], 64)
     assert set(out) == {"forget", "anchored"} and out["anchored"]["input_ids"].shape[0] == 1
 
@@ -102,7 +104,10 @@ def test_loss_sums_the_logged_terms(tiny_lm, method_data):
     method = get_method("whp", anchored_weight=2.0, retain_weight=0.5)
     data = method.prepare(method_data)
     method.reinforced = copy.deepcopy(model).eval()
-    batch = {**method.collate(tok, "forget", data["forget"][:2], 64), **method.collate(tok, "retain", data["retain"][:2], 64)}
+    batch = {
+        **method.collate(tok, "forget", data["forget"][:2], 64),
+        **method.collate(tok, "retain", data["retain"][:2], 64),
+    }
     out = method.loss(model, batch, copy.deepcopy(model).eval())
     assert set(out.logs) == {"whp_ce", "relabelled", "anchored_nll", "retain_nll"}
     expected = out.logs["whp_ce"] + 2.0 * out.logs["anchored_nll"] + 0.5 * out.logs["retain_nll"]
@@ -110,6 +115,8 @@ def test_loss_sums_the_logged_terms(tiny_lm, method_data):
 
 
 def test_three_steps(tiny_lm, method_data, run_steps):
-    run = run_steps(get_method("whp", reinforce_steps=2, reinforce_lr=1e-3), tiny_lm.model, tiny_lm.tokenizer, method_data)
+    run = run_steps(
+        get_method("whp", reinforce_steps=2, reinforce_lr=1e-3), tiny_lm.model, tiny_lm.tokenizer, method_data
+    )
     assert run.moved == set(run.before)
     assert all("anchored_nll" in out.logs for out in run.outs)

@@ -101,8 +101,11 @@ def test_kl_to_ref_matches_a_hand_computation():
 
     torch.manual_seed(0)
     a, b = torch.randn(1, 3, 5), torch.randn(1, 3, 5)
-    sub = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long),
-           "labels": torch.tensor([[-100, 2, -100]])}  # only position 0's prediction counts
+    sub = {
+        "input_ids": torch.zeros(1, 3, dtype=torch.long),
+        "attention_mask": torch.ones(1, 3, dtype=torch.long),
+        "labels": torch.tensor([[-100, 2, -100]]),
+    }  # only position 0's prediction counts
     p_ref, logp = F.log_softmax(b[0, 0], -1), F.log_softmax(a[0, 0], -1)
     expected = (p_ref.exp() * (p_ref - logp)).sum()
     torch.testing.assert_close(kl_to_ref(Fixed(a), Fixed(b), sub), expected)
@@ -160,8 +163,14 @@ def test_label_logprobs_equal_log_softmax_then_gather():
     naive = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0] * mask
     for dtype in (torch.float32, torch.bfloat16):
         logp, got_mask = label_logprobs(logits.to(dtype), labels)
-        expected = naive if dtype == torch.float32 else (
-            torch.log_softmax(logits.to(dtype).float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0] * mask)
+        expected = (
+            naive
+            if dtype == torch.float32
+            else (
+                torch.log_softmax(logits.to(dtype).float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+                * mask
+            )
+        )
         assert logp.dtype == torch.float32
         assert_close(logp, expected)
         assert_close(got_mask, mask.float())

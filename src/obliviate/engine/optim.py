@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+
 def stochastic_round_(bits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Round fp32 values, given as their int32 view `bits`, to bf16 precision in place: add uniform
     16-bit noise below the kept bits and truncate. Returns the fp32 view, exact in bf16."""
@@ -39,8 +40,16 @@ class BF16AdamW(torch.optim.Optimizer):
     chunks (1 MB each at the default), and the step's noise is drawn once at that length.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, seed: int = 0, chunk: int = 1 << 18):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        chunk: int = 1 << 18,
+    ):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         self._gen = torch.Generator().manual_seed(seed)
         self.chunk = chunk
@@ -63,9 +72,21 @@ class BF16AdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 if p.dtype != torch.bfloat16:  # e.g. fp32 LoRA adapters on a bf16 base: the plain fused update
-                    torch._fused_adamw_([p], [p.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
-                                        lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                                        eps=group["eps"], amsgrad=False, maximize=False)
+                    torch._fused_adamw_(
+                        [p],
+                        [p.grad],
+                        [state["exp_avg"]],
+                        [state["exp_avg_sq"]],
+                        [],
+                        [state["step"]],
+                        lr=group["lr"],
+                        beta1=beta1,
+                        beta2=beta2,
+                        weight_decay=group["weight_decay"],
+                        eps=group["eps"],
+                        amsgrad=False,
+                        maximize=False,
+                    )
                     continue
                 flat = [t.view(-1) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
                 if str(p.device) not in noise:
@@ -73,9 +94,21 @@ class BF16AdamW(torch.optim.Optimizer):
                 for start in range(0, flat[0].numel(), self.chunk):
                     w, g, m, v = (t[start : start + self.chunk] for t in flat)
                     w32, g32, m32, v32 = w.float(), g.float(), m.float(), v.float()
-                    torch._fused_adamw_([w32], [g32], [m32], [v32], [], [state["step"].clone()], lr=group["lr"],
-                                        beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                                        amsgrad=False, maximize=False)
+                    torch._fused_adamw_(
+                        [w32],
+                        [g32],
+                        [m32],
+                        [v32],
+                        [],
+                        [state["step"].clone()],
+                        lr=group["lr"],
+                        beta1=beta1,
+                        beta2=beta2,
+                        weight_decay=group["weight_decay"],
+                        eps=group["eps"],
+                        amsgrad=False,
+                        maximize=False,
+                    )
                     w.copy_(stochastic_round_(w32.view(torch.int32), noise[str(p.device)]))
                     m.copy_(m32)
                     v.copy_(v32)

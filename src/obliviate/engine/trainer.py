@@ -26,9 +26,9 @@ from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
 from obliviate import malloc
+from obliviate.engine.optim import BF16AdamW
 from obliviate.errors import UserError
 from obliviate.io import write_text
-from obliviate.engine.optim import BF16AdamW
 from obliviate.methods.base import FineTune, LossOutput, Method
 from obliviate.methods.retain_ft import RetainFT
 from obliviate.models.attention import set_attention
@@ -45,37 +45,94 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
     max_length: int = field(default=160, metadata={"help": "tokens per example; longer examples are cut"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (faster on modern CPUs and GPUs; weights stay fp32)"})
-    bf16_weights: bool = field(default=False, metadata={"help": (
-        "hold weights, gradients and AdamW moments in bf16 while training, with stochastically rounded updates "
-        "(engine/optim.py): about half the memory of mixed precision; the model is returned in its own precision")})
-    low_memory: bool = field(default=False, metadata={"help": (
-        "trade speed for memory: activation (gradient) checkpointing keeps only each layer's input and runs "
-        "the layer again in the backward pass (Chen et al. 2016), and freed blocks above 64 KB go back to the "
-        "system at once instead of staying in glibc's heap")})
+    bf16: bool = field(
+        default=True, metadata={"help": "bf16 autocast (faster on modern CPUs and GPUs; weights stay fp32)"}
+    )
+    bf16_weights: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "hold weights, gradients and AdamW moments in bf16 while training, with stochastically rounded "
+                "updates (engine/optim.py): about half the memory of mixed precision; the model is returned in its "
+                "own precision"
+            )
+        },
+    )
+    low_memory: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "trade speed for memory: activation (gradient) checkpointing keeps only each layer's input and runs "
+                "the layer again in the backward pass (Chen et al. 2016), and freed blocks above 64 KB go back to the "
+                "system at once instead of staying in glibc's heap"
+            )
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed for batch order, dropout and the validation split"})
-    snapshot_every: int = field(default=10, metadata={"help": (
-        "steps between snapshots of the trained weights used by the divergence guard (in memory; in a "
-        "temporary file with bf16_weights)")})
-    l2: float = field(default=0.0, metadata={"help": (
-        "weight of the L2 penalty sum((theta - theta_start)^2) over trained parameters, pulling the "
-        "model back toward where it started (the unlearning-project seed's regularization); 0 disables it")})
-    dropout: float = field(default=0.0, metadata={"help": "dropout probability in attention (and LoRA) while training; 0 disables it"})
-    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (peft) instead of all weights; the reference model is the adapter switched off"})
+    snapshot_every: int = field(
+        default=10,
+        metadata={
+            "help": (
+                "steps between snapshots of the trained weights used by the divergence guard (in memory; in a "
+                "temporary file with bf16_weights)"
+            )
+        },
+    )
+    l2: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "weight of the L2 penalty sum((theta - theta_start)^2) over trained parameters, pulling the "
+                "model back toward where it started (the unlearning-project seed's regularization); 0 disables it"
+            )
+        },
+    )
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout probability in attention (and LoRA) while training; 0 disables it"}
+    )
+    lora: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "train a LoRA adapter (peft) instead of all weights; the reference model is the adapter switched off"
+            )
+        },
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)"})
-    lora_targets: str = field(default="all-linear", metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"})
-    keep_adapter: bool = field(default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"})
-    checkpoint_every: int = field(default=25, metadata={"help": "steps between checkpoints written for --resume (0: none)"})
-    stop_forget_nll_gain: float | None = field(default=None, metadata={"help": (
-        "early stop once the mean NLL of held-back forget answers (a validation split, never the "
-        "held-out probes) has risen this many nats per token above its start; unset: run all steps")})
-    val_fraction: float = field(default=0.1, metadata={"help": "share of forget questions held back for early stop (only when it is on)"})
+    lora_targets: str = field(
+        default="all-linear",
+        metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"},
+    )
+    keep_adapter: bool = field(
+        default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"}
+    )
+    checkpoint_every: int = field(
+        default=25, metadata={"help": "steps between checkpoints written for --resume (0: none)"}
+    )
+    stop_forget_nll_gain: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "early stop once the mean NLL of held-back forget answers (a validation split, never the "
+                "held-out probes) has risen this many nats per token above its start; unset: run all steps"
+            )
+        },
+    )
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "share of forget questions held back for early stop (only when it is on)"}
+    )
     eval_every: int = field(default=5, metadata={"help": "steps between validation measurements for early stop"})
-    attention: str = field(default="auto", metadata={"help": (
-        "attention implementation while training: 'auto' (eager on a CPU, where PyTorch's fused attention is slow "
-        "in its backward pass for short sequences and gives the same values; the model's own elsewhere), 'model' "
-        "(the model's own), or a transformers name such as 'eager' or 'sdpa'")})
+    attention: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "attention implementation while training: 'auto' (eager on a CPU, where PyTorch's fused attention "
+                "is slow in its backward pass for short sequences and gives the same values; the model's own "
+                "elsewhere), 'model' (the model's own), or a transformers name such as 'eager' or 'sdpa'"
+            )
+        },
+    )
 
 
 @dataclass
@@ -191,8 +248,18 @@ def fine_tune(model, tokenizer, spec: FineTune, cfg: TrainConfig):
     precision, sequence length, clipping, LoRA and dropout, but `spec`'s steps, learning rate, batch size
     and seed, and no accumulation, L2, early stop, checkpoints or log. Returned frozen, in eval mode, with
     any adapter merged; `model` is left as it was."""
-    cfg = dataclasses.replace(cfg, steps=spec.steps, lr=spec.lr, batch_size=spec.batch_size, seed=spec.seed,
-                              grad_accum=1, l2=0.0, keep_adapter=False, checkpoint_every=0, stop_forget_nll_gain=None)
+    cfg = dataclasses.replace(
+        cfg,
+        steps=spec.steps,
+        lr=spec.lr,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        grad_accum=1,
+        l2=0.0,
+        keep_adapter=False,
+        checkpoint_every=0,
+        stop_forget_nll_gain=None,
+    )
     result = train(copy.deepcopy(model), tokenizer, RetainFT(), {"retain": spec.records}, cfg, progress=False)
     return result.model.requires_grad_(False)
 
@@ -236,8 +303,10 @@ class _Run:
         # successive runs in one process may use different precision or accumulation settings.
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
-        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and not cfg.bf16_weights else "no",
-                                       gradient_accumulation_steps=cfg.grad_accum)
+        self.accelerator = Accelerator(
+            mixed_precision="bf16" if cfg.bf16 and not cfg.bf16_weights else "no",
+            gradient_accumulation_steps=cfg.grad_accum,
+        )
         self._training_form()
         method.setup(self.model, self.tokenizer, data, self.ref, tuned)
         self._optimizer()
@@ -315,8 +384,10 @@ class _Run:
             return
         state = torch.load(ckpt, weights_only=False)
         if set(state["trainable"]) != {n for n, _ in self.named}:
-            raise UserError(f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
-                            "or trained layers); resume with the same flags, or pass --overwrite to start again.")
+            raise UserError(
+                f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
+                "or trained layers); resume with the same flags, or pass --overwrite to start again."
+            )
         with torch.no_grad():
             for name, p in self.named:
                 p.copy_(state["trainable"][name])
@@ -328,7 +399,9 @@ class _Run:
         result.resumed_from, self.val_start = state["step"], state["val_start"]
         self.ref_table = state.get("ref_logprobs") or {}
         if self.precompute and not self.ref_table:
-            raise UserError(f"The checkpoint in {ckpt.parent} holds no reference log-probs; pass --overwrite to start again.")
+            raise UserError(
+                f"The checkpoint in {ckpt.parent} holds no reference log-probs; pass --overwrite to start again."
+            )
         _truncate_log(self.log_path, state["step"])
 
     def baseline(self) -> None:
@@ -338,8 +411,9 @@ class _Run:
             self.val_start = self._measure_val(0)
         if self.precompute and not self.ref_table:
             t0 = time.perf_counter()
-            self.ref_table = _reference_logprobs(self.model, self.tokenizer, self.method, self.streams, self.cfg,
-                                                 self.accelerator)
+            self.ref_table = _reference_logprobs(
+                self.model, self.tokenizer, self.method, self.streams, self.cfg, self.accelerator
+            )
             self.result.ref_seconds = time.perf_counter() - t0
 
     def _measure_val(self, step: int) -> float:
@@ -357,8 +431,13 @@ class _Run:
         self.snapshot = _Snapshot(self.named, on_disk=cfg.bf16_weights and not cfg.lora)
         self.snapshot_step = result.steps_done
         self.start = time.perf_counter()
-        self.bar = tqdm(total=cfg.steps, initial=result.steps_done, desc=f"unlearning ({self.method.name})",
-                        disable=not progress, leave=False)
+        self.bar = tqdm(
+            total=cfg.steps,
+            initial=result.steps_done,
+            desc=f"unlearning ({self.method.name})",
+            disable=not progress,
+            leave=False,
+        )
         try:
             for step in range(result.steps_done + 1, cfg.steps + 1):
                 loss, out, finite = self.step()
@@ -405,7 +484,9 @@ class _Run:
         batch = {}
         for name, stream in self.streams.items():
             idx = stream.take(cfg.batch_size)
-            for sub, enc in method.collate(self.tokenizer, name, [stream.records[i] for i in idx], cfg.max_length).items():
+            for sub, enc in method.collate(
+                self.tokenizer, name, [stream.records[i] for i in idx], cfg.max_length
+            ).items():
                 if sub in method.ref_logprob_subs and self.ref_table:
                     enc["ref_logprob"] = torch.tensor([self.ref_table[name][i][sub] for i in idx])
                 batch[sub] = {k: v.to(device) for k, v in enc.items()}
@@ -477,7 +558,8 @@ class _Run:
         if cfg.low_memory:
             _checkpointing(self.base_model, False)
         self.optimizer = None
-        self.accelerator.free_memory()  # drop accelerate's references too, so the moments are freed before the cast back
+        # Drop accelerate's references too, so the moments are freed before the cast back.
+        self.accelerator.free_memory()
         if cfg.lora and not cfg.keep_adapter:
             model = model.merge_and_unload()
         if cfg.bf16_weights:
@@ -492,15 +574,17 @@ def _add_lora(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout,
-                        target_modules=targets, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
     # peft widens adapters to fp32 by default; with bf16 weights they stay bf16 like the rest (their
     # updates are stochastically rounded too), so no layer's activations are kept in both precisions.
     return get_peft_model(model, config, autocast_adapter_dtype=not cfg.bf16_weights)
 
 
 def _checkpointing(model, on: bool) -> None:
-    """Switch activation checkpointing on (non-reentrant) or off; transformers 5 renamed it from gradient checkpointing."""
+    """Switch activation checkpointing on (non-reentrant) or off; transformers 5 renamed it from gradient
+    checkpointing."""
     if on:
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -549,8 +633,9 @@ def _validation_nll(model, tokenizer, records: list[dict], cfg: TrainConfig, acc
 
 
 @torch.no_grad()
-def _reference_logprobs(model, tokenizer, method: Method, streams: dict[str, _Stream], cfg: TrainConfig,
-                        accelerator) -> dict[str, dict[int, dict[str, float]]]:
+def _reference_logprobs(
+    model, tokenizer, method: Method, streams: dict[str, _Stream], cfg: TrainConfig, accelerator
+) -> dict[str, dict[int, dict[str, float]]]:
     """{stream: {record index: {sub-batch: summed answer log-prob}}} under the starting weights, for
     every record the run will draw (the streams are replayed on copies), in length-sorted batches of
     the training batch size, since larger batches would raise the run's peak memory."""
@@ -561,8 +646,10 @@ def _reference_logprobs(model, tokenizer, method: Method, streams: dict[str, _St
         for name, stream in streams.items():
             replay = _Stream(stream.records, stream.seed)
             replay.load(stream.state())
-            drawn = sorted(set(replay.take(cfg.batch_size * cfg.grad_accum * cfg.steps)),
-                           key=lambda i: len(json.dumps(stream.records[i], sort_keys=True)))
+            drawn = sorted(
+                set(replay.take(cfg.batch_size * cfg.grad_accum * cfg.steps)),
+                key=lambda i: len(json.dumps(stream.records[i], sort_keys=True)),
+            )
             for start in range(0, len(drawn), cfg.batch_size):
                 idx = drawn[start : start + cfg.batch_size]
                 subs = method.collate(tokenizer, name, [stream.records[i] for i in idx], cfg.max_length)
@@ -615,5 +702,7 @@ class _Snapshot:
 def _truncate_log(log_path, step: int) -> None:
     if not log_path or not Path(log_path).is_file():
         return
-    rows = [line for line in Path(log_path).read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    rows = [
+        line for line in Path(log_path).read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+    ]
     write_text(log_path, "".join(r + "\n" for r in rows))

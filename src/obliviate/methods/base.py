@@ -136,7 +136,9 @@ def get_method(name: str, **overrides) -> Method:
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     unknown = set(overrides) - fields
     if unknown:
-        raise UserError(f"Method {name!r} has no setting {sorted(unknown)[0]!r}; its settings are: {', '.join(sorted(fields))}.")
+        raise UserError(
+            f"Method {name!r} has no setting {sorted(unknown)[0]!r}; its settings are: {', '.join(sorted(fields))}."
+        )
     return cls(cls.config_class(**overrides))
 
 

@@ -13,12 +13,24 @@ from obliviate.models.logprobs import answer_logits, kl_to_ref, label_logprobs, 
 
 @dataclass
 class DistillConfig:
-    beta: float = field(default=10.0, metadata={"help": (
-        "how far the forget token's logit is lowered in the teacher's distribution "
-        "(the UNDIAL paper and open-unlearning search 3, 10, 30)")})
-    alpha: float = field(default=5.0, metadata={"help": (
-        "weight of KL(teacher || student) on retain data (0 disables it; the paper uses none); smaller weights "
-        "cost general QA on the embedded model (docs/METHODS.md)")})
+    beta: float = field(
+        default=10.0,
+        metadata={
+            "help": (
+                "how far the forget token's logit is lowered in the teacher's distribution "
+                "(the UNDIAL paper and open-unlearning search 3, 10, 30)"
+            )
+        },
+    )
+    alpha: float = field(
+        default=5.0,
+        metadata={
+            "help": (
+                "weight of KL(teacher || student) on retain data (0 disables it; the paper uses none); smaller weights "
+                "cost general QA on the embedded model (docs/METHODS.md)"
+            )
+        },
+    )
 
 
 def adjusted_targets(ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -46,9 +58,14 @@ def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Te
 @register_method
 class Distill(Method):
     name = "distill"
-    help = ("Self-distillation (UNDIAL): on forget answers match the base model's distribution with the answer token's logit "
-            "lowered by beta; on retain match the base model (KL).")
-    source = "Dong et al. 2024, UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in LLMs (arXiv:2402.10052)"
+    help = (
+        "Self-distillation (UNDIAL): on forget answers match the base model's distribution with the answer token's "
+        "logit lowered by beta; on retain match the base model (KL)."
+    )
+    source = (
+        "Dong et al. 2024, UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in LLMs "
+        "(arXiv:2402.10052)"
+    )
     config_class = DistillConfig
     needs_ref_model = True
     batches = ("forget", "retain")

@@ -10,7 +10,12 @@ from obliviate.models.logprobs import nll
 
 @dataclass
 class GDConfig:
-    alpha: float = field(default=2.0, metadata={"help": "weight of the retain NLL term (the best of those tried on the embedded model, docs/METHODS.md)"})
+    alpha: float = field(
+        default=2.0,
+        metadata={
+            "help": "weight of the retain NLL term (the best of those tried on the embedded model, docs/METHODS.md)"
+        },
+    )
 
 
 def gd_loss(forget_nll, retain_nll, alpha: float):
@@ -29,4 +34,6 @@ class GradientDifference(Method):
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         forget, retain = nll(model, batch["forget"]), nll(model, batch["retain"])
-        return LossOutput(gd_loss(forget, retain, self.config.alpha), {"forget_nll": forget.item(), "retain_nll": retain.item()})
+        return LossOutput(
+            gd_loss(forget, retain, self.config.alpha), {"forget_nll": forget.item(), "retain_nll": retain.item()}
+        )

@@ -16,7 +16,10 @@ class KLConfig:
 @register_method
 class KL(Method):
     name = "kl"
-    help = "Gradient ascent on forget answers plus KL(base || model) on retain data, which keeps retain predictions where they were."
+    help = (
+        "Gradient ascent on forget answers plus KL(base || model) on retain data, which keeps retain predictions "
+        "where they were."
+    )
     source = "Maini et al. 2024, TOFU (arXiv:2401.06121), the KL-minimization baseline"
     config_class = KLConfig
     needs_ref_model = True
@@ -26,4 +29,6 @@ class KL(Method):
     def loss(self, model, batch, ref=None) -> LossOutput:
         forget_nll = nll(model, batch["forget"])
         kl = kl_to_ref(model, ref, batch["retain"])
-        return LossOutput(-forget_nll + self.config.alpha * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()})
+        return LossOutput(
+            -forget_nll + self.config.alpha * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()}
+        )

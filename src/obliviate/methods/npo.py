@@ -12,12 +12,19 @@ from obliviate.models.logprobs import dpo_loss, plus_retain, ref_logprob, sequen
 
 @dataclass
 class NPOConfig:
-    beta: float = field(default=0.1, metadata={"help": "inverse temperature; small beta behaves like gradient ascent (paper: 0.1)"})
-    alpha: float = field(default=30.0, metadata={"help": (
-        "weight of the token-averaged retain NLL (0 disables it). The NPO term is summed over the "
-        "forget answer's tokens, so the retain weight must grow with answer length to balance it; "
-        "the default keeps general QA near the base model's on the embedded model (docs/METHODS.md)"
-    )})
+    beta: float = field(
+        default=0.1, metadata={"help": "inverse temperature; small beta behaves like gradient ascent (paper: 0.1)"}
+    )
+    alpha: float = field(
+        default=30.0,
+        metadata={
+            "help": (
+                "weight of the token-averaged retain NLL (0 disables it). The NPO term is summed over the "
+                "forget answer's tokens, so the retain weight must grow with answer length to balance it; "
+                "the default keeps general QA near the base model's on the embedded model (docs/METHODS.md)"
+            )
+        },
+    )
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:

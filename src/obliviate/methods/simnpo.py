@@ -13,7 +13,9 @@ from obliviate.models.logprobs import plus_retain, sequence_logprob, token_mean_
 
 @dataclass
 class SimNPOConfig:
-    beta: float = field(default=2.5, metadata={"help": "inverse temperature on the length-normalized log-prob (paper: 2.5)"})
+    beta: float = field(
+        default=2.5, metadata={"help": "inverse temperature on the length-normalized log-prob (paper: 2.5)"}
+    )
     gamma: float = field(default=0.0, metadata={"help": "reward margin (paper: 0 works best on TOFU)"})
     alpha: float = field(default=1.0, metadata={"help": "weight of the retain NLL (0 disables it)"})
 
@@ -26,7 +28,10 @@ def simnpo_loss(logp: torch.Tensor, n_tokens: torch.Tensor, beta: float, gamma: 
 @register_method
 class SimNPO(Method):
     name = "simnpo"
-    help = "NPO without a reference model: the forget log-prob is length-normalized and compared with a margin; plus retain NLL."
+    help = (
+        "NPO without a reference model: the forget log-prob is length-normalized and compared with a margin; plus "
+        "retain NLL."
+    )
     source = "Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization (arXiv:2410.07163)"
     config_class = SimNPOConfig
     batches = ("forget", "retain")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
 
@@ -83,7 +83,8 @@ def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each label token from full-width logits, and the mask of positions that count. Both [B, T-1]."""
+    """Log-probability of each label token from full-width logits, and the mask of positions that count.
+    Both [B, T-1]."""
     return label_logprobs(logits[:, :-1], labels[:, 1:])
 
 
