@@ -29,6 +29,26 @@ def stochastic_round_(bits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return bits.view(torch.float32)
 
 
+def _fused_adamw_(w, g, m, v, step: torch.Tensor, group: dict) -> None:
+    """PyTorch's fused AdamW kernel on one tensor of each kind, with a parameter group's settings (in place)."""
+    beta1, beta2 = group["betas"]
+    torch._fused_adamw_(
+        [w],
+        [g],
+        [m],
+        [v],
+        [],
+        [step],
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        amsgrad=False,
+        maximize=False,
+    )
+
+
 class BF16AdamW(torch.optim.Optimizer):
     """AdamW (decoupled weight decay) over bf16 parameters; see the module docstring.
 
@@ -61,7 +81,6 @@ class BF16AdamW(torch.optim.Optimizer):
         # more than the update itself, and chunks of different tensors need no independent noise.
         noise = {"cpu": torch.randint(0, 1 << 16, (self.chunk,), dtype=torch.int32, generator=self._gen)}
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -72,21 +91,7 @@ class BF16AdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 if p.dtype != torch.bfloat16:  # e.g. fp32 LoRA adapters on a bf16 base: the plain fused update
-                    torch._fused_adamw_(
-                        [p],
-                        [p.grad],
-                        [state["exp_avg"]],
-                        [state["exp_avg_sq"]],
-                        [],
-                        [state["step"]],
-                        lr=group["lr"],
-                        beta1=beta1,
-                        beta2=beta2,
-                        weight_decay=group["weight_decay"],
-                        eps=group["eps"],
-                        amsgrad=False,
-                        maximize=False,
-                    )
+                    _fused_adamw_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group)
                     continue
                 flat = [t.view(-1) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
                 if str(p.device) not in noise:
@@ -94,21 +99,7 @@ class BF16AdamW(torch.optim.Optimizer):
                 for start in range(0, flat[0].numel(), self.chunk):
                     w, g, m, v = (t[start : start + self.chunk] for t in flat)
                     w32, g32, m32, v32 = w.float(), g.float(), m.float(), v.float()
-                    torch._fused_adamw_(
-                        [w32],
-                        [g32],
-                        [m32],
-                        [v32],
-                        [],
-                        [state["step"].clone()],
-                        lr=group["lr"],
-                        beta1=beta1,
-                        beta2=beta2,
-                        weight_decay=group["weight_decay"],
-                        eps=group["eps"],
-                        amsgrad=False,
-                        maximize=False,
-                    )
+                    _fused_adamw_(w32, g32, m32, v32, state["step"].clone(), group)
                     w.copy_(stochastic_round_(w32.view(torch.int32), noise[str(p.device)]))
                     m.copy_(m32)
                     v.copy_(v32)
