@@ -172,7 +172,7 @@ engine as shipped (`ga`, or `npo` for the reference model).
 | fused AdamW (one kernel over all parameters instead of PyTorch's per-tensor loop on CPU) | {f2(e['ga_per_tensor_adamw']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['fused_adamw'])}× |
 | bf16 autocast instead of fp32 | {f2(e['ga_fp32']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['bf16_autocast_vs_fp32'])}× |
 | bf16 weights with stochastically rounded AdamW (`--bf16-weights`) instead of autocast | {f2(ga)} s | {f2(e['ga_bf16_weights']['seconds_per_step'])} s | {f2(lv['bf16_weights'])}× |
-| eager attention while training on a CPU, instead of PyTorch's fused attention (`engine/trainer.py: CPU_ATTENTION`) | {f2(e['ga_fused_attention']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['eager_attention_on_cpu'])}× |
+| eager attention while training on a CPU, instead of PyTorch's fused attention (`TrainConfig.attention`) | {f2(e['ga_fused_attention']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['eager_attention_on_cpu'])}× |
 | freed memory kept in the process while training, instead of glibc's own settings, which map and unmap every block above 32 MB (`obliviate/malloc.py`) | {f2(e['ga_glibc_allocator']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['allocator_keeps_freed_memory'])}× |
 | reference log-probs computed once, before the first step, instead of a reference copy run every step (`npo`) | {f2(e['npo_reference_copy']['seconds_per_step'])} s | {f2(e['npo']['seconds_per_step'])} s | {f2(lv['reference_log_probs_once'])}× per step, and one model copy less in memory |
 

@@ -119,7 +119,7 @@ ENGINE_RUNS = {
     "ga_fp32": ("ga", {"bf16": False}, None),
     "ga_full_width_head": ("ga", {}, "full_width"),
     "ga_per_tensor_adamw": ("ga", {}, "per_tensor_adamw"),
-    "ga_fused_attention": ("ga", {}, "fused_attention"),
+    "ga_fused_attention": ("ga", {"attention": "model"}, None),  # the model's own attention (sdpa) on a CPU
     "ga_glibc_allocator": ("ga", {}, "glibc_allocator"),
     "npo_reference_copy": ("npo", {}, "reference_copy"),
 }
@@ -134,10 +134,6 @@ def lever_off(name: str | None):
         return patched(torch.optim, "AdamW", per_tensor_adamw)
     if name == "reference_copy":
         return reference_copy()
-    if name == "fused_attention":  # the model's own attention (sdpa) while training on a CPU
-        import obliviate.engine.trainer as trainer
-
-        return patched(trainer, "CPU_ATTENTION", None)
     if name == "glibc_allocator":  # glibc's own settings: large freed blocks unmapped (obliviate/malloc.py)
         import obliviate.malloc as malloc
 

@@ -44,3 +44,30 @@ def test_small_steps_follow_fp32_where_round_to_nearest_loses_them():
 def test_fp32_parameters_get_the_plain_update():
     a, b = _run(torch.optim.AdamW, torch.float32, weight_decay=0.0, steps=20), _run(BF16AdamW, torch.float32, steps=20)
     assert_close(a, b)
+
+
+def test_one_step_is_fused_adamw_in_fp32_then_rounded():
+    """The docstring's equality: widen weight, gradient and moments to fp32, step torch's fused AdamW, then the
+    weight lands on one of the two bf16 values around the fp32 result and the moments on the nearest bf16 value.
+    A small chunk makes the parameter span several chunks."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(3000).bfloat16())
+    w.grad = torch.randn(3000).bfloat16()
+    ref = torch.nn.Parameter(w.detach().float())
+    ref.grad = w.grad.float()
+    opt_ref = torch.optim.AdamW([ref], lr=1e-2, weight_decay=0.01, fused=True)
+    opt = BF16AdamW([w], lr=1e-2, weight_decay=0.01, chunk=1024)
+    for _ in range(2):  # the second step starts from bf16 moments: widen the reference's to match
+        opt_ref.step()
+        opt.step()
+        exact = ref.detach()
+        low = (exact.view(torch.int32) & -65536).view(torch.float32)  # toward zero, in bf16
+        high = ((exact.view(torch.int32) & -65536) + 65536).view(torch.float32)  # the next bf16 value out
+        got = w.detach().float()
+        assert ((got == low) | (got == high)).all()
+        state, state_ref = opt.state[w], opt_ref.state[ref]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(state[key], state_ref[key].bfloat16())
+            state_ref[key].copy_(state[key].float())
+        with torch.no_grad():
+            ref.copy_(got)

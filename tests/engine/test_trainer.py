@@ -28,8 +28,15 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def data(forget_records, retain_records):
-    alt = [{"question": r["question"], "answer": a, "kind": k} for r in forget_records
-           for k, a in (("negation", "I don't know of them."), ("mismatch", "Paris is in France."), ("refusal", "I can't say."))]
+    alt = [
+        {"question": r["question"], "answer": a, "kind": k}
+        for r in forget_records
+        for k, a in (
+            ("negation", "I don't know of them."),
+            ("mismatch", "Paris is in France."),
+            ("refusal", "I can't say."),
+        )
+    ]
     return {"forget": forget_records, "retain": retain_records, "alt": alt}
 
 
@@ -74,7 +81,9 @@ def test_three_steps_of_every_method(name, tiny_lm, data):
         for batch in batches:
             for sub in method.ref_logprob_subs:
                 with torch.no_grad():
-                    expected_lp, _ = sequence_logprob(start, {k: v for k, v in batch[sub].items() if k != "ref_logprob"})
+                    expected_lp, _ = sequence_logprob(
+                        start, {k: v for k, v in batch[sub].items() if k != "ref_logprob"}
+                    )
                 assert_close(batch[sub]["ref_logprob"], expected_lp, atol=1e-2, rtol=1e-3)
     elif method.needs_ref_model:
         ref = seen[0][1]
@@ -89,7 +98,9 @@ def test_three_steps_of_every_method(name, tiny_lm, data):
 
 def test_gradient_accumulation(tiny_lm, data):
     before = _params(tiny_lm.model)
-    result = train(tiny_lm.model, tiny_lm.tokenizer, get_method("gd"), data, _cfg(steps=2, grad_accum=2), progress=False)
+    result = train(
+        tiny_lm.model, tiny_lm.tokenizer, get_method("gd"), data, _cfg(steps=2, grad_accum=2), progress=False
+    )
     assert result.steps_done == 2 and math.isfinite(result.last_logs["loss"])
     after = dict(tiny_lm.model.named_parameters())
     assert not [k for k, v in before.items() if torch.equal(v, after[k].detach())]
@@ -97,7 +108,14 @@ def test_gradient_accumulation(tiny_lm, data):
 
 def test_missing_sub_batch_is_refused(tiny_lm, forget_records):
     with pytest.raises(ValueError, match="retain"):
-        train(tiny_lm.model, tiny_lm.tokenizer, get_method("gd"), {"forget": forget_records, "retain": []}, _cfg(), progress=False)
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("gd"),
+            {"forget": forget_records, "retain": []},
+            _cfg(),
+            progress=False,
+        )
 
 
 def test_same_seed_same_weights(tiny_model_dir, data):
@@ -210,8 +228,17 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_model_dir, data, 
     assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
 
     lm = load_model(str(tiny_model_dir))
-    result = train(lm.model, lm.tokenizer, get_method("npo"), data, cfg, log_path=log, progress=False,
-                   checkpoint_dir=tmp_path / "ckpt", resume=True)
+    result = train(
+        lm.model,
+        lm.tokenizer,
+        get_method("npo"),
+        data,
+        cfg,
+        log_path=log,
+        progress=False,
+        checkpoint_dir=tmp_path / "ckpt",
+        resume=True,
+    )
     assert result.resumed_from == 3 and result.steps_done == 6
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     resumed = _state(lm.model)
@@ -262,7 +289,9 @@ def test_lora_reference_is_the_model_without_its_adapter(tiny_lm, data):
 
     ids = torch.tensor([[1, 2, 3, 4]])
     base_logits = tiny_lm.model(input_ids=ids).logits.detach()
-    result = train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(lora=True, keep_adapter=True), progress=False)
+    result = train(
+        tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(lora=True, keep_adapter=True), progress=False
+    )
     peft_model = result.model
     assert not torch.allclose(peft_model(input_ids=ids).logits, base_logits)
     assert torch.allclose(AdapterOff(peft_model)(input_ids=ids).logits, base_logits)
@@ -306,8 +335,16 @@ def test_resume_with_other_training_settings_is_refused(tiny_lm, data, tmp_path)
     cfg = _cfg(steps=2, checkpoint_every=1)
     train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=tmp_path)
     with pytest.raises(UserError, match="other training settings"):
-        train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, _cfg(steps=3, lora=True), progress=False,
-              checkpoint_dir=tmp_path, resume=True)
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("ga"),
+            data,
+            _cfg(steps=3, lora=True),
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
 
 
 def test_bf16_weights_train_and_hand_back_the_models_precision(tiny_lm, data):
@@ -345,8 +382,9 @@ def test_low_memory_checkpoints_activations_trains_the_same_weights_and_switches
     # A checkpointed layer runs again in the backward pass: more MLP calls for the same steps.
     mlp.forward = lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
     try:
-        train(tiny_lm.model, tiny_lm.tokenizer, get_method("npo"), data, _cfg(low_memory=True, lora=lora),
-              progress=False)
+        train(
+            tiny_lm.model, tiny_lm.tokenizer, get_method("npo"), data, _cfg(low_memory=True, lora=lora), progress=False
+        )
         checkpointed = len(calls)
         calls.clear()
         train(twin, tiny_lm.tokenizer, get_method("npo"), data, _cfg(lora=lora), progress=False)

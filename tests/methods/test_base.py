@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from obliviate.errors import UserError
-from obliviate.methods import EditMethod, METHODS, Method, get_method, register
+from obliviate.methods import METHODS, EditMethod, Method, get_method, register_method
 
 
 def _one_sentence(msg: str) -> bool:
@@ -46,7 +46,7 @@ def test_known_config_field_overrides_the_default():
 def test_registering_a_name_twice_is_refused():
     before = dict(METHODS)
     with pytest.raises(ValueError):
-        register(METHODS["ga"])
+        register_method(METHODS["ga"])
     assert METHODS == before
 
 
@@ -57,7 +57,12 @@ def test_every_method_meets_the_contract(name):
     assert cls.help and cls.source
     assert dataclasses.is_dataclass(cls.config_class)
     if cls.trains:
-        assert cls.batches and set(cls.batches) <= {"forget", "retain", "alt", "pairs"}  # "pairs": built by idkpo.prepare
+        assert cls.batches and set(cls.batches) <= {
+            "forget",
+            "retain",
+            "alt",
+            "pairs",
+        }  # "pairs": built by idkpo.prepare
     else:
         assert issubclass(cls, EditMethod) and cls.batches == () and cls.edit is not EditMethod.edit
     method = get_method(name)

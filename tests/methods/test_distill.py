@@ -24,7 +24,8 @@ def test_adjusted_targets_lower_only_the_label_token():
 def test_hand_computed_value():
     """Labels [-100, 2, -100]: only position 0 (predicting label 2) counts.
     Target as above: uniform 1/3. Student logits [ln 2, 0, 0]: softmax [1/2, 1/4, 1/4].
-    CE = -(1/3)(ln 1/2 + 2 ln 1/4) = (5/3) ln 2 = 1.155245. Position 1's logits (predicting a masked label) do not matter.
+    CE = -(1/3)(ln 1/2 + 2 ln 1/4) = (5/3) ln 2 = 1.155245.
+    Position 1's logits (predicting a masked label) do not matter.
     """
     ref = torch.tensor([[[0.0, 0.0, math.log(2)], [9.0, 1.0, 2.0], [0.0, 0.0, 0.0]]])
     student = torch.tensor([[[math.log(2), 0.0, 0.0], [-5.0, 4.0, 0.0], [0.0, 0.0, 0.0]]])

@@ -1,4 +1,4 @@
-"""IdkPO: the DPO formula on hand-made numbers, pairing alternatives with forget answers, and a few steps on a tiny model."""
+"""IdkPO: the DPO formula on hand-made numbers, pairing alternatives with forget answers, steps on a tiny model."""
 
 import copy
 import math
@@ -9,38 +9,49 @@ from torch.testing import assert_close
 
 from obliviate.errors import UserError
 from obliviate.methods import get_method
-from obliviate.methods.idkpo import dpo_loss, preference_pairs
+from obliviate.methods.idkpo import preference_pairs
+from obliviate.models.logprobs import dpo_loss
 
 
 def test_hand_computed_value():
-    """chosen [-1, -2] vs ref [-2, -2]: +1, 0; rejected [-3, -1] vs ref [-2, -2]: -1, +1; margins [2, -1].
+    """chosen [-1, -2] vs ref [-2, -2]: log-ratios +1, 0; rejected [-3, -1] vs ref [-2, -2]: -1, +1; margins [2, -1].
     b = 0.5: log sigmoid(1) = -0.313262, log sigmoid(-0.5) = -0.974077; mean -0.643669; times -(2/0.5): 2.574677.
     """
-    loss = dpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -2.0]), torch.tensor([-3.0, -1.0]),
-                    torch.tensor([-2.0, -2.0]), beta=0.5)
+    chosen, rejected, ref = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -2.0])
+    loss = dpo_loss(chosen - ref, rejected - ref, beta=0.5)
     assert_close(loss, torch.tensor(2.574677))
 
 
 def test_at_the_reference_the_loss_is_two_over_beta_log_two():
     logp = torch.tensor([-4.0, -6.0])
-    assert_close(dpo_loss(logp, logp, logp - 1, logp - 1, beta=0.1), torch.tensor(20 * math.log(2)))
+    assert_close(dpo_loss(logp - logp, (logp - 1) - (logp - 1), beta=0.1), torch.tensor(20 * math.log(2)))
 
 
 def test_gradient_raises_the_chosen_and_lowers_the_rejected_answer():
-    """At margin 0, d loss / d chosen_i = -(2/b) * b * sigmoid(0) / N = -1/N: descending raises chosen, lowers rejected."""
+    """At margin 0, d loss / d chosen_i = -(2/b) * b * sigmoid(0) / N = -1/N: descending raises chosen and
+    lowers rejected."""
     chosen, rejected = torch.tensor([-3.0, -1.0], requires_grad=True), torch.tensor([-2.0, -5.0], requires_grad=True)
-    dpo_loss(chosen, chosen.detach(), rejected, rejected.detach(), beta=0.1).backward()
+    dpo_loss(chosen - chosen.detach(), rejected - rejected.detach(), beta=0.1).backward()
     assert_close(chosen.grad, torch.tensor([-0.5, -0.5]))
     assert_close(rejected.grad, torch.tensor([0.5, 0.5]))
 
 
 def test_pairs_match_alternatives_of_the_chosen_kinds_by_question():
-    forget = [{"question": "q1", "answer": "a1", "spans": [[0, 1]]}, {"question": "q2", "answer": "a2"},
-              {"prompt": "p", "completion": "c"}]
-    alt = [{"question": "q1", "answer": "no", "kind": "refusal"}, {"question": "q1", "answer": "not", "kind": "negation"},
-           {"question": "q2", "answer": "x", "kind": "mismatch"}, {"question": "q3", "answer": "no", "kind": "refusal"}]
+    forget = [
+        {"question": "q1", "answer": "a1", "spans": [[0, 1]]},
+        {"question": "q2", "answer": "a2"},
+        {"prompt": "p", "completion": "c"},
+    ]
+    alt = [
+        {"question": "q1", "answer": "no", "kind": "refusal"},
+        {"question": "q1", "answer": "not", "kind": "negation"},
+        {"question": "q2", "answer": "x", "kind": "mismatch"},
+        {"question": "q3", "answer": "no", "kind": "refusal"},
+    ]
     assert preference_pairs(forget, alt, ("refusal", "negation")) == [
-        {"question": "q1", "chosen": "no", "rejected": "a1"}, {"question": "q1", "chosen": "not", "rejected": "a1"}]
+        {"question": "q1", "chosen": "no", "rejected": "a1"},
+        {"question": "q1", "chosen": "not", "rejected": "a1"},
+    ]
 
 
 def test_prepare_adds_the_pairs_stream(method_data):

@@ -9,6 +9,7 @@ from torch.testing import assert_close
 
 from obliviate.methods import get_method
 from obliviate.methods.npo import npo_loss
+from obliviate.models.logprobs import dpo_loss
 from obliviate.models.prompts import encode
 
 
@@ -27,6 +28,17 @@ def test_hand_computed_value():
     expected = 4 * (math.log1p(math.exp(0.5)) + math.log1p(math.exp(-0.5))) / 2
     assert_close(loss, torch.tensor(expected))
     assert_close(loss, torch.tensor(2.896308))
+
+
+def test_npo_is_dpo_with_no_chosen_side():
+    """The hand-computed case above through the DPO helper: rejected log-ratios [1, -1], no chosen side, b = 0.5.
+    It equals DPO with a chosen side whose log-ratio is 0 everywhere (margin 0 - d = -d)."""
+    rejected = torch.tensor([1.0, -1.0])
+    assert_close(dpo_loss(None, rejected, beta=0.5), torch.tensor(2.896308))
+    assert_close(dpo_loss(None, rejected, beta=0.5), dpo_loss(torch.zeros(2), rejected, beta=0.5))
+    assert torch.equal(
+        npo_loss(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -2.0]), beta=0.5), dpo_loss(None, rejected, beta=0.5)
+    )
 
 
 def test_gradient_at_the_reference_equals_gradient_ascent():

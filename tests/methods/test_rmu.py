@@ -24,13 +24,22 @@ def test_masked_mse_hand_computed():
 def test_rmu_loss_adds_alpha_times_the_retain_mse():
     """Forget as above with mask [1, 1]: 6. Retain h = [[0, 1]] vs ref [[0, 0]]: 1 / 2 = 0.5. alpha 10: 6 + 5 = 11."""
     h = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
-    loss, forget, retain = rmu_loss(h, torch.tensor([[1, 1]]), torch.tensor([1.0, 0.0]), torch.tensor([[[0.0, 1.0]]]),
-                                    torch.zeros(1, 1, 2), torch.tensor([[1]]), alpha=10.0)
+    loss, forget, retain = rmu_loss(
+        h,
+        torch.tensor([[1, 1]]),
+        torch.tensor([1.0, 0.0]),
+        torch.tensor([[[0.0, 1.0]]]),
+        torch.zeros(1, 1, 2),
+        torch.tensor([[1]]),
+        alpha=10.0,
+    )
     assert_close((loss, forget, retain), (torch.tensor(11.0), torch.tensor(6.0), torch.tensor(0.5)))
 
 
 def _fake_model(layers: int, hidden: int = 8):
-    return SimpleNamespace(config=SimpleNamespace(num_hidden_layers=layers, hidden_size=hidden), named_parameters=lambda: iter(()))
+    return SimpleNamespace(
+        config=SimpleNamespace(num_hidden_layers=layers, hidden_size=hidden), named_parameters=lambda: iter(())
+    )
 
 
 def test_default_layer_and_trained_parameters():
@@ -47,7 +56,9 @@ def test_default_layer_and_trained_parameters():
     down_only = get_method("rmu", steering=1.0, layer=3, params="mlp.down_proj.")
     down_only.setup(_fake_model(32), None, {"forget": []}, None)
     assert down_only.updated == {1, 2, 3}
-    assert down_only.trainable("model.layers.2.mlp.down_proj.weight") and not down_only.trainable("model.layers.2.mlp.up_proj.weight")
+    assert down_only.trainable("model.layers.2.mlp.down_proj.weight") and not down_only.trainable(
+        "model.layers.2.mlp.up_proj.weight"
+    )
 
 
 def test_direction_is_a_seeded_unit_vector():
@@ -67,7 +78,9 @@ def test_layer_output_is_the_decoder_layers_output(tiny_lm, forget_records):
     """hidden_states[l + 1] is what decoder layer l returns."""
     model = tiny_lm.model
     seen = {}
-    handle = model.model.layers[0].register_forward_hook(lambda mod, args, out: seen.update(h=out[0] if isinstance(out, tuple) else out))
+    handle = model.model.layers[0].register_forward_hook(
+        lambda mod, args, out: seen.update(h=out[0] if isinstance(out, tuple) else out)
+    )
     try:
         with torch.no_grad():
             h = layer_output(model, encode(tiny_lm.tokenizer, forget_records[:2]), 0)
@@ -93,7 +106,8 @@ def test_setup_chooses_the_trained_parameters(tiny_lm):
     model = tiny_lm.model
     method.setup(model, tiny_lm.tokenizer, {"forget": []}, None)
     assert {n for n, _ in model.named_parameters() if method.trainable(n)} == {
-        f"model.layers.0.mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
+        f"model.layers.0.mlp.{p}_proj.weight" for p in ("gate", "up", "down")
+    }
 
 
 def test_three_steps_move_only_the_chosen_mlp(tiny_lm, method_data, run_steps):

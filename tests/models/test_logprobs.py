@@ -6,7 +6,14 @@ from types import SimpleNamespace
 import torch
 from torch.testing import assert_close
 
-from obliviate.models.logprobs import mean_nll, nll, sequence_logprob, token_logprobs
+from obliviate.models.logprobs import (
+    answer_logits,
+    label_logprobs,
+    nll,
+    sequence_logprob,
+    token_logprobs,
+    token_mean_nll,
+)
 
 
 def test_uniform_logits_give_log_quarter_per_counted_token():
@@ -49,14 +56,14 @@ def test_bf16_logits_are_scored_in_float32():
     assert_close(logp, torch.tensor([[math.log(0.25)]]))
 
 
-def test_mean_nll_weighs_every_token_the_same():
+def test_token_mean_nll_weighs_every_token_the_same():
     """Sums [-2, -4] over [1, 3] tokens: 6 / 4 = 1.5 (not the mean of per-sequence means, 5/3)."""
-    assert_close(mean_nll(torch.tensor([-2.0, -4.0]), torch.tensor([1.0, 3.0])), torch.tensor(1.5))
+    assert_close(token_mean_nll(torch.tensor([-2.0, -4.0]), torch.tensor([1.0, 3.0])), torch.tensor(1.5))
 
 
-def test_mean_nll_of_a_batch_without_answer_tokens_is_zero_not_nan():
+def test_token_mean_nll_of_a_batch_without_answer_tokens_is_zero_not_nan():
     """0 counted tokens: the denominator is clamped to 1, so -0 / 1 = 0."""
-    out = mean_nll(torch.zeros(2), torch.zeros(2))
+    out = token_mean_nll(torch.zeros(2), torch.zeros(2))
     assert torch.isfinite(out)
     assert_close(out, torch.tensor(0.0))
 
@@ -94,8 +101,11 @@ def test_kl_to_ref_matches_a_hand_computation():
 
     torch.manual_seed(0)
     a, b = torch.randn(1, 3, 5), torch.randn(1, 3, 5)
-    sub = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long),
-           "labels": torch.tensor([[-100, 2, -100]])}  # only position 0's prediction counts
+    sub = {
+        "input_ids": torch.zeros(1, 3, dtype=torch.long),
+        "attention_mask": torch.ones(1, 3, dtype=torch.long),
+        "labels": torch.tensor([[-100, 2, -100]]),
+    }  # only position 0's prediction counts
     p_ref, logp = F.log_softmax(b[0, 0], -1), F.log_softmax(a[0, 0], -1)
     expected = (p_ref.exp() * (p_ref - logp)).sum()
     torch.testing.assert_close(kl_to_ref(Fixed(a), Fixed(b), sub), expected)
@@ -142,3 +152,43 @@ def test_a_left_padded_batch_keeps_its_mask(tiny_lm, forget_records):
     left = {k: torch.stack([torch.roll(row, int(width - m)) for row, m in zip(v, n)]) for k, v in sub.items()}
     with torch.no_grad():
         assert_close(sequence_logprob(model, left)[0], _full_width_logprob(model, sub), atol=1e-4, rtol=1e-4)
+
+
+def test_label_logprobs_equal_log_softmax_then_gather():
+    """The docstring's naive expression: log_softmax in fp32, gather each label, zero where the label is -100."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    labels = torch.tensor([[4, -100, 0], [6, 2, -100]])
+    mask = labels != -100
+    naive = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0] * mask
+    for dtype in (torch.float32, torch.bfloat16):
+        logp, got_mask = label_logprobs(logits.to(dtype), labels)
+        expected = (
+            naive
+            if dtype == torch.float32
+            else (
+                torch.log_softmax(logits.to(dtype).float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+                * mask
+            )
+        )
+        assert logp.dtype == torch.float32
+        assert_close(logp, expected)
+        assert_close(got_mask, mask.float())
+
+
+def test_answer_logits_equal_the_last_positions_of_the_full_width_logits(tiny_lm, forget_records):
+    """The docstring's naive expression: full logits with the mask, shifted, cut to the last K positions; no
+    labelled position lies before them."""
+    from obliviate.models.prompts import encode
+
+    model = tiny_lm.model.eval()
+    sub = encode(tiny_lm.tokenizer, forget_records[:3], 64)
+    assert sub["attention_mask"].min() == 0  # padded, so the mask is dropped on the fast path
+    with torch.no_grad():
+        logits, labels = answer_logits(model, sub)
+        full = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"]).logits[:, :-1]
+    k = labels.shape[1]
+    assert k < sub["labels"].shape[1] - 1  # the prompt was cut off
+    assert torch.equal(labels, sub["labels"][:, 1:][:, -k:])
+    assert (sub["labels"][:, 1:][:, :-k] == -100).all()
+    assert_close(logits, full[:, -k:], atol=1e-5, rtol=1e-5)

@@ -1,3 +1,3 @@
-from obliviate.engine.trainer import TrainConfig, TrainResult, train
+from obliviate.engine.trainer import TrainConfig, TrainResult, fine_tune, train
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "fine_tune", "train"]

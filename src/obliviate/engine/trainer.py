@@ -9,6 +9,7 @@ validation split of the forget data, logging, and the divergence guard.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -25,21 +26,15 @@ from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
 from obliviate import malloc
+from obliviate.engine.optim import BF16AdamW
 from obliviate.errors import UserError
 from obliviate.io import write_text
-from obliviate.methods.base import Method
-from obliviate.engine.optim import BF16AdamW
+from obliviate.methods.base import FineTune, LossOutput, Method
+from obliviate.methods.retain_ft import RetainFT
+from obliviate.models.attention import set_attention
 from obliviate.models.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
-from obliviate.models.attention import set_attention
 from obliviate.records import record_key
-
-
-# Attention used while training on a CPU. For short sequences PyTorch's fused attention is slow in
-# its backward pass there (a few ms per layer for a few hundred tokens); the plain (eager) one gives
-# the same values. What it gives per step: docs/PERFORMANCE.md, the fused-attention row of
-# benchmarks/training_speed.py. GPUs keep the model's own choice.
-CPU_ATTENTION: str | None = "eager"
 
 
 @dataclass
@@ -50,33 +45,94 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
     max_length: int = field(default=160, metadata={"help": "tokens per example; longer examples are cut"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (faster on modern CPUs and GPUs; weights stay fp32)"})
-    bf16_weights: bool = field(default=False, metadata={"help": (
-        "hold weights, gradients and AdamW moments in bf16 while training, with stochastically rounded updates "
-        "(engine/optim.py): about half the memory of mixed precision; the model is returned in its own precision")})
-    low_memory: bool = field(default=False, metadata={"help": (
-        "trade speed for memory: activation (gradient) checkpointing keeps only each layer's input and runs "
-        "the layer again in the backward pass (Chen et al. 2016), and freed blocks above 64 KB go back to the "
-        "system at once instead of staying in glibc's heap")})
+    bf16: bool = field(
+        default=True, metadata={"help": "bf16 autocast (faster on modern CPUs and GPUs; weights stay fp32)"}
+    )
+    bf16_weights: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "hold weights, gradients and AdamW moments in bf16 while training, with stochastically rounded "
+                "updates (engine/optim.py): about half the memory of mixed precision; the model is returned in its "
+                "own precision"
+            )
+        },
+    )
+    low_memory: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "trade speed for memory: activation (gradient) checkpointing keeps only each layer's input and runs "
+                "the layer again in the backward pass (Chen et al. 2016), and freed blocks above 64 KB go back to the "
+                "system at once instead of staying in glibc's heap"
+            )
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed for batch order, dropout and the validation split"})
-    snapshot_every: int = field(default=10, metadata={"help": (
-        "steps between snapshots of the trained weights used by the divergence guard (in memory; in a "
-        "temporary file with bf16_weights)")})
-    l2: float = field(default=0.0, metadata={"help": (
-        "weight of the L2 penalty sum((theta - theta_start)^2) over trained parameters, pulling the "
-        "model back toward where it started (the unlearning-project seed's regularization); 0 disables it")})
-    dropout: float = field(default=0.0, metadata={"help": "dropout probability in attention (and LoRA) while training; 0 disables it"})
-    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (peft) instead of all weights; the reference model is the adapter switched off"})
+    snapshot_every: int = field(
+        default=10,
+        metadata={
+            "help": (
+                "steps between snapshots of the trained weights used by the divergence guard (in memory; in a "
+                "temporary file with bf16_weights)"
+            )
+        },
+    )
+    l2: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "weight of the L2 penalty sum((theta - theta_start)^2) over trained parameters, pulling the "
+                "model back toward where it started (the unlearning-project seed's regularization); 0 disables it"
+            )
+        },
+    )
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout probability in attention (and LoRA) while training; 0 disables it"}
+    )
+    lora: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "train a LoRA adapter (peft) instead of all weights; the reference model is the adapter switched off"
+            )
+        },
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)"})
-    lora_targets: str = field(default="all-linear", metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"})
-    keep_adapter: bool = field(default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"})
-    checkpoint_every: int = field(default=25, metadata={"help": "steps between checkpoints written for --resume (0: none)"})
-    stop_forget_nll_gain: float | None = field(default=None, metadata={"help": (
-        "early stop once the mean NLL of held-back forget answers (a validation split, never the "
-        "held-out probes) has risen this many nats per token above its start; unset: run all steps")})
-    val_fraction: float = field(default=0.1, metadata={"help": "share of forget questions held back for early stop (only when it is on)"})
+    lora_targets: str = field(
+        default="all-linear",
+        metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"},
+    )
+    keep_adapter: bool = field(
+        default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"}
+    )
+    checkpoint_every: int = field(
+        default=25, metadata={"help": "steps between checkpoints written for --resume (0: none)"}
+    )
+    stop_forget_nll_gain: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "early stop once the mean NLL of held-back forget answers (a validation split, never the "
+                "held-out probes) has risen this many nats per token above its start; unset: run all steps"
+            )
+        },
+    )
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "share of forget questions held back for early stop (only when it is on)"}
+    )
     eval_every: int = field(default=5, metadata={"help": "steps between validation measurements for early stop"})
+    attention: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "attention implementation while training: 'auto' (eager on a CPU, where PyTorch's fused attention "
+                "is slow in its backward pass for short sequences and gives the same values; the model's own "
+                "elsewhere), 'model' (the model's own), or a transformers name such as 'eager' or 'sdpa'"
+            )
+        },
+    )
 
 
 @dataclass
@@ -169,207 +225,366 @@ def train(
     into `model` at the end, unless `cfg.keep_adapter`, in which case `result.model` is
     the peft model. With `checkpoint_dir`, a checkpoint is written every
     `cfg.checkpoint_every` steps, and `resume=True` continues from it: the final
-    weights equal those of an uninterrupted run.
+    weights equal those of an uninterrupted run. Raises ValueError for an edit method,
+    a missing stream or no trainable parameter, UserError for a checkpoint of other settings.
 
     Freed memory stays in the process while it trains (`obliviate.malloc`), which spares every
     step the page faults of fresh mappings. Not with `cfg.bf16_weights`, whose point is memory:
-    kept blocks raised a LoRA run's peak by 0.9 GB there (docs/PERFORMANCE.md). With
-    `cfg.low_memory`, large blocks go back to the system as soon as they are freed.
+    blocks kept for reuse would add to its peak (docs/PERFORMANCE.md). With `cfg.low_memory`,
+    large blocks go back to the system as soon as they are freed.
     """
-    with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights else "keep"):
-        return _train(model, tokenizer, method, data, cfg, log_path, progress, checkpoint_dir=checkpoint_dir, resume=resume)
-
-
-def _train(model, tokenizer, method: Method, data: dict[str, list[dict]], cfg: TrainConfig, log_path, progress: bool, *,
-           checkpoint_dir, resume: bool) -> TrainResult:
-    if not method.trains:
-        raise ValueError(f"method {method.name!r} edits the model once and has no training loop; call its edit()")
-    val: list[dict] = []
-    if cfg.stop_forget_nll_gain is not None and data.get("forget"):
-        train_forget, val = validation_split(data["forget"], cfg.val_fraction, cfg.seed)
-        data = {**data, "forget": train_forget}
-    data = method.prepare(data)
-    missing = [name for name in method.batches if not data.get(name)]
-    if missing:
-        raise ValueError(f"method {method.name!r} needs non-empty {missing} data")
-    torch.manual_seed(cfg.seed)
-    # accelerate keeps one process-wide state; reset it (not the distributed part) so that
-    # successive runs in one process may use different precision or accumulation settings.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and not cfg.bf16_weights else "no",
-                              gradient_accumulation_steps=cfg.grad_accum)
-    dtype = model.dtype
-    if cfg.bf16_weights:
-        model.to(torch.bfloat16)
-
-    restore_dropout = _set_dropout(model, cfg.dropout)
-    restore_attention = set_attention(model, CPU_ATTENTION if accelerator.device.type == "cpu" else None)
-    base_model = model
-    if cfg.low_memory:  # before LoRA wraps the model; non-reentrant, so frozen inputs are fine
-        _checkpointing(model, True)
-    ref = None
-    # Reference log-probs computed once, before the first step, for the records the run will draw:
-    # no reference copy in memory and no reference pass per step.
-    precompute = method.needs_ref_model and bool(method.ref_logprob_subs)
-    if cfg.lora:
-        model = _add_lora(model, cfg)
-        ref = AdapterOff(model) if method.needs_ref_model else None
-    elif method.needs_ref_model and not precompute:
-        ref = copy.deepcopy(model).eval().requires_grad_(False)
-    model.to(accelerator.device)
-    if isinstance(ref, torch.nn.Module):
-        ref.to(accelerator.device)
-    method.setup(model, tokenizer, data, ref)
-    for name, p in model.named_parameters():
-        if p.requires_grad and not method.trainable(name):
-            p.requires_grad_(False)
-    model.train()
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError(f"method {method.name!r} left no parameter to train")
-    params = [p for _, p in named]
-    start_weights = [p.detach().clone() for p in params] if cfg.l2 else None
-    # The fused kernel: one pass over all parameters instead of a loop of small ops per tensor,
-    # 5x faster per step on a 2-core CPU for the embedded model (benchmarks/optimizer_step.py).
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    if any(p.dtype == torch.bfloat16 for p in params):  # bf16_weights, or a model loaded in bf16
-        optimizer = BF16AdamW(params, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=fused or None)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    streams = {name: _Stream(data[name], f"{cfg.seed}-{name}") for name in method.batches}
-    ref_table: dict[str, dict[int, dict[str, float]]] = {}
-
-    result = TrainResult(steps_done=0, seconds=0.0, last_logs={})
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
-    val_start = None
-    if resume and ckpt is not None and ckpt.is_file():
+    with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights else "keep"):
+        run = _Run(model, tokenizer, method, cfg, log_path, ckpt)
+        run.setup(data)
+        run.resume(resume)
+        run.baseline()
+        run.loop(progress)
+        return run.teardown()
+
+
+def fine_tune(model, tokenizer, spec: FineTune, cfg: TrainConfig):
+    """A copy of `model` trained by `train` on `spec.records` with plain NLL (retain_ft's loss): `cfg`'s
+    precision, sequence length, clipping, LoRA and dropout, but `spec`'s steps, learning rate, batch size
+    and seed, and no accumulation, L2, early stop, checkpoints or log. Returned frozen, in eval mode, with
+    any adapter merged; `model` is left as it was."""
+    cfg = dataclasses.replace(
+        cfg,
+        steps=spec.steps,
+        lr=spec.lr,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        grad_accum=1,
+        l2=0.0,
+        keep_adapter=False,
+        checkpoint_every=0,
+        stop_forget_nll_gain=None,
+    )
+    result = train(copy.deepcopy(model), tokenizer, RetainFT(), {"retain": spec.records}, cfg, progress=False)
+    return result.model.requires_grad_(False)
+
+
+def training_attention(setting: str, device: torch.device) -> str | None:
+    """The attention implementation to train with (None: the model's own), from `TrainConfig.attention`.
+
+    "auto" picks eager attention on a CPU: for short sequences PyTorch's fused attention is slow in
+    its backward pass there, and the plain one gives the same values. GPUs keep the model's own.
+    """
+    if setting == "auto":
+        return "eager" if device.type == "cpu" else None
+    return None if setting == "model" else setting
+
+
+class _Run:
+    """One training run, as its phases: `setup`, `resume`, `baseline`, then per step `step`, `guard`,
+    `record` and `checkpoint` (in `loop`), and `teardown`. Holds what the phases share."""
+
+    def __init__(self, model, tokenizer, method: Method, cfg: TrainConfig, log_path, ckpt: Path | None):
+        self.model, self.tokenizer, self.method, self.cfg = model, tokenizer, method, cfg
+        self.log_path, self.ckpt = log_path, ckpt
+        self.result = TrainResult(steps_done=0, seconds=0.0, last_logs={})
+        self.val: list[dict] = []  # held-back forget records for early stop
+        self.val_start: float | None = None  # their NLL under the starting weights
+        self.ref = None
+        self.ref_table: dict[str, dict[int, dict[str, float]]] = {}  # precomputed reference log-probs
+        self.log_file = self.bar = self.snapshot = None
+
+    # -- setup ---------------------------------------------------------------------------------------
+
+    def setup(self, data: dict[str, list[dict]]) -> None:
+        """Data, the models the method asks for, accelerate, the model in its training form with its
+        reference, the method's own setup, the optimizer and the streams, in that order."""
+        cfg, method = self.cfg, self.method
+        data = self._data(data)
+        # Before accelerate is set up for this run: each fine-tune is a run of its own.
+        tuned = {spec.name: fine_tune(self.model, self.tokenizer, spec, cfg) for spec in method.fine_tunes(data)}
+        torch.manual_seed(cfg.seed)
+        # accelerate keeps one process-wide state; reset it (not the distributed part) so that
+        # successive runs in one process may use different precision or accumulation settings.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+        self.accelerator = Accelerator(
+            mixed_precision="bf16" if cfg.bf16 and not cfg.bf16_weights else "no",
+            gradient_accumulation_steps=cfg.grad_accum,
+        )
+        self._training_form()
+        method.setup(self.model, self.tokenizer, data, self.ref, tuned)
+        self._optimizer()
+        self.streams = {name: _Stream(data[name], f"{cfg.seed}-{name}") for name in method.batches}
+
+    def _data(self, data: dict[str, list[dict]]) -> dict[str, list[dict]]:
+        """The streams the method trains on: the validation split held back, then the method's `prepare`."""
+        method, cfg = self.method, self.cfg
+        if not method.trains:
+            raise ValueError(f"method {method.name!r} edits the model once and has no training loop; call its edit()")
+        if cfg.stop_forget_nll_gain is not None and data.get("forget"):
+            train_forget, self.val = validation_split(data["forget"], cfg.val_fraction, cfg.seed)
+            data = {**data, "forget": train_forget}
+        data = method.prepare(data)
+        missing = [name for name in method.batches if not data.get(name)]
+        if missing:
+            raise ValueError(f"method {method.name!r} needs non-empty {missing} data")
+        return data
+
+    def _training_form(self) -> None:
+        """Precision, dropout, attention, activation checkpointing and LoRA for training; the reference
+        model (the adapter switched off, a frozen copy, or none when its log-probs are precomputed)."""
+        cfg, method, model = self.cfg, self.method, self.model
+        self.dtype = model.dtype
+        if cfg.bf16_weights:
+            model.to(torch.bfloat16)
+        self.restore_dropout = _set_dropout(model, cfg.dropout)
+        self.restore_attention = set_attention(model, training_attention(cfg.attention, self.accelerator.device))
+        self.base_model = model
+        if cfg.low_memory:  # before LoRA wraps the model; non-reentrant, so frozen inputs are fine
+            _checkpointing(model, True)
+        # Reference log-probs computed once, before the first step, for the records the run will draw:
+        # no reference copy in memory and no reference pass per step.
+        self.precompute = method.needs_ref_model and bool(method.ref_logprob_subs)
+        if cfg.lora:
+            model = _add_lora(model, cfg)
+            self.ref = AdapterOff(model) if method.needs_ref_model else None
+        elif method.needs_ref_model and not self.precompute:
+            self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+        model.to(self.accelerator.device)
+        if isinstance(self.ref, torch.nn.Module):
+            self.ref.to(self.accelerator.device)
+        self.model = model
+
+    def _optimizer(self) -> None:
+        """The trained parameters (those the method selects) and their optimizer, prepared by accelerate."""
+        cfg, method = self.cfg, self.method
+        for name, p in self.model.named_parameters():
+            if p.requires_grad and not method.trainable(name):
+                p.requires_grad_(False)
+        self.model.train()
+        self.named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if not self.named:
+            raise ValueError(f"method {method.name!r} left no parameter to train")
+        self.params = [p for _, p in self.named]
+        self.start_weights = [p.detach().clone() for p in self.params] if cfg.l2 else None
+        if any(p.dtype == torch.bfloat16 for p in self.params):  # bf16_weights, or a model loaded in bf16
+            optimizer = BF16AdamW(self.params, lr=cfg.lr, weight_decay=0.0, seed=cfg.seed)
+        else:
+            # The fused kernel updates all parameters in one pass instead of a loop of small ops per
+            # tensor; it exists for floating-point tensors on CPUs and CUDA devices.
+            fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in self.params)
+            optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0, fused=fused or None)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+
+    # -- resume and baseline -------------------------------------------------------------------------
+
+    def resume(self, wanted: bool) -> None:
+        """With `wanted` and a checkpoint: continue from it (trained weights, optimizer, stream positions,
+        RNG, logs, reference log-probs; the log file cut back to its step). Otherwise start a fresh log."""
+        ckpt, result = self.ckpt, self.result
+        if not (wanted and ckpt is not None and ckpt.is_file()):
+            if self.log_path:
+                Path(self.log_path).unlink(missing_ok=True)
+            return
         state = torch.load(ckpt, weights_only=False)
-        if set(state["trainable"]) != {n for n, _ in named}:
-            raise UserError(f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
-                            "or trained layers); resume with the same flags, or pass --overwrite to start again.")
+        if set(state["trainable"]) != {n for n, _ in self.named}:
+            raise UserError(
+                f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
+                "or trained layers); resume with the same flags, or pass --overwrite to start again."
+            )
         with torch.no_grad():
-            for (name, p) in named:
+            for name, p in self.named:
                 p.copy_(state["trainable"][name])
-        optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
         for name, s in state["streams"].items():
-            streams[name].load(s)
+            self.streams[name].load(s)
         torch.set_rng_state(state["torch_rng"])
         result.steps_done, result.last_logs, result.validation = state["step"], state["last_logs"], state["validation"]
-        result.resumed_from, val_start = state["step"], state["val_start"]
-        ref_table = state.get("ref_logprobs") or {}
-        if precompute and not ref_table:
-            raise UserError(f"The checkpoint in {ckpt.parent} holds no reference log-probs; pass --overwrite to start again.")
-        _truncate_log(log_path, state["step"])
-    elif log_path:
-        Path(log_path).unlink(missing_ok=True)
+        result.resumed_from, self.val_start = state["step"], state["val_start"]
+        self.ref_table = state.get("ref_logprobs") or {}
+        if self.precompute and not self.ref_table:
+            raise UserError(
+                f"The checkpoint in {ckpt.parent} holds no reference log-probs; pass --overwrite to start again."
+            )
+        _truncate_log(self.log_path, state["step"])
 
-    def measure_val(step: int) -> float:
-        value = _validation_nll(model, tokenizer, val, cfg, accelerator)
-        result.validation.append({"step": step, "forget_nll": round(value, 4)})
+    def baseline(self) -> None:
+        """What later steps compare with, under the starting weights (unless resumed): the validation
+        NLL at step 0 and the reference log-probs of every record the run will draw."""
+        if self.val and self.val_start is None:
+            self.val_start = self._measure_val(0)
+        if self.precompute and not self.ref_table:
+            t0 = time.perf_counter()
+            self.ref_table = _reference_logprobs(
+                self.model, self.tokenizer, self.method, self.streams, self.cfg, self.accelerator
+            )
+            self.result.ref_seconds = time.perf_counter() - t0
+
+    def _measure_val(self, step: int) -> float:
+        value = _validation_nll(self.model, self.tokenizer, self.val, self.cfg, self.accelerator)
+        self.result.validation.append({"step": step, "forget_nll": round(value, 4)})
         return value
 
-    if val and val_start is None:
-        val_start = measure_val(0)
-    if precompute and not ref_table:
-        t0 = time.perf_counter()
-        ref_table = _reference_logprobs(model, tokenizer, method, streams, cfg, accelerator)
-        result.ref_seconds = time.perf_counter() - t0
+    # -- the loop ------------------------------------------------------------------------------------
 
-    log_file = open(log_path, "a", encoding="utf-8") if log_path else None
-    snapshot, snapshot_step = _Snapshot(named, on_disk=cfg.bf16_weights and not cfg.lora), result.steps_done
-    start = time.perf_counter()
-    first = result.steps_done + 1
-    bar = tqdm(total=cfg.steps, initial=result.steps_done, desc=f"unlearning ({method.name})", disable=not progress, leave=False)
-    try:
-        for step in range(first, cfg.steps + 1):
-            out, bad = None, False
-            for _ in range(cfg.grad_accum):
-                batch = {}
-                for name, stream in streams.items():
-                    idx = stream.take(cfg.batch_size)
-                    for sub, enc in method.collate(tokenizer, name, [stream.records[i] for i in idx], cfg.max_length).items():
-                        if sub in method.ref_logprob_subs and ref_table:
-                            enc["ref_logprob"] = torch.tensor([ref_table[name][i][sub] for i in idx])
-                        batch[sub] = {k: v.to(accelerator.device) for k, v in enc.items()}
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        out = method.loss(model, batch, ref)
-                        loss = out.loss
-                        if start_weights is not None:
-                            l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start_weights))
-                            out.logs["l2"] = float(l2.detach())
-                            loss = loss + cfg.l2 * l2
-                    if not torch.isfinite(loss):
-                        bad = True
-                        break
-                    # Backward outside autocast: its casts were already made in the forward pass.
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-            if bad or not all(math.isfinite(v) for v in out.logs.values()):
-                snapshot.restore(named)
-                optimizer.zero_grad()
-                result.diverged_at, result.restored_step = step, snapshot_step
-                result.steps_done = snapshot_step
-                break
-            result.steps_done, result.last_logs = step, {"loss": loss.item(), **out.logs}
-            row = {"step": step, **result.last_logs}
-            if val and (step % cfg.eval_every == 0 or step == cfg.steps):
-                gain = measure_val(step) - val_start
-                row["val_forget_nll_gain"] = round(gain, 4)
-                if gain >= cfg.stop_forget_nll_gain:
-                    result.stopped_early_at = step
-            if step % cfg.snapshot_every == 0:
-                snapshot.take(named)
-                snapshot_step = step
-            if log_file:
-                log_file.write(json.dumps({**row, "seconds": round(time.perf_counter() - start, 2)}) + "\n")
-                log_file.flush()
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
-            bar.update(1)
-            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                _save_checkpoint(ckpt, step, named, optimizer, streams, result, val_start, ref_table)
-            if result.stopped_early_at:
-                break
-    finally:
-        bar.close()
-        snapshot.close()
-        if log_file:
-            log_file.close()
-    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    restore_dropout()
-    restore_attention()
-    if cfg.low_memory:
-        _checkpointing(base_model, False)
-    del optimizer
-    accelerator.free_memory()  # drop accelerate's references too, so the moments are freed before the cast back
-    if cfg.lora and not cfg.keep_adapter:
-        model = model.merge_and_unload()
-    if cfg.bf16_weights:
-        model.to(dtype)
-    model.eval()
-    result.model = model
-    result.seconds = time.perf_counter() - start
-    return result
+    def loop(self, progress: bool) -> None:
+        """Steps up to `cfg.steps`, ending early at a divergence or an early stop; the log file, progress
+        bar and snapshot are closed however it ends."""
+        cfg, result = self.cfg, self.result
+        self.log_file = open(self.log_path, "a", encoding="utf-8") if self.log_path else None
+        self.snapshot = _Snapshot(self.named, on_disk=cfg.bf16_weights and not cfg.lora)
+        self.snapshot_step = result.steps_done
+        self.start = time.perf_counter()
+        self.bar = tqdm(
+            total=cfg.steps,
+            initial=result.steps_done,
+            desc=f"unlearning ({self.method.name})",
+            disable=not progress,
+            leave=False,
+        )
+        try:
+            for step in range(result.steps_done + 1, cfg.steps + 1):
+                loss, out, finite = self.step()
+                if self.guard(step, out, finite):
+                    break
+                self.record(step, loss, out)
+                self.checkpoint(step)
+                if result.stopped_early_at:
+                    break
+        finally:
+            self.bar.close()
+            self.snapshot.close()
+            if self.log_file:
+                self.log_file.close()
+
+    def step(self) -> tuple[torch.Tensor, LossOutput, bool]:
+        """One optimizer step over `cfg.grad_accum` micro-batches. Stops at the first non-finite loss,
+        before its backward pass. Returns the last loss, its LossOutput and whether every loss was finite."""
+        cfg, accelerator = self.cfg, self.accelerator
+        for _ in range(cfg.grad_accum):
+            batch = self._batch()
+            with accelerator.accumulate(self.model):
+                with accelerator.autocast():
+                    out = self.method.loss(self.model, batch, self.ref)
+                    loss = out.loss
+                    if self.start_weights is not None:
+                        l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(self.params, self.start_weights))
+                        out.logs["l2"] = float(l2.detach())
+                        loss = loss + cfg.l2 * l2
+                if not torch.isfinite(loss):
+                    return loss, out, False
+                # Backward outside autocast: its casts were already made in the forward pass.
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        return loss, out, True
+
+    def _batch(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The next micro-batch: `cfg.batch_size` records of every stream, collated by the method, with
+        their precomputed reference log-probs, on the device."""
+        cfg, method, device = self.cfg, self.method, self.accelerator.device
+        batch = {}
+        for name, stream in self.streams.items():
+            idx = stream.take(cfg.batch_size)
+            for sub, enc in method.collate(
+                self.tokenizer, name, [stream.records[i] for i in idx], cfg.max_length
+            ).items():
+                if sub in method.ref_logprob_subs and self.ref_table:
+                    enc["ref_logprob"] = torch.tensor([self.ref_table[name][i][sub] for i in idx])
+                batch[sub] = {k: v.to(device) for k, v in enc.items()}
+        return batch
+
+    def guard(self, step: int, out: LossOutput, finite: bool) -> bool:
+        """The divergence guard. After a non-finite loss or logged term: restore the last snapshot and
+        return True (the run ends with the snapshot's weights). Otherwise take a snapshot every
+        `cfg.snapshot_every` steps and return False."""
+        result = self.result
+        if not finite or not all(math.isfinite(v) for v in out.logs.values()):
+            self.snapshot.restore(self.named)
+            self.optimizer.zero_grad()
+            result.diverged_at, result.restored_step = step, self.snapshot_step
+            result.steps_done = self.snapshot_step
+            return True
+        if step % self.cfg.snapshot_every == 0:
+            self.snapshot.take(self.named)
+            self.snapshot_step = step
+        return False
+
+    def record(self, step: int, loss: torch.Tensor, out: LossOutput) -> None:
+        """The step's logs into the result, the validation measurement when due (and the early stop it
+        may call), a line of the log file and the progress bar."""
+        cfg, result = self.cfg, self.result
+        result.steps_done, result.last_logs = step, {"loss": loss.item(), **out.logs}
+        row = {"step": step, **result.last_logs}
+        if self.val and (step % cfg.eval_every == 0 or step == cfg.steps):
+            gain = self._measure_val(step) - self.val_start
+            row["val_forget_nll_gain"] = round(gain, 4)
+            if gain >= cfg.stop_forget_nll_gain:
+                result.stopped_early_at = step
+        if self.log_file:
+            self.log_file.write(json.dumps({**row, "seconds": round(time.perf_counter() - self.start, 2)}) + "\n")
+            self.log_file.flush()
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
+        self.bar.update(1)
+
+    def checkpoint(self, step: int) -> None:
+        """Every `cfg.checkpoint_every` steps before the last, write what `resume` reads, atomically."""
+        cfg, ckpt = self.cfg, self.ckpt
+        if ckpt is None or not cfg.checkpoint_every or step % cfg.checkpoint_every or step >= cfg.steps:
+            return
+        state = {
+            "ref_logprobs": self.ref_table,
+            "step": step,
+            "trainable": {n: p.detach().clone() for n, p in self.named},
+            "optimizer": self.optimizer.state_dict(),
+            "streams": {name: s.state() for name, s in self.streams.items()},
+            "torch_rng": torch.get_rng_state(),
+            "last_logs": self.result.last_logs,
+            "validation": self.result.validation,
+            "val_start": self.val_start,
+        }
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_name(f".{ckpt.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt)
+
+    # -- teardown ------------------------------------------------------------------------------------
+
+    def teardown(self) -> TrainResult:
+        """The model back in its own form: accelerate's wrapper off, dropout and attention restored,
+        activation checkpointing off, the adapter merged (unless kept), its precision, eval mode."""
+        cfg = self.cfg
+        model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        self.restore_dropout()
+        self.restore_attention()
+        if cfg.low_memory:
+            _checkpointing(self.base_model, False)
+        self.optimizer = None
+        # Drop accelerate's references too, so the moments are freed before the cast back.
+        self.accelerator.free_memory()
+        if cfg.lora and not cfg.keep_adapter:
+            model = model.merge_and_unload()
+        if cfg.bf16_weights:
+            model.to(self.dtype)
+        model.eval()
+        self.result.model = model
+        self.result.seconds = time.perf_counter() - self.start
+        return self.result
 
 
 def _add_lora(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout,
-                        target_modules=targets, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
     # peft widens adapters to fp32 by default; with bf16 weights they stay bf16 like the rest (their
     # updates are stochastically rounded too), so no layer's activations are kept in both precisions.
     return get_peft_model(model, config, autocast_adapter_dtype=not cfg.bf16_weights)
 
 
 def _checkpointing(model, on: bool) -> None:
-    """Switch activation checkpointing on (non-reentrant) or off; transformers 5 renamed it from gradient checkpointing."""
+    """Switch activation checkpointing on (non-reentrant) or off; transformers 5 renamed it from gradient
+    checkpointing."""
     if on:
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -418,11 +633,12 @@ def _validation_nll(model, tokenizer, records: list[dict], cfg: TrainConfig, acc
 
 
 @torch.no_grad()
-def _reference_logprobs(model, tokenizer, method: Method, streams: dict[str, _Stream], cfg: TrainConfig,
-                        accelerator) -> dict[str, dict[int, dict[str, float]]]:
+def _reference_logprobs(
+    model, tokenizer, method: Method, streams: dict[str, _Stream], cfg: TrainConfig, accelerator
+) -> dict[str, dict[int, dict[str, float]]]:
     """{stream: {record index: {sub-batch: summed answer log-prob}}} under the starting weights, for
     every record the run will draw (the streams are replayed on copies), in length-sorted batches of
-    the training batch size (larger ones raised the peak memory of a LoRA run by 0.7 GB)."""
+    the training batch size, since larger batches would raise the run's peak memory."""
     was_training = model.training
     model.eval()
     table: dict[str, dict[int, dict[str, float]]] = {}
@@ -430,8 +646,10 @@ def _reference_logprobs(model, tokenizer, method: Method, streams: dict[str, _St
         for name, stream in streams.items():
             replay = _Stream(stream.records, stream.seed)
             replay.load(stream.state())
-            drawn = sorted(set(replay.take(cfg.batch_size * cfg.grad_accum * cfg.steps)),
-                           key=lambda i: len(json.dumps(stream.records[i], sort_keys=True)))
+            drawn = sorted(
+                set(replay.take(cfg.batch_size * cfg.grad_accum * cfg.steps)),
+                key=lambda i: len(json.dumps(stream.records[i], sort_keys=True)),
+            )
             for start in range(0, len(drawn), cfg.batch_size):
                 idx = drawn[start : start + cfg.batch_size]
                 subs = method.collate(tokenizer, name, [stream.records[i] for i in idx], cfg.max_length)
@@ -481,27 +699,10 @@ class _Snapshot:
             self.path.unlink(missing_ok=True)
 
 
-def _save_checkpoint(path: Path, step: int, named, optimizer, streams, result: TrainResult, val_start,
-                     ref_table: dict) -> None:
-    state = {
-        "ref_logprobs": ref_table,
-        "step": step,
-        "trainable": {n: p.detach().clone() for n, p in named},
-        "optimizer": optimizer.state_dict(),
-        "streams": {name: s.state() for name, s in streams.items()},
-        "torch_rng": torch.get_rng_state(),
-        "last_logs": result.last_logs,
-        "validation": result.validation,
-        "val_start": val_start,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def _truncate_log(log_path, step: int) -> None:
     if not log_path or not Path(log_path).is_file():
         return
-    rows = [line for line in Path(log_path).read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    rows = [
+        line for line in Path(log_path).read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+    ]
     write_text(log_path, "".join(r + "\n" for r in rows))

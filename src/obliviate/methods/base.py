@@ -1,8 +1,10 @@
 """The method contract: a config dataclass, a few flags, and one loss function.
 
 A method never touches the optimizer, devices or distributed code; the engine
-does. Methods register themselves by name; `get_method` is how everyone else
-finds them, with a "did you mean" for typos.
+does. A method that needs a model trained before its own loop (WHP's reinforced
+model) describes it as a `FineTune` and the engine trains it. Methods register
+themselves by name (`register_method`); `get_method` is how everyone else finds
+them, with a "did you mean" for typos.
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ from obliviate.models.prompts import encode
 class LossOutput:
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)  # each term, detached, for the progress bar and log
+
+
+@dataclass
+class FineTune:
+    """A model a method needs before its own loop: a copy of the starting model fine-tuned on `records`
+    with plain NLL (retain_ft's loss), by the engine's loop with the run's settings but these steps,
+    learning rate, batch size and seed. The engine hands it to `Method.setup` as `tuned[name]`, frozen
+    and in eval mode."""
+
+    name: str
+    records: list[dict]
+    steps: int
+    lr: float
+    batch_size: int
+    seed: int
 
 
 class Method:
@@ -53,10 +70,16 @@ class Method:
         """
         return data
 
-    def setup(self, model, tokenizer, data: dict[str, list[dict]], ref) -> None:
+    def fine_tunes(self, data: dict[str, list[dict]]) -> list[FineTune]:
+        """The models to fine-tune from the starting model before the first step (after `prepare`);
+        default: none. The engine trains each and passes them to `setup`."""
+        return []
+
+    def setup(self, model, tokenizer, data: dict[str, list[dict]], ref, tuned: dict[str, Any] | None = None) -> None:
         """Called once by the engine before the first step (after `prepare`, before the optimizer):
-        compute anything derived from the starting model, e.g. a reinforced copy or a random
-        direction. `ref` is the reference model (None unless `needs_ref_model`)."""
+        compute anything derived from the starting model, e.g. a random direction. `ref` is the
+        reference model (None unless `needs_ref_model`); `tuned` holds the models asked for in
+        `fine_tunes`, by name."""
 
     def trainable(self, name: str) -> bool:
         """Whether the parameter called `name` is trained; default: all of them. Under LoRA the
@@ -95,7 +118,8 @@ def only_alt_kinds(data: dict[str, list[dict]], kinds: tuple[str, ...]) -> dict[
 METHODS: dict[str, type[Method]] = {}
 
 
-def register(cls: type[Method]) -> type[Method]:
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: add `cls` to METHODS under `cls.name`; raises ValueError for a name taken twice."""
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} registered twice")
     METHODS[cls.name] = cls
@@ -112,7 +136,9 @@ def get_method(name: str, **overrides) -> Method:
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     unknown = set(overrides) - fields
     if unknown:
-        raise UserError(f"Method {name!r} has no setting {sorted(unknown)[0]!r}; its settings are: {', '.join(sorted(fields))}.")
+        raise UserError(
+            f"Method {name!r} has no setting {sorted(unknown)[0]!r}; its settings are: {', '.join(sorted(fields))}."
+        )
     return cls(cls.config_class(**overrides))
 
 

@@ -7,18 +7,30 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from obliviate.methods.base import LossOutput, Method, register
-from obliviate.models.logprobs import answer_logits, kl_to_ref, label_logprobs, mean_nll
+from obliviate.methods.base import LossOutput, Method, register_method
+from obliviate.models.logprobs import answer_logits, kl_to_ref, label_logprobs, token_mean_nll
 
 
 @dataclass
 class DistillConfig:
-    beta: float = field(default=10.0, metadata={"help": (
-        "how far the forget token's logit is lowered in the teacher's distribution "
-        "(the UNDIAL paper and open-unlearning search 3, 10, 30)")})
-    alpha: float = field(default=5.0, metadata={"help": (
-        "weight of KL(teacher || student) on retain data (0 disables it; the paper uses none); 5 kept general "
-        "QA within 2 points on the embedded model where 1 lost 8 (docs/METHODS.md)")})
+    beta: float = field(
+        default=10.0,
+        metadata={
+            "help": (
+                "how far the forget token's logit is lowered in the teacher's distribution "
+                "(the UNDIAL paper and open-unlearning search 3, 10, 30)"
+            )
+        },
+    )
+    alpha: float = field(
+        default=5.0,
+        metadata={
+            "help": (
+                "weight of KL(teacher || student) on retain data (0 disables it; the paper uses none); smaller weights "
+                "cost general QA on the embedded model (docs/METHODS.md)"
+            )
+        },
+    )
 
 
 def adjusted_targets(ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -43,12 +55,17 @@ def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Te
     return (ce * mask).sum() / mask.sum().clamp(min=1)
 
 
-@register
+@register_method
 class Distill(Method):
     name = "distill"
-    help = ("Self-distillation (UNDIAL): on forget answers match the base model's distribution with the answer token's logit "
-            "lowered by beta; on retain match the base model (KL).")
-    source = "Dong et al. 2024, UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in LLMs (arXiv:2402.10052)"
+    help = (
+        "Self-distillation (UNDIAL): on forget answers match the base model's distribution with the answer token's "
+        "logit lowered by beta; on retain match the base model (KL)."
+    )
+    source = (
+        "Dong et al. 2024, UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in LLMs "
+        "(arXiv:2402.10052)"
+    )
     config_class = DistillConfig
     needs_ref_model = True
     batches = ("forget", "retain")
@@ -61,7 +78,7 @@ class Distill(Method):
             ref_logits, _ = answer_logits(ref, sub)
         forget = undial_loss(logits, ref_logits, labels, self.config.beta)
         logp, mask = label_logprobs(logits.detach(), labels)
-        logs = {"undial": forget.item(), "forget_nll": mean_nll(logp.sum(-1), mask.sum(-1)).item()}
+        logs = {"undial": forget.item(), "forget_nll": token_mean_nll(logp.sum(-1), mask.sum(-1)).item()}
         if not self.config.alpha:
             return LossOutput(forget, logs)
         kl = kl_to_ref(model, ref, batch["retain"])

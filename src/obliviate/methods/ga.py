@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import LossOutput, Method, register_method
 from obliviate.models.logprobs import nll
 
 
@@ -18,7 +18,7 @@ def ga_loss(forget_nll):
     return -forget_nll
 
 
-@register
+@register_method
 class GradientAscent(Method):
     name = "ga"
     help = "Gradient ascent on the forget answers; fast, but unbounded and hard on utility."

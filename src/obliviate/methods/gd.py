@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import LossOutput, Method, register_method
 from obliviate.models.logprobs import nll
 
 
 @dataclass
 class GDConfig:
-    alpha: float = field(default=2.0, metadata={"help": "weight of the retain NLL term (2 measured best on the embedded model)"})
+    alpha: float = field(
+        default=2.0,
+        metadata={
+            "help": "weight of the retain NLL term (the best of those tried on the embedded model, docs/METHODS.md)"
+        },
+    )
 
 
 def gd_loss(forget_nll, retain_nll, alpha: float):
@@ -18,7 +23,7 @@ def gd_loss(forget_nll, retain_nll, alpha: float):
     return -forget_nll + alpha * retain_nll
 
 
-@register
+@register_method
 class GradientDifference(Method):
     name = "gd"
     help = "Gradient ascent on forget plus ordinary training on retain data."
@@ -29,4 +34,6 @@ class GradientDifference(Method):
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         forget, retain = nll(model, batch["forget"]), nll(model, batch["retain"])
-        return LossOutput(gd_loss(forget, retain, self.config.alpha), {"forget_nll": forget.item(), "retain_nll": retain.item()})
+        return LossOutput(
+            gd_loss(forget, retain, self.config.alpha), {"forget_nll": forget.item(), "retain_nll": retain.item()}
+        )

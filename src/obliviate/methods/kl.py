@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import LossOutput, Method, register_method
 from obliviate.models.logprobs import kl_to_ref, nll
 
 
@@ -13,10 +13,13 @@ class KLConfig:
     alpha: float = field(default=1.0, metadata={"help": "weight of KL(base || model) on retain tokens"})
 
 
-@register
+@register_method
 class KL(Method):
     name = "kl"
-    help = "Gradient ascent on forget answers plus KL(base || model) on retain data, which keeps retain predictions where they were."
+    help = (
+        "Gradient ascent on forget answers plus KL(base || model) on retain data, which keeps retain predictions "
+        "where they were."
+    )
     source = "Maini et al. 2024, TOFU (arXiv:2401.06121), the KL-minimization baseline"
     config_class = KLConfig
     needs_ref_model = True
@@ -26,4 +29,6 @@ class KL(Method):
     def loss(self, model, batch, ref=None) -> LossOutput:
         forget_nll = nll(model, batch["forget"])
         kl = kl_to_ref(model, ref, batch["retain"])
-        return LossOutput(-forget_nll + self.config.alpha * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()})
+        return LossOutput(
+            -forget_nll + self.config.alpha * kl, {"forget_nll": forget_nll.item(), "retain_kl": kl.item()}
+        )

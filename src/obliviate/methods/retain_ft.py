@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import LossOutput, Method, register_method
 from obliviate.models.logprobs import nll
 
 
@@ -13,7 +13,7 @@ class RetainFTConfig:
     pass
 
 
-@register
+@register_method
 class RetainFT(Method):
     name = "retain_ft"
     help = "Fine-tune on retain data only (NLL); never sees the forget set. The weakest baseline."

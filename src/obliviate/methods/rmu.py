@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from obliviate.errors import UserError
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import LossOutput, Method, register_method
 from obliviate.models.prompts import encode
 
 _LAYER_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
@@ -29,28 +29,59 @@ _NORM_RECORDS = 16  # forget records on which the activation norm behind the def
 
 @dataclass
 class RMUConfig:
-    layer: int | None = field(default=None, metadata={"help": (
-        "decoder layer l (0-based) whose output is steered; the MLPs of layers l-2..l are trained. "
-        "Default: 7/32 of the depth, the paper's layer 7 of Zephyr-7B's 32")})
-    steering: float | None = field(default=None, metadata={"help": (
-        "c, the norm of the target activation c*u (paper: 6.5 on Zephyr-7B). Default: scale x the mean "
-        "norm of the frozen model's layer-l activations on forget answer tokens, since norms differ per model")})
-    scale: float = field(default=4.0, metadata={"help": (
-        "c as a multiple of the mean activation norm when steering is unset (our choice; the paper fixes c per "
-        "model): WMDP reports that c must be large against the activations' norm, and 4x puts the forget target "
-        "well outside the usual activations")})
-    alpha: float = field(default=100.0, metadata={"help": (
-        "weight of the retain MSE to the frozen activations (paper: 1200 on Zephyr-7B with c = 6.5). Both terms "
-        "are per-element MSEs, so their balance depends on c^2 and the model's activation scale: raise alpha "
-        "if general answers degrade, lower it if the forget answers survive")})
-    params: str = field(default="mlp.", metadata={"help": (
-        "which parameters of the trained layers move, as the name that follows `layers.<k>.`: "
-        "'mlp.' (the paper) or 'mlp.down_proj.' (the WMDP reference code)")})
+    layer: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "decoder layer l (0-based) whose output is steered; the MLPs of layers l-2..l are trained. "
+                "Default: 7/32 of the depth, the paper's layer 7 of Zephyr-7B's 32"
+            )
+        },
+    )
+    steering: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "c, the norm of the target activation c*u (paper: 6.5 on Zephyr-7B). Default: scale x the mean "
+                "norm of the frozen model's layer-l activations on forget answer tokens, since norms differ per model"
+            )
+        },
+    )
+    scale: float = field(
+        default=4.0,
+        metadata={
+            "help": (
+                "c as a multiple of the mean activation norm when steering is unset (our choice; the paper fixes c "
+                "per model): WMDP reports that c must be large against the activations' norm, and 4x puts the forget "
+                "target well outside the usual activations"
+            )
+        },
+    )
+    alpha: float = field(
+        default=100.0,
+        metadata={
+            "help": (
+                "weight of the retain MSE to the frozen activations (paper: 1200 on Zephyr-7B with c = 6.5). Both "
+                "terms are per-element MSEs, so their balance depends on c^2 and the model's activation scale: "
+                "raise alpha if general answers degrade, lower it if the forget answers survive"
+            )
+        },
+    )
+    params: str = field(
+        default="mlp.",
+        metadata={
+            "help": (
+                "which parameters of the trained layers move, as the name that follows `layers.<k>.`: "
+                "'mlp.' (the paper) or 'mlp.down_proj.' (the WMDP reference code)"
+            )
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the random direction u"})
 
 
 def masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """sum over masked positions of ||h - target||^2 / (positions * hidden size): the per-element MSE over counted tokens.
+    """sum over masked positions of ||h - target||^2 / (positions * hidden size): the per-element MSE over
+    counted tokens.
 
     `h` [B, T, D]; `target` broadcasts to it ([D] or [B, T, D]); `mask` [B, T].
     """
@@ -72,32 +103,41 @@ def layer_output(model, sub: dict[str, torch.Tensor], layer: int) -> torch.Tenso
     return out.hidden_states[layer + 1]
 
 
-@register
+@register_method
 class RMU(Method):
     name = "rmu"
-    help = ("Representation misdirection: push one layer's activations on forget answers toward a scaled random direction "
-            "and keep retain activations equal to the base model's; trains three MLPs only.")
-    source = "Li et al. 2024, The WMDP Benchmark: Measuring and Reducing Malicious Use with Unlearning (arXiv:2403.03218)"
+    help = (
+        "Representation misdirection: push one layer's activations on forget answers toward a scaled random direction "
+        "and keep retain activations equal to the base model's; trains three MLPs only."
+    )
+    source = (
+        "Li et al. 2024, The WMDP Benchmark: Measuring and Reducing Malicious Use with Unlearning (arXiv:2403.03218)"
+    )
     config_class = RMUConfig
     needs_ref_model = True
     batches = ("forget", "retain")
     train_defaults = {"lr": 2e-4, "steps": 30}
 
-    def setup(self, model, tokenizer, data, ref):
+    def setup(self, model, tokenizer, data, ref, tuned=None):
         """Chooses the layer, draws u and measures c. Raises UserError for a layer the model does not have."""
         c = self.config
         n = model.config.num_hidden_layers
         layer = c.layer if c.layer is not None else n * 7 // 32
         if not 0 <= layer < n - 1:
-            raise UserError(f"RMU's layer must be between 0 and {n - 2} for this {n}-layer model, got {layer}; "
-                            "set `layer` to one of them.")
+            raise UserError(
+                f"RMU's layer must be between 0 and {n - 2} for this {n}-layer model, got {layer}; "
+                "set `layer` to one of them."
+            )
         self.layer = layer
         self.updated = set(range(max(layer - 2, 0), layer + 1))
         # Uniform in [0, 1) then normalised, as in the WMDP reference code.
         u = torch.rand(model.config.hidden_size, generator=torch.Generator().manual_seed(c.seed))
         self.direction = u / u.norm()
-        self.steering = c.steering if c.steering is not None else c.scale * self._mean_norm(
-            ref if ref is not None else model, tokenizer, data["forget"][:_NORM_RECORDS])
+        self.steering = (
+            c.steering
+            if c.steering is not None
+            else c.scale * self._mean_norm(ref if ref is not None else model, tokenizer, data["forget"][:_NORM_RECORDS])
+        )
 
     def _mean_norm(self, model, tokenizer, records: list[dict]) -> float:
         device = next(model.parameters()).device
@@ -121,6 +161,7 @@ class RMU(Method):
         with torch.no_grad():
             retain_ref_h = layer_output(ref, r, self.layer)
         target = self.steering * self.direction.to(forget_h.device)
-        loss, forget, retain = rmu_loss(forget_h, f["labels"] != -100, target, retain_h, retain_ref_h,
-                                        r["attention_mask"].bool(), self.config.alpha)
+        loss, forget, retain = rmu_loss(
+            forget_h, f["labels"] != -100, target, retain_h, retain_ref_h, r["attention_mask"].bool(), self.config.alpha
+        )
         return LossOutput(loss, {"forget_mse": forget.item(), "retain_mse": retain.item()})

@@ -7,22 +7,37 @@ from dataclasses import dataclass, field
 
 import torch
 
-from obliviate.methods.base import EditMethod, register
+from obliviate.methods.base import EditMethod, register_method
 from obliviate.models.hooks import Hooks, attach
 
 
 @dataclass
 class SuppressConfig:
-    ban: bool = field(default=True, metadata={"help": "forbid generating every spelling of every target term (transformers' bad_words_ids)"})
-    embed_mix: float = field(default=0.0, metadata={"help": (
-        "share of each rare target-term token's input embedding replaced by a generic one (the anchored "
-        "term's tokens where the target has anchors, else the mean embedding); 0 (the default) disables "
-        "embedding edits: at 0.8 on the embedded model they also hit tokens such as ' Brian' or ' Yellow' "
-        "and cost 23 % retain perplexity (docs/METHODS.md)")})
-    max_common: int = field(default=5, metadata={"help": (
-        "a token counts as rare, and may be edited, when it has 3+ letters and occurs in at most this many of "
-        "the ~6,000 Wikipedia and news passages shipped with gensim; common pieces such as ' Beat', ' George' "
-        "or 'les' are left alone")})
+    ban: bool = field(
+        default=True,
+        metadata={"help": "forbid generating every spelling of every target term (transformers' bad_words_ids)"},
+    )
+    embed_mix: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "share of each rare target-term token's input embedding replaced by a generic one (the anchored "
+                "term's tokens where the target has anchors, else the mean embedding); 0 (the default) disables "
+                "embedding edits: they also hit shared tokens such as ' Brian' or ' Yellow' and raise retain "
+                "perplexity (docs/METHODS.md)"
+            )
+        },
+    )
+    max_common: int = field(
+        default=5,
+        metadata={
+            "help": (
+                "a token counts as rare, and may be edited, when it has 3+ letters and occurs in at most this many of "
+                "the ~6,000 Wikipedia and news passages shipped with gensim; common pieces such as ' Beat', ' George' "
+                "or 'les' are left alone"
+            )
+        },
+    )
 
 
 def spellings(term: str) -> list[str]:
@@ -46,12 +61,17 @@ def passage_counts(tokenizer) -> Counter:
     return counts
 
 
-@register
+@register_method
 class Suppress(EditMethod):
     name = "suppress"
-    help = ("Token-level suppression: generation may not complete any spelling of a target term; optionally "
-            "(embed_mix > 0) the input embeddings of rare target-term tokens move toward generic (anchored) ones.")
-    source = "the Beatles notebook seed's suggested next steps (token suppression, embedding edits); transformers' bad_words_ids"
+    help = (
+        "Token-level suppression: generation may not complete any spelling of a target term; optionally "
+        "(embed_mix > 0) the input embeddings of rare target-term tokens move toward generic (anchored) ones."
+    )
+    source = (
+        "the Beatles notebook seed's suggested next steps (token suppression, embedding edits); transformers' "
+        "bad_words_ids"
+    )
     config_class = SuppressConfig
 
     def edit(self, model, tokenizer, data, target) -> Hooks:
@@ -59,8 +79,11 @@ class Suppress(EditMethod):
         terms = list(dict.fromkeys([*target.terms, *target.anchors]))
         bad = sorted({tuple(ids) for t in terms for ids in term_token_ids(tokenizer, t)}) if cfg.ban else []
         edited = self._edit_embeddings(model, tokenizer, target, target.terms) if cfg.embed_mix else []
-        hooks = Hooks(method=self.name, bad_words=[list(b) for b in bad],
-                      notes={"banned_sequences": len(bad), "edited_tokens": [tokenizer.decode([t]) for t in edited]})
+        hooks = Hooks(
+            method=self.name,
+            bad_words=[list(b) for b in bad],
+            notes={"banned_sequences": len(bad), "edited_tokens": [tokenizer.decode([t]) for t in edited]},
+        )
         attach(model, hooks)
         return hooks
 
@@ -79,7 +102,9 @@ class Suppress(EditMethod):
                 else:
                     generic = mean
                 for t in ids:
-                    rare = counts[t] <= self.config.max_common and sum(ch.isalpha() for ch in tokenizer.decode([t])) >= 3
+                    rare = (
+                        counts[t] <= self.config.max_common and sum(ch.isalpha() for ch in tokenizer.decode([t])) >= 3
+                    )
                     if rare and t not in edited:
                         edited[t] = generic
         for t, generic in edited.items():

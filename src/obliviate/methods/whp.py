@@ -1,11 +1,12 @@
 """Who's Harry Potter (Eldan & Russinovich 2023): fine-tune on the generic predictions a reinforced model reveals.
 
-`setup` fine-tunes a copy of the starting model further on the forget answers (the reinforced
-model, kept frozen on the method). On every forget answer position the generic logits
-v_g = v_ref - alpha * ReLU(v_reinforced - v_ref) lower exactly the tokens that the extra exposure
-boosted, and the model is trained onto argmax v_g. The whole answer counts, not just its
-`spans`, as in the paper: where the reinforced model agrees with the base, the generic label is
-the base's own prediction and the term keeps the answer's generic wording intact.
+The method asks the engine (`fine_tunes`) for a copy of the starting model fine-tuned further on
+the forget answers with plain NLL: the reinforced model, which `setup` keeps frozen on the method.
+On every forget answer position the generic logits v_g = v_ref - alpha * ReLU(v_reinforced - v_ref)
+lower exactly the tokens that the extra exposure boosted, and the model is trained onto argmax v_g.
+The whole answer counts, not just its `spans`, as in the paper: where the reinforced model agrees
+with the base, the generic label is the base's own prediction and the term keeps the answer's
+generic wording intact.
 
 The paper's anchored-term translation (target-specific terms swapped for generic ones) comes from
 the data's "anchored" alternative answers: `prepare` attaches each forget question's anchored answer
@@ -16,26 +17,40 @@ whole instead of aligning the paper's per-token generic predictions on the trans
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from obliviate.methods.base import LossOutput, Method, register
+from obliviate.methods.base import FineTune, LossOutput, Method, register_method
 from obliviate.models.logprobs import nll, plus_retain
 from obliviate.models.prompts import encode
 
 
 @dataclass
 class WHPConfig:
-    alpha: float = field(default=5.0, metadata={"help": (
-        "how far the reinforced model's boost is subtracted: v_g = v_ref - alpha * ReLU(v_reinforced - v_ref) (paper: 5)")})
-    anchored_weight: float = field(default=1.0, metadata={"help": (
-        "weight of the NLL of the anchored alternative answers (forget answers with the target's terms swapped "
-        "for generic ones), when the data has them; 0 disables it")})
+    alpha: float = field(
+        default=5.0,
+        metadata={
+            "help": (
+                "how far the reinforced model's boost is subtracted: v_g = v_ref - alpha * ReLU(v_reinforced - v_ref) "
+                "(paper: 5)"
+            )
+        },
+    )
+    anchored_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": (
+                "weight of the NLL of the anchored alternative answers (forget answers with the target's terms swapped "
+                "for generic ones), when the data has them; 0 disables it"
+            )
+        },
+    )
     retain_weight: float = field(default=1.0, metadata={"help": "weight of the retain NLL (0 disables it)"})
-    reinforce_steps: int = field(default=20, metadata={"help": "AdamW steps of fine-tuning on the forget answers that make the reinforced model"})
+    reinforce_steps: int = field(
+        default=20, metadata={"help": "AdamW steps of fine-tuning on the forget answers that make the reinforced model"}
+    )
     reinforce_lr: float = field(default=3e-5, metadata={"help": "learning rate of the reinforced model's fine-tuning"})
     reinforce_batch_size: int = field(default=4, metadata={"help": "forget records per reinforcement step"})
     seed: int = field(default=0, metadata={"help": "seed of the order the reinforcement sees the forget records in"})
@@ -47,8 +62,9 @@ def generic_logits(ref_logits: torch.Tensor, reinforced_logits: torch.Tensor, al
     return ref_logits - alpha * F.relu(reinforced_logits.float() - ref_logits)
 
 
-def whp_loss(logits: torch.Tensor, ref_logits: torch.Tensor, reinforced_logits: torch.Tensor, labels: torch.Tensor,
-             alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def whp_loss(
+    logits: torch.Tensor, ref_logits: torch.Tensor, reinforced_logits: torch.Tensor, labels: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over labelled positions of CE(logits, argmax v_g), and the share of those positions whose
     generic label differs from the answer's own next token.
 
@@ -62,29 +78,13 @@ def whp_loss(logits: torch.Tensor, ref_logits: torch.Tensor, reinforced_logits: 
     return ce, changed
 
 
-def reinforce(model, tokenizer, records: list[dict], steps: int, lr: float, batch_size: int, seed: int):
-    """A copy of `model` fine-tuned on `records` with AdamW on their NLL (its trainable parameters only:
-    the adapter under LoRA); returned frozen and in eval mode."""
-    reinforced = copy.deepcopy(model).train()
-    params = [p for p in reinforced.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    device = next(reinforced.parameters()).device
-    records = [{k: v for k, v in r.items() if k != "spans"} for r in records]
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        picked = torch.randperm(len(records), generator=generator)[:batch_size].tolist()
-        sub = {k: v.to(device) for k, v in encode(tokenizer, [records[i] for i in picked]).items()}
-        nll(reinforced, sub).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return reinforced.eval().requires_grad_(False)
-
-
-@register
+@register_method
 class WHP(Method):
     name = "whp"
-    help = ("Who's Harry Potter: train forget answers onto generic predictions (base logits minus what a model reinforced "
-            "on the forget answers boosts), plus NLL on anchored-term answers when the data has them and retain NLL.")
+    help = (
+        "Who's Harry Potter: train forget answers onto generic predictions (base logits minus what a model reinforced "
+        "on the forget answers boosts), plus NLL on anchored-term answers when the data has them and retain NLL."
+    )
     source = "Eldan & Russinovich 2023, Who's Harry Potter? Approximate Unlearning in LLMs (arXiv:2310.02238)"
     config_class = WHPConfig
     needs_ref_model = True
@@ -99,14 +99,20 @@ class WHP(Method):
         for r in data.get("alt", []):
             if r.get("kind") == "anchored":
                 anchored.setdefault(r["question"], r["answer"])
-        forget = [{**r, "anchored": anchored[r["question"]]} if r.get("question") in anchored else r
-                  for r in data.get("forget", [])]
+        forget = [
+            {**r, "anchored": anchored[r["question"]]} if r.get("question") in anchored else r
+            for r in data.get("forget", [])
+        ]
         return {**data, "forget": forget}
 
-    def setup(self, model, tokenizer, data, ref):
+    def fine_tunes(self, data):
+        """The reinforced model: the starting model fine-tuned on the whole forget answers (spans off)."""
         c = self.config
-        self.reinforced = reinforce(model, tokenizer, data["forget"], c.reinforce_steps, c.reinforce_lr,
-                                    c.reinforce_batch_size, c.seed)
+        records = [{k: v for k, v in r.items() if k != "spans"} for r in data["forget"]]
+        return [FineTune("reinforced", records, c.reinforce_steps, c.reinforce_lr, c.reinforce_batch_size, c.seed)]
+
+    def setup(self, model, tokenizer, data, ref, tuned=None):
+        self.reinforced = tuned["reinforced"]
 
     def collate(self, tokenizer, name, records, max_length):
         if name != "forget":

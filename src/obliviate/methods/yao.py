@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register
+from obliviate.methods.base import LossOutput, Method, only_alt_kinds, register_method
 from obliviate.models.logprobs import kl_to_ref, nll
 
 
 @dataclass
 class YaoConfig:
-    forget_weight: float = field(default=0.5, metadata={"help": "weight of gradient ascent on the forget answers (paper: 0.5)"})
-    random_weight: float = field(default=1.0, metadata={"help": "weight of NLL of forget prompts -> random normal answers (paper: 1)"})
-    kl_weight: float = field(default=1.0, metadata={"help": "weight of KL(base || model) on normal (retain) data (paper: 1)"})
+    forget_weight: float = field(
+        default=0.5, metadata={"help": "weight of gradient ascent on the forget answers (paper: 0.5)"}
+    )
+    random_weight: float = field(
+        default=1.0, metadata={"help": "weight of NLL of forget prompts -> random normal answers (paper: 1)"}
+    )
+    kl_weight: float = field(
+        default=1.0, metadata={"help": "weight of KL(base || model) on normal (retain) data (paper: 1)"}
+    )
 
 
-@register
+@register_method
 class Yao(Method):
     name = "yao"
-    help = "Gradient ascent on forget answers + NLL of forget prompts paired with random normal answers + KL to the base on retain data."
+    help = (
+        "Gradient ascent on forget answers + NLL of forget prompts paired with random normal answers + KL to the base "
+        "on retain data."
+    )
     source = "Yao et al. 2023, Large Language Model Unlearning (arXiv:2310.10683); paper lr 2e-6"
     config_class = YaoConfig
     needs_ref_model = True
@@ -34,4 +43,6 @@ class Yao(Method):
         random_nll = nll(model, batch["alt"])
         kl = kl_to_ref(model, ref, batch["retain"])
         loss = -c.forget_weight * forget_nll + c.random_weight * random_nll + c.kl_weight * kl
-        return LossOutput(loss, {"forget_nll": forget_nll.item(), "random_nll": random_nll.item(), "retain_kl": kl.item()})
+        return LossOutput(
+            loss, {"forget_nll": forget_nll.item(), "random_nll": random_nll.item(), "retain_kl": kl.item()}
+        )

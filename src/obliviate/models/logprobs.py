@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
 
@@ -41,8 +41,15 @@ def right_padded(mask: torch.Tensor) -> bool:
 def answer_logits(model, sub: dict[str, torch.Tensor], **forward_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits that predict each labelled token and those labels, aligned: [B, K, V] and [B, K].
 
+    Must equal the last K positions of the naive, full-width expression:
+
+        logits = model(input_ids, attention_mask=attention_mask).logits[:, :-1][:, -K:]
+        labels = labels[:, 1:][:, -K:]
+
     K covers every position from the batch's first labelled token to the end; positions
-    without a loss keep the label -100. `forward_kwargs` go to the model (a key/value cache).
+    without a loss keep the label -100. It is cheaper because the head runs on those K + 1
+    positions only and a right-padded batch goes without its mask (see the module docstring).
+    `forward_kwargs` go to the model (a key/value cache).
     """
     labels = sub["labels"]
     width = labels.shape[1]
@@ -62,13 +69,22 @@ def answer_logits(model, sub: dict[str, torch.Tensor], **forward_kwargs) -> tupl
 
 def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(label) at each position of aligned logits [B, K, V] and labels [B, K] (0 where the
-    label is -100), and the 0/1 mask of positions that count."""
+    label is -100), and the 0/1 mask of positions that count.
+
+    Must equal the naive expression, in fp32 whatever the logits' dtype:
+
+        mask = (labels != -100)
+        log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0] * mask
+
+    Cross-entropy computes the same without keeping the [B, K, V] log-softmax for the backward pass.
+    """
     logp = -F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
     return logp.view(labels.shape), (labels != -100).float()
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each label token from full-width logits, and the mask of positions that count. Both [B, T-1]."""
+    """Log-probability of each label token from full-width logits, and the mask of positions that count.
+    Both [B, T-1]."""
     return label_logprobs(logits[:, :-1], labels[:, 1:])
 
 
@@ -87,13 +103,27 @@ def ref_logprob(ref, sub: dict[str, torch.Tensor]) -> torch.Tensor:
         return sequence_logprob(ref, sub)[0]
 
 
-def mean_nll(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
-    """Token-averaged NLL over the whole batch (every answer token weighs the same)."""
+def token_mean_nll(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """-sum(logp_sum) / sum(n_tokens): the NLL per answer token over the whole batch (every answer token
+    weighs the same, not every sequence); 0 for a batch without answer tokens."""
     return -logp_sum.sum() / n_tokens.sum().clamp(min=1)
 
 
 def nll(model, sub: dict[str, torch.Tensor]) -> torch.Tensor:
-    return mean_nll(*sequence_logprob(model, sub))
+    """The model's token-mean NLL of the batch's answers (`token_mean_nll` of `sequence_logprob`)."""
+    return token_mean_nll(*sequence_logprob(model, sub))
+
+
+def dpo_loss(chosen_logratio: torch.Tensor | None, rejected_logratio: torch.Tensor, beta: float) -> torch.Tensor:
+    """-(2/beta) * mean log sigmoid(beta * (chosen_logratio - rejected_logratio)).
+
+    Each log-ratio is log pi(y|x) - log pi_ref(y|x) over sequence-summed log-probs; y_w is the
+    chosen answer, y_l the rejected one (Rafailov et al. 2023, scaled by 2/beta as in
+    open-unlearning). With no chosen side (None) this is NPO's loss,
+    -(2/beta) * mean log sigmoid(-beta * rejected_logratio) (Zhang et al. 2024).
+    """
+    margin = -rejected_logratio if chosen_logratio is None else chosen_logratio - rejected_logratio
+    return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
 
 
 def kl_to_ref(model, ref, sub: dict[str, torch.Tensor]) -> torch.Tensor:
