@@ -394,3 +394,15 @@ def test_low_memory_checkpoints_activations_trains_the_same_weights_and_switches
     assert not any(getattr(m, "gradient_checkpointing", False) for m in tiny_lm.model.modules())
     for (name, a), b in zip(tiny_lm.model.named_parameters(), twin.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_a_record_weight_is_how_often_it_appears_in_each_pass():
+    """Records a (weight 3), b (no weight), c (weight 1): a pass of 5 draws holds a three times, b and c once."""
+    from collections import Counter
+
+    from obliviate.engine.trainer import _Stream
+
+    records = [{"text": "a", "weight": 3}, {"text": "b"}, {"text": "c", "weight": 1}]
+    stream = _Stream(records, "seed")
+    assert Counter(stream.take(5)) == {0: 3, 1: 1, 2: 1}
+    assert Counter(stream.take(10)) == {0: 6, 1: 2, 2: 2}  # two more whole passes

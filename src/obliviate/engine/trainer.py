@@ -168,14 +168,20 @@ class AdapterOff:
 
 
 class _Stream:
-    """Endless seeded shuffles of one record list; its position is saved in checkpoints."""
+    """Endless seeded shuffles of one record list; its position is saved in checkpoints.
+
+    A record's optional integer `weight` (default 1) is how many times it appears in each pass:
+    the data stage weights the neighbour retain records this way, so that every method's retain
+    term sees them more often than generic prose.
+    """
 
     def __init__(self, records: list[dict], seed: str):
         self.records, self.seed, self.epoch, self.pos = records, seed, 0, 0
+        self._pass = [i for i, r in enumerate(records) for _ in range(max(1, int(r.get("weight", 1))))]
         self._order = self._shuffle()
 
     def _shuffle(self) -> list[int]:
-        order = list(range(len(self.records)))
+        order = list(self._pass)
         random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
         return order
 
