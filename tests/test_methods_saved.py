@@ -173,8 +173,9 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(data_dir, beatles_m
     from obliviate.methods.ga import GradientAscent
 
     def run(out, **kw):
-        return obliviate.forget(None, data=data_dir, model=str(beatles_model_dir), method="ga", out=out, steps=4, lr=1e-3,
-                                train_options={"checkpoint_every": 2}, progress=False, log=lambda m: None, **kw)
+        return obliviate.forget(None, data_dir=data_dir, model=str(beatles_model_dir), method="ga", out=out,
+                                train={"steps": 4, "lr": 1e-3, "checkpoint_every": 2}, progress=False,
+                                log=lambda m: None, **kw)
 
     run(tmp_path / "straight")
     loss, calls = GradientAscent.loss, {"n": 0}

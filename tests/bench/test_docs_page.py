@@ -9,7 +9,8 @@ from obliviate.bench.benchmark import write_docs
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _run(fq: float, mu: float, lr_scale: float = 1.0, setting: dict | None = None, privleak: float | None = -0.125) -> dict:
+def _run(fq: float, mu: float, lr_scale: float = 1.0, setting: dict | None = None,
+         privleak: float | None = -0.125) -> dict:
     metrics = {"forget_quality": fq, "model_utility": mu, "held_out_leak_rate": 0.25, "forget_qa_accuracy": 0.5,
                "forget_truth_ratio": 0.61, "privleak": privleak, "retain_qa_accuracy": 0.75, "world_qa_accuracy": 0.4}
     return {"metrics": metrics, "lr_scale": lr_scale, "setting": setting or {}, "unlearn_seconds": 12.3}
@@ -34,7 +35,8 @@ def bench_doc(grid=(3.0,), skipped=True, winner=True) -> dict:
     }
 
 
-@pytest.mark.parametrize("name, doc", [("full", bench_doc()), ("bare", bench_doc(grid=(), skipped=False, winner=False))])
+@pytest.mark.parametrize("name, doc", [("full", bench_doc()),
+                                       ("bare", bench_doc(grid=(), skipped=False, winner=False))])
 def test_the_page_is_the_same_for_the_same_run(name, doc, tmp_path):
     out = tmp_path / "bench"
     out.mkdir()
