@@ -21,8 +21,9 @@ from obliviate.models.prompts import question_prompt
 @pytest.fixture(scope="module")
 def data_dir(beatles_model_dir, tmp_path_factory, small_data_config):
     out = tmp_path_factory.mktemp("data") / "beatles"
-    obliviate.pipeline.build_data_dir("beatles", out, model=str(beatles_model_dir), config=small_data_config(),
-                                      log=lambda m: None)
+    from obliviate.pipeline import build_data_dir
+
+    build_data_dir("beatles", out, model=str(beatles_model_dir), config=small_data_config(), log=lambda m: None)
     return out
 
 

@@ -136,3 +136,12 @@ def test_smoke_benchmark_runs_every_method_and_writes_the_page(tiny_model_dir, t
 def test_cli_refuses_a_misspelled_setting(capsys):
     assert main(["bench", "--bench-set", "n_author=3"]) == 2
     assert "did you mean 'n_authors'" in capsys.readouterr().err
+
+
+def test_a_directory_that_is_not_a_benchmark_is_refused_and_untouched(tmp_path, capsys):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    assert main(["bench", "--out", str(out), "--overwrite", "--size", "smoke"]) == 2
+    assert "not an obliviate benchmark" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
