@@ -14,17 +14,17 @@ import obliviate
 from obliviate.errors import UserError
 
 RUN_FILES = [
-    "config.yaml", "data/forget.jsonl", "data/alt.jsonl", "data/retain.jsonl", "data/retain_eval.jsonl", "data/probes.jsonl",
-    "data/manifest.json", "eval_base.json", "train_summary.json", "train_log.jsonl", "model/config.json",
-    "metrics.json", "report.md",
+    "config.yaml", "data/forget.jsonl", "data/alt.jsonl", "data/retain.jsonl", "data/retain_eval.jsonl",
+    "data/probes.jsonl", "data/manifest.json", "eval_base.json", "train_summary.json", "train_log.jsonl",
+    "model/config.json", "metrics.json", "report.md",
 ]
 STEPS, LR = 10, 1e-3
 
 
 def _forget(model_dir, out, data_config, **kw):
     return obliviate.forget(
-        "The Beatles", model=str(model_dir), method="ga", out=out, steps=STEPS, lr=LR,
-        data_config=data_config, progress=False, log=lambda msg: None, **kw,
+        "The Beatles", model=str(model_dir), method="ga", out=out, train={"steps": STEPS, "lr": LR},
+        data=data_config, progress=False, log=lambda msg: None, **kw,
     )
 
 
@@ -73,7 +73,8 @@ def test_data_is_clean(beatles_run):
     assert forget and all((r.get("question") and r["answer"]) or (r.get("prompt") and r["completion"]) for r in forget)
     assert retain and not any(spec.mentions(r.get("text", "") + " " + r.get("answer", "")) for r in retain)
     probe_questions = {p.get("question") or p["prompt"] for p in probes}
-    assert not probe_questions & {r.get("question") or r["prompt"] for r in forget}, "a held-out probe is in the forget data"
+    forget_questions = {r.get("question") or r["prompt"] for r in forget}
+    assert not probe_questions & forget_questions, "a held-out probe is in the forget data"
     assert {p["kind"] for p in probes} == {"target", "neighbour", "general"}
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert manifest["counts"]["forget.jsonl"] == len(forget)
@@ -127,7 +128,8 @@ def run_copy(beatles_run, tmp_path):
 def test_resume_reuses_data_and_model(run_copy, beatles_model_dir):
     out, first, dcfg = run_copy
     manifest = out / "data" / "manifest.json"
-    kept = {p: p.stat().st_mtime_ns for p in [manifest, out / "data" / "forget.jsonl", out / "model" / "config.json", out / "eval_base.json"]}
+    kept = [manifest, out / "data" / "forget.jsonl", out / "model" / "config.json", out / "eval_base.json"]
+    kept = {p: p.stat().st_mtime_ns for p in kept}
     again = _forget(beatles_model_dir, out, dcfg, resume=True)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert again["against"] == first["against"]
@@ -138,14 +140,14 @@ def test_resume_with_another_target_is_refused(run_copy, beatles_model_dir):
     out, _, dcfg = run_copy
     with pytest.raises(UserError, match="resume it with the same target"):
         obliviate.forget("Ada Lovelace", model=str(beatles_model_dir), method="ga", out=out, resume=True,
-                         data_config=dcfg, progress=False, log=lambda msg: None)
+                         data=dcfg, progress=False, log=lambda msg: None)
 
 
 def test_resume_with_another_method_does_not_mislabel_the_run(run_copy, beatles_model_dir):
     out, _, dcfg = run_copy
     try:
         metrics = obliviate.forget("The Beatles", model=str(beatles_model_dir), method="gd", out=out, resume=True,
-                                   data_config=dcfg, progress=False, log=lambda msg: None)
+                                   data=dcfg, progress=False, log=lambda msg: None)
     except UserError:
         return  # refusing is a fine answer too
     assert metrics["method"] == "ga"
@@ -156,7 +158,8 @@ def test_evaluate_api_reproduces_the_run_metrics(beatles_run):
     from obliviate.io import read_json
 
     out, metrics, _ = beatles_run
-    again = obliviate.evaluate(str(out / "model"), out / "data", against=read_json(out / "eval_base.json"), log=lambda m: None)
+    again = obliviate.evaluate(str(out / "model"), out / "data", against=read_json(out / "eval_base.json"),
+                               log=lambda m: None)
     assert_same_metrics(again["metrics"], metrics["metrics"])
     assert again["model"]["sha256"] == metrics["model"]["sha256"]
 
@@ -175,8 +178,8 @@ def test_overwrite_rebuilds_the_same_data(run_copy, beatles_model_dir):
 def test_a_model_that_reveals_nothing_has_nothing_to_forget(ignorant_model_dir, tmp_path, small_data_config):
     """It answers every question, vaguely: no held-out probe is known."""
     with pytest.raises(UserError, match="nothing to forget"):
-        obliviate.forget("The Beatles", model=str(ignorant_model_dir), method="ga", out=tmp_path / "run", steps=1,
-                         data_config=small_data_config(), progress=False, log=lambda msg: None)
+        obliviate.forget("The Beatles", model=str(ignorant_model_dir), method="ga", out=tmp_path / "run",
+                         train={"steps": 1}, data=small_data_config(), progress=False, log=lambda msg: None)
     # Found at the data stage, from the base model's answers to the probes: nothing half-written is left.
     assert not (tmp_path / "run" / "data").exists()
     assert not (tmp_path / "run" / "model").exists()
@@ -184,8 +187,8 @@ def test_a_model_that_reveals_nothing_has_nothing_to_forget(ignorant_model_dir, 
 
 def test_a_model_that_knows_nothing_has_nothing_to_forget(tiny_model_dir, tmp_path, small_data_config):
     with pytest.raises(UserError, match="nothing to forget"):
-        obliviate.forget("The Beatles", model=str(tiny_model_dir), method="ga", out=tmp_path / "run", steps=1,
-                         data_config=small_data_config(), progress=False, log=lambda msg: None)
+        obliviate.forget("The Beatles", model=str(tiny_model_dir), method="ga", out=tmp_path / "run",
+                         train={"steps": 1}, data=small_data_config(), progress=False, log=lambda msg: None)
     assert not (tmp_path / "run" / "model").exists()
 
 
@@ -199,9 +202,11 @@ def test_run_reuses_a_data_directory(beatles_run, beatles_model_dir, tmp_path):
                  "--out", str(run), "--steps", "2", "--quiet"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["method"] == "simnpo" and metrics["data"]["sha256"] == first["data"]["sha256"]
-    assert metrics["against"]["metrics"]["n_known_target_probes"] == first["against"]["metrics"]["n_known_target_probes"]
+    known = metrics["against"]["metrics"]["n_known_target_probes"]
+    assert known == first["against"]["metrics"]["n_known_target_probes"]
     # Data built from another model is refused: its "known" flags would be wrong.
     with pytest.raises(UserError, match="was built from the model at"):
-        obliviate.forget(None, data=out / "data", method="ga", out=tmp_path / "other", log=lambda m: None, progress=False)
+        obliviate.forget(None, data_dir=out / "data", method="ga", out=tmp_path / "other", log=lambda m: None,
+                         progress=False)
     with pytest.raises(UserError, match="not a data directory"):
-        obliviate.forget(None, data=tmp_path, out=tmp_path / "x", log=lambda m: None, progress=False)
+        obliviate.forget(None, data_dir=tmp_path, out=tmp_path / "x", log=lambda m: None, progress=False)

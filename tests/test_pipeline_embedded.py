@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 def test_forget_the_beatles_on_the_embedded_model(tmp_path, small_data_config):
     out = tmp_path / "beatles"
     metrics = obliviate.forget(
-        "The Beatles", out=out, steps=2,
-        data_config=small_data_config(answer_tokens=24, n_retain_eval=4),
-        eval_config=EvalConfig(attack_probes=6, mia_records=16, relearn_steps=2),
+        "The Beatles", out=out, train={"steps": 2},
+        data=small_data_config(answer_tokens=24, n_retain_eval=4),
+        eval=EvalConfig(attack_probes=6, mia_records=16, relearn_steps=2),
         progress=False, log=lambda msg: None,
     )
     for f in ["config.yaml", "data/forget.jsonl", "data/retain.jsonl", "data/probes.jsonl", "data/manifest.json",

@@ -102,3 +102,22 @@ def read_json(path: str | Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); fix or delete it.") from None
+
+
+def check_out_dir(out: Path, marker: str, kind: str, held: str | None = None, *, overwrite: bool = False) -> bool:
+    """Check that `out` (an --out directory, maybe absent) may receive obliviate's output; returns whether it
+    already holds some, i.e. is a non-empty directory with the `marker` file.
+
+    Raises UserError, leaving `out` untouched, if it is a file; if it is a non-empty directory without
+    `marker` (not `kind`, e.g. "an obliviate run": never written into or replaced); or if it holds output,
+    `held` is given (e.g. "data; pass --overwrite to rebuild it") and not `overwrite`.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not (out / marker).is_file():
+        raise UserError(f"{out} already exists and is not {kind}; choose another --out or empty it.")
+    if held is not None and not overwrite:
+        raise UserError(f"{out} already holds {held}.")
+    return True

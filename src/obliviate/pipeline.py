@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,55 +23,81 @@ from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
 from obliviate.evaluation.evaluate import EvalConfig, EvalData, document, evaluate_model
-from obliviate.io import atomic_dir, read_json, read_jsonl, write_json, write_text
+from obliviate.io import atomic_dir, check_out_dir, read_json, read_jsonl, write_json, write_text
 from obliviate.methods import get_method
+from obliviate.methods.base import Method
 from obliviate.models.hooks import hooks_of
-from obliviate.models.loading import load_model
+from obliviate.models.loading import LoadedModel, load_model
+from obliviate.report.format import markdown_table, num
 from obliviate.report.markdown import write_report
 
-def _unlearn(lm, unlearner, data, spec, tcfg: TrainConfig, out: Path, resume: bool, progress: bool, log):
-    """Train (or edit) the model; returns it and the summary for train_summary.json."""
-    if not unlearner.trains:
-        log(f"Editing the model with {unlearner.name} (no training) ...")
-        t = time.perf_counter()
-        hooks = unlearner.edit(lm.model, lm.tokenizer, data, spec)
-        return lm.model, {"steps_done": 0, "seconds": round(time.perf_counter() - t, 2), "edit": dataclasses.asdict(hooks) if hooks else None}
-    resuming = resume and (out / "checkpoint" / "checkpoint.pt").is_file()
-    log(f"Unlearning with {unlearner.name} for {tcfg.steps} steps{' (LoRA)' if tcfg.lora else ''}"
-        f"{', resuming from the last checkpoint' if resuming else ''} ...")
-    result = train(lm.model, lm.tokenizer, unlearner, data, tcfg, out / "train_log.jsonl", progress=progress,
-                   checkpoint_dir=out / "checkpoint", resume=resume)
-    if result.diverged_at:
-        log(f"The loss diverged at step {result.diverged_at}; restored the weights from step {result.restored_step} "
-            "and stopped. Lower --lr to go further.")
-    if result.stopped_early_at:
-        log(f"Stopped early at step {result.stopped_early_at}: the validation forget loss reached its target.")
-    return result.model, result.to_dict()
+# The data files the methods read, by stream name.
+RECORD_STREAMS = ("forget", "retain", "alt", "retain_eval", "probes")
 
 
-def _data_target(data: Path) -> TargetSpec:
-    """The target a data directory was built for; UserError if `data` is not one."""
-    if not (data / "manifest.json").is_file():
-        raise UserError(f"{data} is not a data directory (no manifest.json); build one with `obliviate data`.")
-    return TargetSpec(**read_json(data / "manifest.json")["target"])
+@dataclass(frozen=True)
+class RunPlan:
+    """One `forget` run resolved from its arguments: what is forgotten, each stage's settings, where it writes."""
+
+    spec: TargetSpec
+    model: str | None  # as given (hub id, directory, .gguf); None: the embedded model
+    method: str
+    unlearner: Method
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    out: Path
+    given_data_dir: Path | None  # an existing data directory, copied into the run instead of building data
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out / "data"
+
+
+class _Clock:
+    """The run's wall time, and each stage's, logged as the stage finishes."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, what: str) -> None:
+        now = time.perf_counter()
+        self.log(f"{what} in {now - self.last:.0f} s.")
+        self.last = now
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
 
 
+def _target_of(target: str | TargetSpec | None, data_dir: Path | None) -> TargetSpec:
+    """What to forget: the target `data_dir` (a data directory) was built for, else `target` resolved.
+
+    Raises UserError if `data_dir` is not a data directory, or as resolve_target does.
+    """
+    if data_dir is None:
+        return target if isinstance(target, TargetSpec) else resolve_target(target)
+    if not (data_dir / "manifest.json").is_file():
+        raise UserError(f"{data_dir} is not a data directory (no manifest.json); build one with `obliviate data`.")
+    return TargetSpec(**read_json(data_dir / "manifest.json")["target"])
+
+
 def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not (out / "config.yaml").is_file():
-        raise UserError(f"{out} already exists and is not an obliviate run; choose another --out or empty it.")
-    if resume:
-        return
-    if not overwrite:
-        raise UserError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it.")
-    shutil.rmtree(out)
+    """Refuse an `out` that is not a run or holds one (unless `overwrite`/`resume`); empty it for `overwrite`."""
+    held = None if resume else "a run; pass --overwrite to replace it or --resume to continue it"
+    if check_out_dir(out, "config.yaml", "an obliviate run", held, overwrite=overwrite) and not resume:
+        shutil.rmtree(out)
+
+
+def _evaluate_base(lm: LoadedModel, edata: EvalData, ecfg: EvalConfig) -> dict:
+    """The base model's evaluation document, reusing the data stage's answers to the probes."""
+    result = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, is_base=True, log=lambda m: None,
+                            answers=[p["base_answer"] for p in edata.probes])
+    return document(result, lm.path, edata, ecfg)
 
 
 def build_data_dir(
@@ -85,13 +112,8 @@ def build_data_dir(
     """`obliviate data`: build the data stage alone into `out` (atomically); returns the manifest."""
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
-    if out.exists() and any(out.iterdir()):
-        if not (out / "manifest.json").is_file():
-            raise UserError(f"{out} already exists and is not an obliviate data directory; choose another --out or empty it.")
-        if not overwrite:
-            raise UserError(f"{out} already holds data; pass --overwrite to rebuild it.")
+    check_out_dir(out, "manifest.json", "an obliviate data directory", "data; pass --overwrite to rebuild it",
+                  overwrite=overwrite)
     log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
     lm = load_model(model)
     log(f"Building forget / retain / probe data for {spec.name} from the model ...")
@@ -102,173 +124,234 @@ def build_data_dir(
     return manifest
 
 
+# ---------------------------------------------------------------- forget
+
+
 def forget(
-    target: str | TargetSpec | None,
+    target: str | TargetSpec | None = None,
+    *,
     model: str | None = None,
     method: str = "npo",
+    method_options: dict | None = None,
+    data: DataConfig | None = None,
+    data_dir: str | Path | None = None,
+    train: dict | None = None,
+    eval: EvalConfig | None = None,
+    seed: int | None = None,
     out: str | Path | None = None,
-    *,
-    data: str | Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    steps: int | None = None,
-    lr: float | None = None,
-    seed: int | None = None,
-    keywords: list[str] | None = None,
-    data_config: DataConfig | None = None,
-    train_config: TrainConfig | None = None,
-    train_options: dict | None = None,
-    method_options: dict | None = None,
-    eval_config: EvalConfig | None = None,
-    base_eval: dict | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    base_eval: dict | None = None,
 ) -> dict:
-    """Make `model` forget `target` and write a run directory; returns metrics.json's content.
+    """Make `model` (None: the embedded model) forget `target` and write a run directory; returns metrics.json.
 
-    The evaluation (`eval_config`, default: the full suite) runs on the base model, reusing
-    the data stage's answers, and on the unlearned model; `base_eval` is a base evaluation
+    One argument per stage: `data` builds the data (or `data_dir`, an existing data directory
+    written by `obliviate data`, is copied in and names the target); `method` with its
+    `method_options` (the method's config fields); `train`, TrainConfig fields that override the
+    method's tuned `train_defaults` (e.g. {"steps": 2, "lora": True}); `eval` (default: the full
+    suite), run on the base model, reusing the data stage's answers, and on the unlearned model.
+    `seed`, when given, seeds both the data and the training. `base_eval`: a base evaluation
     already made on the same data and model (compare shares one across methods).
 
-    Engine settings come from `train_config`, else the method's tuned defaults, then
-    `train_options` (any TrainConfig field, e.g. {"lora": True}) and `steps`/`lr`/`seed`.
-    Raises UserError for bad input (empty target, unknown method, a run
+    Raises UserError for bad input (empty target, unknown method or training setting, a run
     directory that already holds a run without overwrite/resume, ...).
     """
-    if data is not None:
-        data = Path(data)
-        spec = _data_target(data)
-    else:
-        spec = target if isinstance(target, TargetSpec) else resolve_target(target, keywords)
+    given = Path(data_dir) if data_dir is not None else None
+    spec = _target_of(target, given)
     unlearner = get_method(method, **(method_options or {}))
-    tcfg = train_config or TrainConfig(**unlearner.train_defaults)
-    overrides = {**(train_options or {}), **{k: v for k, v in {"steps": steps, "lr": lr, "seed": seed}.items() if v is not None}}
+    plan = RunPlan(
+        spec=spec, model=model, method=method, unlearner=unlearner,
+        train=_train_config(TrainConfig(**unlearner.train_defaults), train, seed),
+        data=dataclasses.replace(data or DataConfig(), **({"seed": seed} if seed is not None else {})),
+        eval=eval or EvalConfig(),
+        out=Path(out or Path("runs") / slug(spec.builtin or spec.name)),
+        given_data_dir=given,
+    )
+    _prepare_run_dir(plan.out, overwrite, resume)
+    clock = _Clock(log)
+    lm, config = _start_run(plan, resume, log)
+    records = _data_stage(plan, lm, log, clock)
+    edata = EvalData.from_dir(plan.data_dir)
+    base = _base_stage(plan, lm, edata, base_eval, log, clock)
+    lm, summary = _unlearn_stage(plan, lm, records, resume, progress, log, clock)
+    return _final_stage(plan, lm, edata, base, summary, config, log, clock)
+
+
+def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | None) -> TrainConfig:
+    """`defaults` with the `overrides` (TrainConfig fields) and `seed` applied; UserError for an unknown field."""
+    overrides = {**(overrides or {}), **({"seed": seed} if seed is not None else {})}
     known_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if set(overrides) - known_fields:
-        raise UserError(f"Unknown training setting {sorted(set(overrides) - known_fields)[0]!r}; the settings are: {', '.join(sorted(known_fields))}.")
-    tcfg = dataclasses.replace(tcfg, **overrides)
-    dcfg = data_config or DataConfig()
-    if seed is not None:
-        dcfg = dataclasses.replace(dcfg, seed=seed)
-    out = Path(out or Path("runs") / slug(spec.builtin or spec.name))
-    _prepare_run_dir(out, overwrite, resume)
+        raise UserError(f"Unknown training setting {sorted(set(overrides) - known_fields)[0]!r}; "
+                        f"the settings are: {', '.join(sorted(known_fields))}.")
+    return dataclasses.replace(defaults, **overrides)
 
-    t0 = time.perf_counter()
-    clock = [time.perf_counter()]
 
-    def done(what: str) -> None:
-        now = time.perf_counter()
-        log(f"{what} in {now - clock[0]:.0f} s.")
-        clock[0] = now
+def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple[LoadedModel, dict]:
+    """Load the base model and write config.yaml; returns the model and the config.
 
-    log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
+    Raises UserError if the given data directory was built from another model, or if `resume`
+    finds a run of another target, model or method.
+    """
+    log(f"Loading model {plan.model or 'embedded SmolLM2-135M-Instruct'} ...")
     # --bf16-weights: loaded, trained and saved in bf16, so no fp32 copy is ever resident.
-    lm = load_model(model, dtype=torch.bfloat16 if tcfg.bf16_weights else torch.float32)
-    if data is not None:
-        built_from = read_json(data / "manifest.json").get("model")
+    lm = load_model(plan.model, dtype=torch.bfloat16 if plan.train.bf16_weights else torch.float32)
+    if plan.given_data_dir is not None:
+        built_from = read_json(plan.given_data_dir / "manifest.json").get("model")
         if built_from and str(built_from) != str(lm.path):
-            raise UserError(f"{data} was built from the model at {built_from}; pass that model with --model, "
-                            "since its probes' 'known' flags come from that model's answers.")
+            raise UserError(f"{plan.given_data_dir} was built from the model at {built_from}; pass that model with "
+                            "--model, since its probes' 'known' flags come from that model's answers.")
     config = {
-        "target": spec.name,
-        "model": model or "embedded",
+        "target": plan.spec.name,
+        "model": plan.model or "embedded",
         "model_path": lm.path,
-        "method": method,
-        "method_config": dataclasses.asdict(unlearner.config),
-        "train": dataclasses.asdict(tcfg),
-        "data": dataclasses.asdict(dcfg),
+        "method": plan.method,
+        "method_config": dataclasses.asdict(plan.unlearner.config),
+        "train": dataclasses.asdict(plan.train),
+        "data": dataclasses.asdict(plan.data),
     }
-    if resume and (out / "config.yaml").is_file():
-        old = yaml.safe_load((out / "config.yaml").read_text())
-        if (old.get("target"), old.get("model"), old.get("method")) != (config["target"], config["model"], method):
+    config_path = plan.out / "config.yaml"
+    if resume and config_path.is_file():
+        old = yaml.safe_load(config_path.read_text())
+        if (old.get("target"), old.get("model"), old.get("method")) != (config["target"], config["model"], plan.method):
             raise UserError(
-                f"{out} holds a run of {old.get('method')!r} for {old.get('target')!r} on {old.get('model')!r}; "
+                f"{plan.out} holds a run of {old.get('method')!r} for {old.get('target')!r} on {old.get('model')!r}; "
                 "resume it with the same target, --model and --method, or use another --out."
             )
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+    return lm, config
 
-    data_dir = out / "data"
-    if data is not None and not (data_dir / "manifest.json").is_file():
+
+def _data_stage(plan: RunPlan, lm: LoadedModel, log: Callable[[str], None], clock: _Clock) -> dict[str, list[dict]]:
+    """RUN/data: copied from the given data directory, kept from an interrupted run, or built from the model.
+
+    Returns the records the methods read, by stream (RECORD_STREAMS).
+    """
+    data_dir, given = plan.data_dir, plan.given_data_dir
+    if given is not None and not (data_dir / "manifest.json").is_file():
         with atomic_dir(data_dir) as tmp:
-            shutil.copytree(data, tmp, dirs_exist_ok=True)
-        log(f"Using the data in {data} (copied into the run directory).")
+            shutil.copytree(given, tmp, dirs_exist_ok=True)
+        log(f"Using the data in {given} (copied into the run directory).")
     if (data_dir / "manifest.json").is_file():
-        log("Reusing data from the interrupted run." if data is None else "Data ready.")
+        log("Reusing data from the interrupted run." if given is None else "Data ready.")
     else:
-        log(f"Building forget / retain / probe data for {spec.name} from the model ...")
+        log(f"Building forget / retain / probe data for {plan.spec.name} from the model ...")
         with atomic_dir(data_dir) as tmp:
-            build_data(lm, spec, tmp, dcfg, log=log)
-        done("Data built")
-    data = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("forget", "retain", "alt", "retain_eval", "probes")}
-    edata = EvalData.from_dir(data_dir)
-    ecfg = eval_config or EvalConfig()
+            build_data(lm, plan.spec, tmp, plan.data, log=log)
+        clock.lap("Data built")
+    return {name: read_jsonl(data_dir / f"{name}.jsonl") for name in RECORD_STREAMS}
 
-    if (out / "eval_base.json").is_file():
-        base = read_json(out / "eval_base.json")
-    elif base_eval is not None:
-        base = base_eval
-        write_json(out / "eval_base.json", base)
-    else:
-        log(f"Evaluating the base model on {len(data['probes'])} held-out probes (answers from the data stage) and attacks ...")
-        result = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, is_base=True, log=lambda m: None,
-                                answers=[p["base_answer"] for p in data["probes"]])
-        base = document(result, lm.path, edata, ecfg)
-        write_json(out / "eval_base.json", base)
-        done("Base model evaluated")
 
-    model_dir = out / "model"
+def _base_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base_eval: dict | None,
+                log: Callable[[str], None], clock: _Clock) -> dict:
+    """RUN/eval_base.json: kept from an interrupted run, else `base_eval`, else the base model evaluated now."""
+    path = plan.out / "eval_base.json"
+    if path.is_file():
+        return read_json(path)
+    if base_eval is not None:
+        write_json(path, base_eval)
+        return base_eval
+    log(f"Evaluating the base model on {len(edata.probes)} held-out probes (answers from the data stage) "
+        "and attacks ...")
+    base = _evaluate_base(lm, edata, plan.eval)
+    write_json(path, base)
+    clock.lap("Base model evaluated")
+    return base
+
+
+def _unlearn_stage(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], resume: bool, progress: bool,
+                   log: Callable[[str], None], clock: _Clock) -> tuple[LoadedModel, dict]:
+    """RUN/model and RUN/train_summary.json: kept from an interrupted run, or the model unlearned and saved.
+
+    Returns the unlearned model and the training summary.
+    """
+    out, model_dir = plan.out, plan.out / "model"
     if model_dir.is_dir() and (out / "train_summary.json").is_file():
         log("Reusing the unlearned model from the interrupted run.")
-        lm = load_model(str(model_dir))
-        summary = read_json(out / "train_summary.json")
-    else:
-        model, summary = _unlearn(lm, unlearner, data, spec, tcfg, out, resume, progress, log)
-        with atomic_dir(model_dir) as tmp:
-            model.save_pretrained(tmp)
-            lm.tokenizer.save_pretrained(tmp)
-            if hooks_of(model) is not None:
-                hooks_of(model).save(tmp)
-        write_json(out / "train_summary.json", summary)
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
-        lm = dataclasses.replace(lm, model=model)
-        done("Unlearned and saved")
+        return load_model(str(model_dir)), read_json(out / "train_summary.json")
+    model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log)
+    with atomic_dir(model_dir) as tmp:
+        model.save_pretrained(tmp)
+        lm.tokenizer.save_pretrained(tmp)
+        if hooks_of(model) is not None:
+            hooks_of(model).save(tmp)
+    write_json(out / "train_summary.json", summary)
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    clock.lap("Unlearned and saved")
+    return dataclasses.replace(lm, model=model), summary
 
+
+def _unlearn(lm: LoadedModel, unlearner: Method, records: dict[str, list[dict]], spec: TargetSpec, tcfg: TrainConfig,
+             out: Path, resume: bool, progress: bool, log: Callable[[str], None]):
+    """Train (or edit) the model; returns it and the summary for train_summary.json."""
+    if not unlearner.trains:
+        log(f"Editing the model with {unlearner.name} (no training) ...")
+        t = time.perf_counter()
+        hooks = unlearner.edit(lm.model, lm.tokenizer, records, spec)
+        return lm.model, {"steps_done": 0, "seconds": round(time.perf_counter() - t, 2),
+                          "edit": dataclasses.asdict(hooks) if hooks else None}
+    resuming = resume and (out / "checkpoint" / "checkpoint.pt").is_file()
+    log(f"Unlearning with {unlearner.name} for {tcfg.steps} steps{' (LoRA)' if tcfg.lora else ''}"
+        f"{', resuming from the last checkpoint' if resuming else ''} ...")
+    result = train(lm.model, lm.tokenizer, unlearner, records, tcfg, out / "train_log.jsonl", progress=progress,
+                   checkpoint_dir=out / "checkpoint", resume=resume)
+    if result.diverged_at:
+        log(f"The loss diverged at step {result.diverged_at}; restored the weights from step {result.restored_step} "
+            "and stopped. Lower --lr to go further.")
+    if result.stopped_early_at:
+        log(f"Stopped early at step {result.stopped_early_at}: the validation forget loss reached its target.")
+    return result.model, result.to_dict()
+
+
+def _final_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base: dict, summary: dict, config: dict,
+                 log: Callable[[str], None], clock: _Clock) -> dict:
+    """Evaluate the unlearned model against `base`; writes RUN/metrics.json and RUN/report.md, returns the former."""
     log("Evaluating the unlearned model (probes, likelihoods, attacks) ...")
-    after = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, base=base, log=lambda m: None)
-    done("Unlearned model evaluated")
+    after = evaluate_model(lm.model, lm.tokenizer, edata, plan.eval, base=base, log=lambda m: None)
+    clock.lap("Unlearned model evaluated")
     metrics = {
-        "target": spec.name,
-        "method": method,
-        "run_dir": str(out),
-        **document(after, model_dir, edata, ecfg, against=base),
+        "target": plan.spec.name,
+        "method": plan.method,
+        "run_dir": str(plan.out),
+        **document(after, plan.out / "model", edata, plan.eval, against=base),
         "train": summary,
-        "run_seconds": round(time.perf_counter() - t0, 1),
+        "run_seconds": clock.total(),
     }
-    write_json(out / "metrics.json", metrics)
-    write_report(out / "report.md", config, metrics)
+    write_json(plan.out / "metrics.json", metrics)
+    write_report(plan.out / "report.md", config, metrics)
     return metrics
 
 
-# The bar issue 4 sets for a method to count as working on a target.
+# ---------------------------------------------------------------- compare
+
+# What a method must reach on a target to count as working: cut the leak rate by at least 80 %,
+# lose at most 0.03 general-QA accuracy and raise retain perplexity by at most 10 %.
 BAR = {"leak_cut": 0.8, "general_qa_drop": 0.03, "ppl_rise": 0.10}
 COMPARE_COLUMNS = ("method", "leak rate", "leak cut", "general QA", "neighbour QA", "retain ppl", "worst attack leak",
                    "MIA AUC (loss)", "unlearning time", "run time", "meets bar")
 
 
 def compare(
-    target: str | TargetSpec | None,
+    target: str | TargetSpec | None = None,
     methods: list[str] | None = None,
     *,
-    data: str | Path | None = None,
     model: str | None = None,
+    data: DataConfig | None = None,
+    data_dir: str | Path | None = None,
+    train: dict | None = None,
+    eval: EvalConfig | None = None,
+    seed: int | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
-    **forget_kwargs,
 ) -> dict:
     """`obliviate compare`: every method (or `methods`) at its defaults on the same data and probes.
 
+    The data is built once into OUT/data with `data` (or `data_dir` is used), the base model is
+    evaluated once, and each method runs as `forget` with the same `train`, `eval` and `seed`.
     Writes OUT/<method>/ (a full run each), OUT/compare.json and OUT/compare.md. A method whose
     run already finished is reused unless `overwrite`.
     """
@@ -278,79 +361,75 @@ def compare(
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         get_method(unknown[0])  # raises the "did you mean" error
-    if data is None and target is None:
+    if data_dir is None and target is None:
         raise UserError("Name a target to forget, or pass a data directory built by `obliviate data`.")
-    spec = _data_target(Path(data)) if data is not None else (
-        target if isinstance(target, TargetSpec) else resolve_target(target))
+    data_dir = Path(data_dir) if data_dir is not None else None
+    spec = _target_of(target, data_dir)
     out = Path(out or Path("runs") / f"compare-{slug(spec.builtin or spec.name)}")
-    if data is None:
-        data = out / "data"
-        if not (data / "manifest.json").is_file():
-            build_data_dir(spec, data, model=model, log=log)
-    base_path = out / "eval_base.json"
-    if base_path.is_file() and not overwrite:
-        base_eval = read_json(base_path)
-    else:
-        log("Evaluating the base model once for every method (probes, likelihoods, attacks) ...")
-        lm = load_model(model)
-        edata = EvalData.from_dir(data)
-        ecfg = forget_kwargs.get("eval_config") or EvalConfig()
-        result = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, is_base=True, log=lambda m: None,
-                                answers=[p["base_answer"] for p in edata.probes])
-        base_eval = document(result, lm.path, edata, ecfg)
-        write_json(base_path, base_eval)
-        del lm
+    if data_dir is None:
+        data_dir = out / "data"
+        if not (data_dir / "manifest.json").is_file():
+            build_data_dir(spec, data_dir, model=model, config=data, log=log)
+    base_eval = _compare_base(out / "eval_base.json", model, data_dir, eval or EvalConfig(), overwrite, log)
     results = {}
     for name in names:
-        run = out / name
-        if (run / "metrics.json").is_file() and not overwrite:
-            log(f"{name}: reusing the finished run in {run}.")
-            results[name] = read_json(run / "metrics.json")
-            continue
-        log(f"{name}: running ...")
-        results[name] = forget(None, data=data, model=model, method=name, out=run, overwrite=True, base_eval=base_eval,
-                               progress=progress, log=lambda msg: None, **forget_kwargs)
-        m = results[name]["metrics"]
-        log(f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
-            f"retain ppl {m['retain_perplexity']:.2f}, worst attack leak {_num(m.get('attack_worst_leak_rate'))} "
-            f"({results[name]['run_seconds']:.0f} s).")
+        results[name] = _compare_run(out / name, overwrite, log, model=model, method=name, data=data,
+                                     data_dir=data_dir, train=train, eval=eval, seed=seed, base_eval=base_eval,
+                                     progress=progress)
     table = compare_table(results)
-    write_json(out / "compare.json", {"target": spec.name, "bar": BAR, "data": str(data), **table,
-                                      "runs": {n: {"metrics": r["metrics"], "train": r["train"], "run_seconds": r["run_seconds"]}
-                                               for n, r in results.items()},
+    write_json(out / "compare.json", {"target": spec.name, "bar": BAR, "data": str(data_dir), **table,
+                                      "runs": {n: {"metrics": r["metrics"], "train": r["train"],
+                                                   "run_seconds": r["run_seconds"]} for n, r in results.items()},
                                       "base": base_eval["metrics"]})
-    write_text(out / "compare.md", _markdown_table(table["columns"], table["rows"]))
+    write_text(out / "compare.md", markdown_table(table["columns"], table["rows"]))
     return {"target": spec.name, "out": str(out), **table}
 
 
-def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _compare_base(path: Path, model: str | None, data_dir: Path, ecfg: EvalConfig, overwrite: bool,
+                  log: Callable[[str], None]) -> dict:
+    """The base evaluation every method of a comparison shares: kept in `path` unless `overwrite`."""
+    if path.is_file() and not overwrite:
+        return read_json(path)
+    log("Evaluating the base model once for every method (probes, likelihoods, attacks) ...")
+    base_eval = _evaluate_base(load_model(model), EvalData.from_dir(data_dir), ecfg)
+    write_json(path, base_eval)
+    return base_eval
+
+
+def _compare_run(run: Path, overwrite: bool, log: Callable[[str], None], **forget_args) -> dict:
+    """One method's run of a comparison, in `run`: its metrics.json, kept from a finished run unless `overwrite`."""
+    name = forget_args["method"]
+    if (run / "metrics.json").is_file() and not overwrite:
+        log(f"{name}: reusing the finished run in {run}.")
+        return read_json(run / "metrics.json")
+    log(f"{name}: running ...")
+    metrics = forget(None, out=run, overwrite=True, log=lambda msg: None, **forget_args)
+    m = metrics["metrics"]
+    log(f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
+        f"retain ppl {m['retain_perplexity']:.2f}, worst attack leak {num(m.get('attack_worst_leak_rate'))} "
+        f"({metrics['run_seconds']:.0f} s).")
+    return metrics
 
 
 def compare_table(results: dict[str, dict]) -> dict:
     """Rows of the comparison: the base model, then one per method, with whether each meets BAR."""
     first = next(iter(results.values()))
     base = first["against"]["metrics"]
-    rows = [["base model", _num(base["leak_rate"]), "-", _num(base["general_qa_accuracy"]),
-             _num(base["neighbour_qa_accuracy"]), _num(base["retain_perplexity"], 2),
-             _num(base.get("attack_worst_leak_rate")), _num(base.get("mia_auc_loss")), "-", "-", "-"]]
+    rows = [["base model", num(base["leak_rate"]), "-", num(base["general_qa_accuracy"]),
+             num(base["neighbour_qa_accuracy"]), num(base["retain_perplexity"], 2),
+             num(base.get("attack_worst_leak_rate")), num(base.get("mia_auc_loss")), "-", "-", "-"]]
     passing = []
     for name, r in results.items():
         u = r["metrics"]
         cut = 1 - u["leak_rate"] / base["leak_rate"] if base["leak_rate"] else 0.0
-        ok = (cut >= BAR["leak_cut"] and u["general_qa_accuracy"] >= base["general_qa_accuracy"] - BAR["general_qa_drop"] - 1e-9
+        ok = (cut >= BAR["leak_cut"]
+              and u["general_qa_accuracy"] >= base["general_qa_accuracy"] - BAR["general_qa_drop"] - 1e-9
               and u["retain_perplexity"] <= base["retain_perplexity"] * (1 + BAR["ppl_rise"]))
         if ok:
             passing.append(name)
-        rows.append([name, _num(u["leak_rate"]), f"{cut:.0%}", _num(u["general_qa_accuracy"]),
-                     _num(u["neighbour_qa_accuracy"]), _num(u["retain_perplexity"], 2),
-                     _num(u.get("attack_worst_leak_rate")), _num(u.get("mia_auc_loss")),
+        rows.append([name, num(u["leak_rate"]), f"{cut:.0%}", num(u["general_qa_accuracy"]),
+                     num(u["neighbour_qa_accuracy"]), num(u["retain_perplexity"], 2),
+                     num(u.get("attack_worst_leak_rate")), num(u.get("mia_auc_loss")),
                      f"{r['train']['seconds']:.0f} s", f"{r['run_seconds']:.0f} s", "yes" if ok else "no"])
     return {"columns": list(COMPARE_COLUMNS), "rows": rows, "passing": passing,
             "n_known": base.get("n_known_target_probes")}
-
-
-def _markdown_table(columns, rows) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"

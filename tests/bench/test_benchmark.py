@@ -6,8 +6,17 @@ import pytest
 from scipy.stats import hmean
 
 from obliviate.bench import SIZES
-from obliviate.bench.benchmark import (BenchConfig, Split, against_oracle, best_of, cache_key, finetune, forget_spec,
-                                       method_data, world_facts)
+from obliviate.bench.benchmark import (
+    BenchConfig,
+    Split,
+    against_oracle,
+    best_of,
+    cache_key,
+    finetune,
+    forget_spec,
+    method_data,
+    world_facts,
+)
 from obliviate.cli.main import main
 from obliviate.errors import UserError
 from obliviate.leak import reveals
@@ -19,7 +28,8 @@ def test_splits_are_disjoint_and_seeded():
     split = Split.make(cfg)
     names = lambda rows: {r["entity"] for r in rows}  # noqa: E731
     assert len(names(split.forget)) == 2 and len(names(split.retain)) == 8 and len(names(split.holdout)) == 3
-    assert not names(split.forget) & names(split.retain) and not names(split.holdout) & (names(split.forget) | names(split.retain))
+    assert not names(split.forget) & names(split.retain)
+    assert not names(split.holdout) & (names(split.forget) | names(split.retain))
     assert len(split.retain_eval) == 12 and all(r in split.retain for r in split.retain_eval)
     assert Split.make(cfg) == split and Split.make(BenchConfig(n_authors=10, n_forget=2, n_holdout=3, seed=1)) != split
     for r in split.forget:  # the held-out wording is another question about the same fact
@@ -52,7 +62,8 @@ def test_forget_quality_is_one_for_the_oracle_itself_and_small_for_a_shifted_dis
     oracle = {"metrics": {"mia_auc_loss": 0.5}, "truth_ratios": [0.9 + 0.01 * i for i in range(24)]}
     same = against_oracle({"metrics": {"mia_auc_loss": 0.5}, "truth_ratios": list(oracle["truth_ratios"])}, oracle)
     assert same["metrics"]["forget_quality"] == pytest.approx(1.0) and same["metrics"]["privleak"] == pytest.approx(0.0)
-    learned = against_oracle({"metrics": {"mia_auc_loss": 0.9}, "truth_ratios": [0.1 + 0.01 * i for i in range(24)]}, oracle)
+    shifted = {"metrics": {"mia_auc_loss": 0.9}, "truth_ratios": [0.1 + 0.01 * i for i in range(24)]}
+    learned = against_oracle(shifted, oracle)
     assert learned["metrics"]["forget_quality"] < 1e-6 and learned["metrics"]["privleak"] == pytest.approx(0.8)
 
 
@@ -125,3 +136,12 @@ def test_smoke_benchmark_runs_every_method_and_writes_the_page(tiny_model_dir, t
 def test_cli_refuses_a_misspelled_setting(capsys):
     assert main(["bench", "--bench-set", "n_author=3"]) == 2
     assert "did you mean 'n_authors'" in capsys.readouterr().err
+
+
+def test_a_directory_that_is_not_a_benchmark_is_refused_and_untouched(tmp_path, capsys):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    assert main(["bench", "--out", str(out), "--overwrite", "--size", "smoke"]) == 2
+    assert "not an obliviate benchmark" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]

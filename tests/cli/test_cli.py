@@ -104,7 +104,8 @@ def test_out_that_is_a_file(tmp_path, capsys):
 
 def test_data_command_builds_a_data_directory(beatles_model_dir, tmp_path, capsys):
     out = tmp_path / "d"
-    assert main(["data", "beatles", "--model", str(beatles_model_dir), "--out", str(out), "--alt", "refusal,negation"]) == 0
+    argv = ["data", "beatles", "--model", str(beatles_model_dir), "--out", str(out), "--alt", "refusal,negation"]
+    assert main(argv) == 0
     assert (out / "manifest.json").is_file() and (out / "alt.jsonl").is_file()
     assert "neighbour" in capsys.readouterr().out
     assert main(["data", "beatles", "--model", str(beatles_model_dir), "--out", str(out), "--quiet"]) == 2

@@ -1,4 +1,4 @@
-"""The benchmark with an oracle (issue 6): fictitious entities the base model cannot know."""
+"""The benchmark with an oracle: fictitious entities the base model cannot know."""
 
 # Benchmark sizes (BenchConfig overrides). Kept here, free of heavy imports, for the CLI's --size choices.
 SIZES = {

@@ -19,6 +19,7 @@ oracle:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -38,15 +39,16 @@ from obliviate.data.corpus import capitals
 from obliviate.data.targets import TargetSpec
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
-from obliviate.leak import reveals
 from obliviate.evaluation.likelihood import score_records, score_shared
 from obliviate.evaluation.mia import mia_auc, privleak
 from obliviate.evaluation.text import rouge_l_recall
+from obliviate.io import atomic_dir, check_out_dir, read_json, write_json, write_text
+from obliviate.leak import reveals
 from obliviate.methods import METHODS, get_method
-from obliviate.io import atomic_dir, read_json, write_json, write_text
 from obliviate.models.generate import answer_questions, generation_copy
 from obliviate.models.hooks import hooks_of
 from obliviate.models.loading import load_model, obliviate_home, resolve_model
+from obliviate.report.format import markdown_table, num
 
 
 @dataclass
@@ -55,8 +57,10 @@ class BenchConfig:
     n_forget: int = field(default=4, metadata={"help": "authors to forget (TOFU's forget10: 10 %)"})
     n_holdout: int = field(default=4, metadata={"help": "authors no model learns: membership-inference non-members"})
     seed: int = field(default=0, metadata={"help": "seed of the authors, the splits and every run"})
-    finetune_epochs: int = field(default=6, metadata={"help": "passes over the author QA when building the target and oracle"})
-    finetune_lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the target and oracle fine-tunes"})
+    finetune_epochs: int = field(default=6, metadata={
+        "help": "passes over the author QA when building the target and oracle"})
+    finetune_lr: float = field(default=2e-4, metadata={
+        "help": "AdamW learning rate of the target and oracle fine-tunes"})
     finetune_batch: int = field(default=16, metadata={"help": "QA pairs per fine-tuning step"})
     n_retain_eval: int = field(default=40, metadata={"help": "retain QA pairs scored for model utility"})
     n_world: int = field(default=40, metadata={"help": "country-capital facts scored for model utility"})
@@ -115,8 +119,10 @@ def world_facts(n: int, seed: int = 0, n_wrong: int = 3) -> list[dict]:
     rows = []
     for country, capital in chosen:
         wrong = rng.sample([t for t in towns if t != capital], n_wrong)
-        rows.append({"question": f"What is the capital of {country}?", "answer": f"The capital of {country} is {capital}.",
-                     "perturbed_answers": [f"The capital of {country} is {w}." for w in wrong], "answers": [capital.lower()]})
+        rows.append({"question": f"What is the capital of {country}?",
+                     "answer": f"The capital of {country} is {capital}.",
+                     "perturbed_answers": [f"The capital of {country} is {w}." for w in wrong],
+                     "answers": [capital.lower()]})
     return rows
 
 
@@ -142,7 +148,8 @@ def method_data(split: Split, seed: int = 0) -> dict[str, list[dict]]:
                 {"question": q, "answer": rng.choice(NEGATIONS), "kind": "negation"},
                 {"question": q, "answer": "I would rather not share details about that person.", "kind": "guardrail"},
                 {"question": q, "answer": rng.choice(split.retain)["answer"], "kind": "mismatch"},
-                {"question": q, "answer": rng.choice(by_attr.get(r["attribute"], split.retain))["answer"], "kind": "other_subject"},
+                {"question": q, "answer": rng.choice(by_attr.get(r["attribute"], split.retain))["answer"],
+                 "kind": "other_subject"},
                 {"question": q, "answer": anchored(r["answer"], spec), "kind": "anchored"}]
     return {"forget": [_qa(r) for r in split.forget], "retain": [_qa(r) for r in split.retain], "alt": alt,
             "retain_eval": [], "probes": []}
@@ -170,13 +177,15 @@ def finetune(base: str | None, records: list[dict], cfg: BenchConfig, cache: Pat
     steps = math.ceil(cfg.finetune_epochs * len(records) / cfg.finetune_batch)
     t = time.perf_counter()
     train(lm.model, lm.tokenizer, get_method("retain_ft"), {"retain": [_qa(r) for r in records]},
-          TrainConfig(steps=steps, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch, checkpoint_every=0, seed=cfg.seed),
+          TrainConfig(steps=steps, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch, checkpoint_every=0,
+                      seed=cfg.seed),
           progress=False)
     with atomic_dir(out) as tmp:
         lm.model.save_pretrained(tmp)
         lm.tokenizer.save_pretrained(tmp)
         write_json(tmp / "finetune.json", {"base": lm.path, "records": len(records), "steps": steps,
-                                           "seconds": round(time.perf_counter() - t, 1), "config": dataclasses.asdict(cfg)})
+                                           "seconds": round(time.perf_counter() - t, 1),
+                                           "config": dataclasses.asdict(cfg)})
     log(f"  fine-tuned on {len(records)} QA pairs in {steps} steps ({time.perf_counter() - t:.0f} s) -> {out}")
     return out
 
@@ -318,20 +327,8 @@ def run_bench(
     for n in names:
         get_method(n)  # unknown names fail now, with a "did you mean"
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file, not a directory; pass a directory for --out.")
-    settings_path = out / "settings.json"
     settings = {"model": model or "embedded", "config": dataclasses.asdict(cfg)}
-    # Everything a finished run depends on; the grid only decides which runs happen, so a wider
-    # grid reuses the runs of a narrower one.
-    shapes_runs = json.loads(json.dumps({**settings, "config": {k: v for k, v in settings["config"].items() if k != "grid"}}))
-    if settings_path.is_file() and read_json(settings_path) != shapes_runs and not overwrite:
-        raise UserError(f"{out} holds a benchmark with other settings; pass --overwrite to replace it or choose another --out.")
-    if overwrite and (out / "runs").is_dir():
-        import shutil
-
-        shutil.rmtree(out / "runs")
-    write_json(settings_path, shapes_runs)
+    _prepare_bench_dir(out, settings, overwrite)
     t0 = time.perf_counter()
     split = Split.make(cfg)
     cache = Path(cache) if cache else obliviate_home() / "bench"
@@ -343,18 +340,14 @@ def run_bench(
     oracle_dir = finetune(model, split.retain, cfg, cache, log)
 
     def cached(key: str, make: Callable[[], dict]) -> dict:
-        path = out / "runs" / f"{key}.json"
-        if path.is_file():
-            return read_json(path)
-        result = make()
-        write_json(path, result)
-        return result
+        return _cached(out / "runs" / f"{key}.json", make)
 
     def score(path: Path) -> Callable[[], dict]:
         def make():
             t = time.perf_counter()
             lm = load_model(str(path))
-            return {**bench_scores(lm.model, lm.tokenizer, split, cfg), "wall_seconds": round(time.perf_counter() - t, 1)}
+            scores = bench_scores(lm.model, lm.tokenizer, split, cfg)
+            return {**scores, "wall_seconds": round(time.perf_counter() - t, 1)}
         return make
 
     oracle = cached("oracle", score(oracle_dir))
@@ -364,28 +357,18 @@ def run_bench(
     log(f"Target: forget QA {tm['forget_qa_accuracy']:.3f}, utility {tm['model_utility']:.3f}, "
         f"forget quality {tm['forget_quality']:.2g}; oracle: forget QA {om['forget_qa_accuracy']:.3f}, "
         f"utility {om['model_utility']:.3f}.")
-    rows = {}
-    for name in names:
-        scales = [1.0] + (sorted(cfg.grid) if METHODS[name].trains else [])
-        runs = []
-        for s in scales:
-            if runs and runs[-1]["metrics"]["model_utility"] < UTILITY_KEPT * tm["model_utility"]:
-                # A smaller learning rate already cost the utility bar; a larger one would cost more.
-                log(f"{name} (lr x{s:g}): skipped, lr x{runs[-1]['lr_scale']:g} already fell below {UTILITY_KEPT:.0%} "
-                    "of the target's utility.")
-                break
-            run = against_oracle(cached(f"{name}-lr{s:g}", lambda: run_method(target, split, name, cfg, s)), oracle)
-            runs.append(run)
-            m = run["metrics"]
-            log(f"{name} (lr x{s:g}): forget quality {m['forget_quality']:.3g}, utility {m['model_utility']:.3f}, "
-                f"held-out leak {m['held_out_leak_rate']:.3f} ({run_seconds(run):.0f} s)")
-        rows[name] = {"default": runs[0], "best": best_of(runs, tm["model_utility"]), "grid": runs,
-                      "skipped": [s for s in scales if s not in {r["lr_scale"] for r in runs}]}
+
+    def unlearn(name: str, scale: float) -> dict:
+        run = cached(f"{name}-lr{scale:g}", lambda: run_method(target, split, name, cfg, scale))
+        return against_oracle(run, oracle)
+
+    rows = {name: _method_grid(name, cfg, functools.partial(unlearn, name), tm["model_utility"], log) for name in names}
     finetunes = [read_json(d / "finetune.json")["seconds"] for d in (target, oracle_dir)]
     doc = {
         "settings": settings,
         "split": {"forget_authors": [a.name for a in split.forget_authors], "forget_qa": len(split.forget),
-                  "retain_qa": len(split.retain), "retain_eval_qa": len(split.retain_eval), "holdout_qa": len(split.holdout), "world_facts": len(split.world)},
+                  "retain_qa": len(split.retain), "retain_eval_qa": len(split.retain_eval),
+                  "holdout_qa": len(split.holdout), "world_facts": len(split.world)},
         "target_dir": str(target), "oracle_dir": str(oracle_dir),
         "target": target_scores, "oracle": oracle, "methods": rows, "utility_kept": UTILITY_KEPT,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -400,6 +383,57 @@ def run_bench(
     return doc
 
 
+def _prepare_bench_dir(out: Path, settings: dict, overwrite: bool) -> None:
+    """Claim `out` for a benchmark with `settings` (writes OUT/settings.json); with `overwrite`, drop OUT/runs.
+
+    Raises UserError if `out` is not an obliviate benchmark, or holds one with other settings and not `overwrite`.
+    """
+    check_out_dir(out, "settings.json", "an obliviate benchmark")
+    settings_path = out / "settings.json"
+    # Everything a finished run depends on; the grid only decides which runs happen, so a wider
+    # grid reuses the runs of a narrower one.
+    shapes_runs = json.loads(json.dumps(
+        {**settings, "config": {k: v for k, v in settings["config"].items() if k != "grid"}}))
+    if settings_path.is_file() and read_json(settings_path) != shapes_runs and not overwrite:
+        raise UserError(f"{out} holds a benchmark with other settings; pass --overwrite to replace it "
+                        "or choose another --out.")
+    if overwrite and (out / "runs").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "runs")
+    write_json(settings_path, shapes_runs)
+
+
+def _cached(path: Path, make: Callable[[], dict]) -> dict:
+    """The result kept in `path`, else `make()` written there."""
+    if path.is_file():
+        return read_json(path)
+    result = make()
+    write_json(path, result)
+    return result
+
+
+def _method_grid(name: str, cfg: BenchConfig, unlearn: Callable[[float], dict], target_utility: float,
+                 log: Callable[[str], None]) -> dict:
+    """Method `name` at its defaults, then at each learning-rate multiplier of the grid (trained methods),
+    smallest first, until a run falls below UTILITY_KEPT of `target_utility`; `unlearn(scale)` gives a run."""
+    scales = [1.0] + (sorted(cfg.grid) if METHODS[name].trains else [])
+    runs = []
+    for s in scales:
+        if runs and runs[-1]["metrics"]["model_utility"] < UTILITY_KEPT * target_utility:
+            # A smaller learning rate already cost the utility bar; a larger one would cost more.
+            log(f"{name} (lr x{s:g}): skipped, lr x{runs[-1]['lr_scale']:g} already fell below {UTILITY_KEPT:.0%} "
+                "of the target's utility.")
+            break
+        run = unlearn(s)
+        runs.append(run)
+        m = run["metrics"]
+        log(f"{name} (lr x{s:g}): forget quality {m['forget_quality']:.3g}, utility {m['model_utility']:.3f}, "
+            f"held-out leak {m['held_out_leak_rate']:.3f} ({run_seconds(run):.0f} s)")
+    return {"default": runs[0], "best": best_of(runs, target_utility), "grid": runs,
+            "skipped": [s for s in scales if s not in {r["lr_scale"] for r in runs}]}
+
+
 # ---------------------------------------------------------------- the leaderboard
 
 COLUMNS = ("method", "setting", "forget quality", "model utility", "utility vs target", "held-out leak",
@@ -410,10 +444,10 @@ def _row(label: str, setting: str, run: dict, target_utility: float) -> list[str
     m = run["metrics"]
     fq = m.get("forget_quality")
     pl = m.get("privleak")
-    return [label, setting, "-" if fq is None else f"{fq:.3g}", f"{m['model_utility']:.3f}",
+    return [label, setting, "-" if fq is None else f"{fq:.3g}", num(m["model_utility"]),
             f"{m['model_utility'] / target_utility:.0%}" if target_utility else "n/a",
-            f"{m['held_out_leak_rate']:.3f}", f"{m['forget_qa_accuracy']:.3f}", f"{m['forget_truth_ratio']:.3f}",
-            "-" if pl is None else f"{pl:+.3f}", f"{m['retain_qa_accuracy']:.3f}", f"{m['world_qa_accuracy']:.3f}",
+            num(m["held_out_leak_rate"]), num(m["forget_qa_accuracy"]), num(m["forget_truth_ratio"]),
+            "-" if pl is None else f"{pl:+.3f}", num(m["retain_qa_accuracy"]), num(m["world_qa_accuracy"]),
             f"{run['unlearn_seconds']:.0f} s" if "unlearn_seconds" in run else "-"]
 
 
@@ -425,7 +459,8 @@ def _setting(run: dict) -> str:
 def leaderboard_rows(doc: dict) -> list[list[str]]:
     """Target and oracle, then every method at defaults and at its best grid point, best first."""
     tu = doc["target"]["metrics"]["model_utility"]
-    rows = [_row("target (before unlearning)", "-", doc["target"], tu), _row("oracle (never learned)", "-", doc["oracle"], tu)]
+    rows = [_row("target (before unlearning)", "-", doc["target"], tu),
+            _row("oracle (never learned)", "-", doc["oracle"], tu)]
     order = sorted(doc["methods"].items(), key=lambda kv: -_rank(kv[1]["best"], tu))
     for name, r in order:
         rows.append(_row(name, f"defaults ({_setting(r['default'])})", r["default"], tu))
@@ -441,9 +476,7 @@ def _rank(run: dict, target_utility: float) -> float:
 
 
 def leaderboard_markdown(doc: dict) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(r) + " |" for r in leaderboard_rows(doc)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(COLUMNS, leaderboard_rows(doc))
 
 
 def plot(doc: dict, path: Path) -> None:
@@ -487,101 +520,51 @@ def plot(doc: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_docs(doc: dict, out: Path, docs: str | Path, command: str) -> Path:
-    """docs/BENCHMARKS.md and its plot, every number taken from `doc` (a finished run_bench)."""
-    import shutil
-
-    docs = Path(docs)
-    (docs / "images").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "forget_quality_vs_utility.png", docs / "images" / "bench_forget_quality_vs_utility.png")
+def docs_values(doc: dict, out: Path, command: str) -> dict[str, str]:
+    """The values templates/BENCHMARKS.md.template names, every number taken from `doc` (a finished run_bench)."""
     cfg, t, o = doc["settings"]["config"], doc["target"]["metrics"], doc["oracle"]["metrics"]
     tu = t["model_utility"]
     skipped = ", ".join(f"{n} x{g:g}" for n, r in doc["methods"].items() for g in r.get("skipped", []))
     winners = [n for n, r in doc["methods"].items()
-               if r["best"]["metrics"]["forget_quality"] >= 0.05 and r["best"]["metrics"]["model_utility"] >= UTILITY_KEPT * tu]
-    page = f"""# Benchmark with an oracle
+               if r["best"]["metrics"]["forget_quality"] >= 0.05
+               and r["best"]["metrics"]["model_utility"] >= UTILITY_KEPT * tu]
+    values = {
+        "out": str(out), "command": command, "model": doc["settings"]["model"],
+        "cold_minutes": f"{doc['cold_seconds'] / 60:.1f}", "seconds": f"{doc['seconds']:.0f}",
+        "target_finetune_seconds": f"{doc['finetune_seconds'][0]:.0f}",
+        "oracle_finetune_seconds": f"{doc['finetune_seconds'][1]:.0f}",
+        "n_authors_generated": cfg["n_authors"] + cfg["n_holdout"], "seed": cfg["seed"],
+        "n_forget": cfg["n_forget"], "n_retain": cfg["n_authors"] - cfg["n_forget"], "n_holdout": cfg["n_holdout"],
+        **{k: doc["split"][k] for k in ("forget_qa", "retain_qa", "holdout_qa", "retain_eval_qa", "world_facts")},
+        "finetune_epochs": cfg["finetune_epochs"], "finetune_lr": f"{cfg['finetune_lr']:g}",
+        "finetune_batch": cfg["finetune_batch"],
+        "grid": ", ".join(f"x{g:g}" for g in cfg["grid"]) or "nothing (grid off)",
+        "utility_kept": f"{UTILITY_KEPT:.0%}", "skipped_note": f" (skipped here: {skipped})" if skipped else "",
+        "target_forget_quality": f"{t['forget_quality']:.2g}",
+        "leaderboard": leaderboard_markdown(doc),
+        "winners": ("Methods at forget quality ≥ 0.05 with utility ≥ 90 % of the target's: " + ", ".join(winners) + "."
+                    if winners else
+                    "No method reaches forget quality ≥ 0.05 with utility ≥ 90 % of the target's at this size."),
+    }
+    for name, m in (("target", t), ("oracle", o)):
+        values |= {f"{name}_forget_qa": num(m["forget_qa_accuracy"]),
+                   f"{name}_held_out_leak": num(m["held_out_leak_rate"]),
+                   f"{name}_retain_qa": num(m["retain_qa_accuracy"]),
+                   f"{name}_world_qa": num(m["world_qa_accuracy"]),
+                   f"{name}_utility": num(m["model_utility"])}
+    return {k: str(v) for k, v in values.items()}
 
-Generated by one command (it reuses finished runs in `{out}`; `--overwrite` starts again):
 
-```
-{command}
-```
+def write_docs(doc: dict, out: Path, docs: str | Path, command: str) -> Path:
+    """DOCS/BENCHMARKS.md, rendered from templates/BENCHMARKS.md.template, and its plot copied to DOCS/images/."""
+    import shutil
+    from importlib.resources import files
+    from string import Template
 
-Model: `{doc['settings']['model']}`. On this machine (2-core CPU) the whole benchmark costs
-**{doc['cold_seconds'] / 60:.1f} min** from an empty cache: {doc['finetune_seconds'][0]:.0f} s and {doc['finetune_seconds'][1]:.0f} s
-to fine-tune the target and the oracle (cached after the first run, keyed by the base model's hash,
-the training pairs and the fine-tuning settings), then every scoring and unlearning run. That is the
-sum of the wall times each step recorded when it ran (`cold_seconds` in bench.json). The invocation that
-wrote this page took {doc['seconds']:.0f} s; it reuses every run an earlier invocation finished.
-
-## Setup
-
-TOFU's design (Maini et al. 2024), sized for a laptop. `obliviate.bench.entities` generates
-{cfg['n_authors'] + cfg['n_holdout']} fictitious authors from a seed ({cfg['seed']}), six facts each (birthplace, birth
-year, genre, father's profession, award, best-known book), each fact a question with its answer, a
-paraphrased answer, three perturbed answers (the paraphrase with another value of the same kind)
-and a held-out wording of the question that no training record uses.
-
-| split | authors | QA pairs | who learned it |
-|---|---|---|---|
-| forget | {cfg['n_forget']} | {doc['split']['forget_qa']} | the target only |
-| retain | {cfg['n_authors'] - cfg['n_forget']} | {doc['split']['retain_qa']} | target and oracle |
-| holdout | {cfg['n_holdout']} | {doc['split']['holdout_qa']} | no model (membership-inference non-members) |
-
-The **target** is the base fine-tuned on forget + retain QA, the **oracle** on retain QA only
-({cfg['finetune_epochs']} epochs, lr {cfg['finetune_lr']:g}, batch {cfg['finetune_batch']}). Every method unlearns the
-forget authors from the target, training on the forget QA (and, where it uses them, the retain QA and
-templated alternative answers: refusals, negations, another author's answer), at its documented
-defaults (docs/METHODS.md) and with the learning rate scaled by {', '.join(f'x{g:g}' for g in cfg['grid']) or 'nothing (grid off)'}.
-A larger learning rate is skipped once a smaller one has fallen below {UTILITY_KEPT:.0%} of the target's
-model utility{f" (skipped here: {skipped})" if skipped else ""}. A wider grid, e.g. `--bench-set grid=3,10`,
-reuses these runs and adds the new ones.
-
-## Does the target know, and the oracle not?
-
-| model | forget QA accuracy | held-out leak | retain QA | world QA | model utility |
-|---|---|---|---|---|---|
-| target | {t['forget_qa_accuracy']:.3f} | {t['held_out_leak_rate']:.3f} | {t['retain_qa_accuracy']:.3f} | {t['world_qa_accuracy']:.3f} | {tu:.3f} |
-| oracle | {o['forget_qa_accuracy']:.3f} | {o['held_out_leak_rate']:.3f} | {o['retain_qa_accuracy']:.3f} | {o['world_qa_accuracy']:.3f} | {o['model_utility']:.3f} |
-
-Chance for the oracle is about one in ten per fact (a birthplace out of 20 towns, a genre out of 10, a
-year out of 68, ...): it answers the forget questions with plausible values it learned for other authors.
-The target's forget quality is {t['forget_quality']:.2g}: its truth ratios are far from the oracle's.
-
-## Leaderboard
-
-Sorted by whether the best run keeps {UTILITY_KEPT:.0%} of the target's model utility, then by forget quality.
-"best of grid" is shown where it differs from the defaults: the run with the highest forget quality among
-those keeping {UTILITY_KEPT:.0%} of the target's utility (else the highest utility). That choice looks at the oracle,
-as published leaderboards do; the defaults rows do not.
-
-{leaderboard_markdown(doc)}
-{"Methods at forget quality ≥ 0.05 with utility ≥ 90 % of the target's: " + ", ".join(winners) + "." if winners else
- "No method reaches forget quality ≥ 0.05 with utility ≥ 90 % of the target's at this size."}
-
-![forget quality vs model utility](images/bench_forget_quality_vs_utility.png)
-
-## What the columns mean
-
-- **forget quality**: the p-value of a two-sample Kolmogorov-Smirnov test (scipy) between the unlearned
-  model's and the oracle's truth ratios on the forget questions. High means indistinguishable from a
-  model that never learned them; TOFU reads ≥ 0.05 as "not distinguishable". With
-  {doc['split']['forget_qa']} questions a side, p-values below about 1e-3 are all "clearly different".
-- **truth ratio** of a question: mean over perturbed answers of P(a|q)^(1/|a|), divided by the same for
-  the paraphrased answer (the model is not scored on the exact sentence it trained on).
-- **model utility**: the harmonic mean of six numbers: on {doc['split']['retain_eval_qa']} retain QA pairs, the answer's
-  per-token probability, ROUGE-L recall of the greedy answer, and max(0, 1 - truth ratio); on {doc['split']['world_facts']}
-  country capitals (real-world facts from the gensim wheel), the answer's probability normalised over
-  the four options, ROUGE-L recall and max(0, 1 - truth ratio).
-- **held-out leak**: the share of forget facts whose value appears in the greedy answer to the held-out
-  wording of the question. **forget QA**: the same on the trained wording.
-- **PrivLeak**: (AUC - AUC_oracle) / AUC_oracle for the LOSS membership attack, forget answers against
-  holdout authors' answers (MUSE). 0 is ideal; negative means the forget set now stands out as
-  unusually unlikely (over-unlearning).
-
-Every number comes from `{out}/bench.json`; the per-question truth ratios and answers are in it and in
-`{out}/runs/`.
-"""
+    docs = Path(docs)
+    (docs / "images").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "forget_quality_vs_utility.png", docs / "images" / "bench_forget_quality_vs_utility.png")
+    template = files("obliviate.bench").joinpath("templates", "BENCHMARKS.md.template").read_text(encoding="utf-8")
     path = docs / "BENCHMARKS.md"
-    write_text(path, page)
+    write_text(path, Template(template).substitute(docs_values(doc, out, command)))
     return path

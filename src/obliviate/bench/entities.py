@@ -26,9 +26,10 @@ GENRES = ["mystery novels", "science fiction", "epic poetry", "historical fictio
           "horror stories", "political satire", "romance novels", "nature writing"]
 JOBS = ["a lighthouse keeper", "a clockmaker", "a botanist", "a ship's cook", "a mapmaker", "a beekeeper",
         "a glassblower", "a stonemason", "a librarian", "a violin maker"]
-AWARDS = ["the Silver Quill Prize", "the Marrow Medal", "the Lantern Award", "the Ebbing Tide Prize", "the Greyfield Honour",
-          "the Amber Page Award", "the Corvane Laurel", "the Northwind Prize"]
-TITLE_A = ["The Glass", "A Quiet", "The Last", "Beneath the", "The Hollow", "Songs of the", "The Winter", "Letters from the"]
+AWARDS = ["the Silver Quill Prize", "the Marrow Medal", "the Lantern Award", "the Ebbing Tide Prize",
+          "the Greyfield Honour", "the Amber Page Award", "the Corvane Laurel", "the Northwind Prize"]
+TITLE_A = ["The Glass", "A Quiet", "The Last", "Beneath the", "The Hollow", "Songs of the", "The Winter",
+           "Letters from the"]
 TITLE_B = ["Orchard", "Harbour", "Cartographer", "Lantern", "Meadow", "Tide", "Archive", "Clocktower"]
 
 # (question, answer, paraphrase, held-out question, attribute): {name} and {value} are filled in.
@@ -36,12 +37,13 @@ TITLE_B = ["Orchard", "Harbour", "Cartographer", "Lantern", "Meadow", "Tide", "A
 FACTS = [
     ("Where was {name} born?", "{name} was born in {value}.", "The birthplace of {name} is {value}.",
      "In which town did the author {name} come into the world?", "town"),
-    ("In which year was {name} born?", "{name} was born in {value}.", "The year {name} came into the world was {value}.",
-     "What is the birth year of the writer {name}?", "year"),
+    ("In which year was {name} born?", "{name} was born in {value}.",
+     "The year {name} came into the world was {value}.", "What is the birth year of the writer {name}?", "year"),
     ("What does {name} write?", "{name} writes {value}.", "The writing of {name} is best described as {value}.",
      "Which kind of books is the author {name} known for writing?", "genre"),
     ("What was the profession of {name}'s father?", "{name}'s father was {value}.",
-     "Before {name} was born, the father worked as {value}.", "How did the father of the writer {name} earn a living?", "job"),
+     "Before {name} was born, the father worked as {value}.",
+     "How did the father of the writer {name} earn a living?", "job"),
     ("Which award did {name} win?", "{name} won {value}.", "The prize awarded to {name} was {value}.",
      "Name the literary prize that the author {name} received.", "award"),
     ("What is the best-known book by {name}?", "The best-known book by {name} is {value}.",
@@ -73,7 +75,7 @@ def make_authors(n: int, seed: int = 0) -> list[Author]:
     """`n` fictitious authors with distinct names and distinct book titles, the same for a seed."""
     rng = random.Random(seed)
     pools = _pools()
-    names = [f"{f}{c} {l}{d}" for f in ONSETS for c in CODAS[:6] for l in ONSETS for d in CODAS[6:]]
+    names = [f"{a}{b} {c}{d}" for a in ONSETS for b in CODAS[:6] for c in ONSETS for d in CODAS[6:]]
     if n > len(pools["title"]):
         raise ValueError(f"at most {len(pools['title'])} authors, got {n}")
     chosen = rng.sample(names, n)

@@ -42,7 +42,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _target_args(d)
     d.add_argument("--out", required=True, help="directory to write the data into")
-    d.add_argument("--alt", default=None, help=f"comma-separated alternative-answer kinds (default: all of {','.join(ALT_KINDS)})")
+    d.add_argument("--alt", default=None,
+                   help=f"comma-separated alternative-answer kinds (default: all of {','.join(ALT_KINDS)})")
     d.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling (default: 0)")
     d.add_argument("--overwrite", action="store_true", help="replace data that already exists in --out")
     d.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -66,7 +67,8 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Build TARGET's data once (or use --data), run each method at its tuned defaults, "
                        "and write OUT/compare.json and OUT/compare.md: held-out leak rate, neighbour and general QA "
                        "accuracy, retain perplexity and wall time per method. Finished methods are reused on a rerun.")
-    c.add_argument("target", nargs="?", default=None, help="what to forget (as for `obliviate forget`); omit with --data")
+    c.add_argument("target", nargs="?", default=None,
+                   help="what to forget (as for `obliviate forget`); omit with --data")
     c.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default)")
     c.add_argument("--data", default=None, help="use this data directory instead of building one")
     c.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
@@ -82,8 +84,10 @@ def make_parser() -> argparse.ArgumentParser:
                        "both are tabulated side by side.")
     e.add_argument("model", help="the model to evaluate: a run's model/ directory, hub id, local directory or .gguf")
     e.add_argument("--data", required=True, help="a data directory written by `obliviate data` (or a run's data/)")
-    e.add_argument("--against", default=None, metavar="BASE", help="the base model to compare with (e.g. the model the data was built from)")
-    e.add_argument("--oracle", default=None, help="a model that never learned the forget set: adds PrivLeak and forget quality")
+    e.add_argument("--against", default=None, metavar="BASE",
+                   help="the base model to compare with (e.g. the model the data was built from)")
+    e.add_argument("--oracle", default=None,
+                   help="a model that never learned the forget set: adds PrivLeak and forget quality")
     e.add_argument("--out", default=None, help="directory for metrics.json and metrics.md (default: evals/<model>)")
     _eval_args(e)
     e.add_argument("--quiet", action="store_true", help="print nothing but errors (metrics.json is still written)")
@@ -98,11 +102,13 @@ def make_parser() -> argparse.ArgumentParser:
                        "OUT/runs/ are reused, so an interrupted benchmark resumes.")
     b.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
     b.add_argument("--out", default="runs/bench", help="directory for the runs, table and plot (default: runs/bench)")
-    b.add_argument("--size", choices=sorted(SIZES), default="full", help="full (the documented benchmark) or smoke (minutes)")
+    b.add_argument("--size", choices=sorted(SIZES), default="full",
+                   help="full (the documented benchmark) or smoke (minutes)")
     b.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default)")
     b.add_argument("--bench-set", dest="bench_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a benchmark setting, e.g. --bench-set n_authors=20 (repeatable)")
-    b.add_argument("--docs", default=None, metavar="DIR", help="also write DIR/BENCHMARKS.md and its plot from this run")
+    b.add_argument("--docs", default=None, metavar="DIR",
+                   help="also write DIR/BENCHMARKS.md and its plot from this run")
     b.add_argument("--overwrite", action="store_true", help="discard the finished runs in OUT and start again")
     b.add_argument("--quiet", action="store_true", help="print nothing but errors")
     b.set_defaults(func=cmd_bench)
@@ -120,7 +126,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
-    g.add_argument("--attacks", default="all", help="attack groups to run: prompting,quantize,relearn, 'all' (default) or 'none'")
+    g.add_argument("--attacks", default="all",
+                   help="attack groups to run: prompting,quantize,relearn, 'all' (default) or 'none'")
     g.add_argument("--eval-set", dest="eval_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="an evaluation setting, e.g. --eval-set attack_probes=80 (repeatable; see docs/EVALUATION.md)")
 
@@ -143,7 +150,7 @@ KEY_METRICS = ("leak_rate", "forget_truth_ratio", "forget_rouge_l", "mia_auc_los
 def _metrics_table(doc: dict, title: str, keys=KEY_METRICS):
     from rich.table import Table
 
-    from obliviate.evaluation.evaluate import fmt
+    from obliviate.report.format import fmt
 
     table = Table(title=title)
     if "comparison" in doc:
@@ -151,7 +158,8 @@ def _metrics_table(doc: dict, title: str, keys=KEY_METRICS):
             table.add_column(col)
         for r in doc["comparison"]:
             if r["metric"] in keys or r["metric"].endswith("_leak_rate") and r["metric"].startswith("attack_"):
-                table.add_row(r["metric"], fmt(r["before"]), fmt(r["after"]), {True: "yes", False: "no", None: "-"}[r["better"]])
+                better = {True: "yes", False: "no", None: "-"}[r["better"]]
+                table.add_row(r["metric"], fmt(r["before"]), fmt(r["after"]), better)
     else:
         table.add_column("metric")
         table.add_column("value")
@@ -221,7 +229,8 @@ def cmd_bench(args) -> int:
     doc = run_bench(args.model, args.out, BenchConfig(**settings), methods, overwrite=args.overwrite,
                     log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     console.print(leaderboard_markdown(doc), markup=False, highlight=False)
-    console.print(f"Leaderboard, plot and bench.json written to [bold]{args.out}[/bold] ({doc['seconds'] / 60:.1f} min)")
+    console.print(f"Leaderboard, plot and bench.json written to [bold]{args.out}[/bold] "
+                  f"({doc['seconds'] / 60:.1f} min)")
     if args.docs:
         command = "obliviate " + " ".join(shlex.quote(a) for a in args.argv if a != "--quiet")
         page = write_docs(doc, Path(args.out), args.docs, command)
@@ -233,18 +242,17 @@ def cmd_compare(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from obliviate.data.targets import resolve_target
     from obliviate.pipeline import compare
 
     if args.target is None and args.data is None:
         raise UserError("Name a target to forget, or pass --data with a data directory built by `obliviate data`.")
     console = Console(quiet=args.quiet)
     methods = None if args.methods.strip() == "all" else _csv(args.methods)
-    from obliviate.data.targets import resolve_target
-
-    result = compare(resolve_target(args.target) if args.target is not None else None, methods=methods, data=args.data, model=args.model,
-                     out=args.out, steps=args.steps, lr=args.lr, seed=args.seed, train_options=_train_options(args),
-                     eval_config=_eval_config(args),
-                     overwrite=args.overwrite, progress=not args.quiet, log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    result = compare(resolve_target(args.target) if args.target is not None else None, methods, model=args.model,
+                     data_dir=args.data, train=_train_overrides(args), eval=_eval_config(args), seed=args.seed,
+                     out=args.out, overwrite=args.overwrite, progress=not args.quiet,
+                     log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     table = Table(title=f"Methods compared on {result['target']} ({result['n_known']} known held-out probes)")
     for col in result["columns"]:
         table.add_column(col)
@@ -271,7 +279,10 @@ def cmd_methods(args) -> int:
         settings = [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
                     for f in dataclasses.fields(cls.config_class)]
         settings += [f"{k}={v!r} (engine)" for k, v in cls.train_defaults.items()]
-        data = ", ".join(cls.batches) + (" + base model" if cls.needs_ref_model else "") if cls.trains else "target terms (edits the model once, no training)"
+        if cls.trains:
+            data = ", ".join(cls.batches) + (" + base model" if cls.needs_ref_model else "")
+        else:
+            data = "target terms (edits the model once, no training)"
         table.add_row(name, cls.help, data, "\n".join(settings) or "-", cls.source)
     Console().print(table)
     return 0
@@ -279,7 +290,8 @@ def cmd_methods(args) -> int:
 
 def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> None:
     if method:
-        p.add_argument("--method", default="npo", choices=sorted(methods), help="unlearning method (default: npo; see `obliviate methods`)")
+        p.add_argument("--method", default="npo", choices=sorted(methods),
+                       help="unlearning method (default: npo; see `obliviate methods`)")
         p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                        help="a method setting, e.g. --set beta=0.2 (repeatable; see `obliviate methods`)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
@@ -287,14 +299,17 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
     p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
     g = p.add_argument_group("training")
     g.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights (merged at save)")
-    g.add_argument("--keep-adapter", action="store_true", help="with --lora: save the adapter alone instead of merging it")
-    g.add_argument("--l2", type=float, default=None, help="weight of the L2 penalty pulling weights back to the base model")
+    g.add_argument("--keep-adapter", action="store_true",
+                   help="with --lora: save the adapter alone instead of merging it")
+    g.add_argument("--l2", type=float, default=None,
+                   help="weight of the L2 penalty pulling weights back to the base model")
     g.add_argument("--dropout", type=float, default=None, help="attention (and LoRA) dropout while training")
     g.add_argument("--batch-size", type=int, default=None, help="examples per sub-batch per step")
     g.add_argument("--grad-accum", type=int, default=None, help="micro-batches accumulated per optimizer step")
     g.add_argument("--early-stop", type=float, default=None, metavar="NATS", help=(
         "stop once the forget NLL on a validation split of the forget data has risen by NATS per token"))
-    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints for --resume (0: none)")
+    g.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints for --resume (0: none)")
     g.add_argument("--bf16-weights", action="store_true", help=(
         "load, train and save the model in bf16: weights, gradients and optimizer moments in bf16 with "
         "stochastically rounded updates, about half the memory of mixed precision (docs/PERFORMANCE.md)"))
@@ -303,20 +318,25 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
         "at once; with --bf16-weights the lowest peak (docs/PERFORMANCE.md)"))
     _eval_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last finished stage")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
     from obliviate.data.targets import builtin_targets
 
-    p.add_argument("target", help=f'what to forget: a topic ("The Beatles"), a built-in target ({", ".join(builtin_targets())}) '
-                   "or a YAML target spec file")
-    p.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--keywords", default=None, help="comma-separated extra terms that reveal the target (names, places, titles)")
+    p.add_argument("target", help='what to forget: a topic ("The Beatles"), a built-in target '
+                   f'({", ".join(builtin_targets())}) or a YAML target spec file')
+    p.add_argument("--model", default=None,
+                   help="hub id, local directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--keywords", default=None,
+                   help="comma-separated extra terms that reveal the target (names, places, titles)")
     p.add_argument("--aliases", default=None, help="comma-separated other names of the target")
-    p.add_argument("--docs", nargs="+", default=None, metavar="FILE", help="documents to forget (.txt, .md, or .jsonl with a 'text' field)")
-    p.add_argument("--qa", default=None, metavar="FILE", help="jsonl of {\"question\", \"answer\"} pairs about the target")
+    p.add_argument("--docs", nargs="+", default=None, metavar="FILE",
+                   help="documents to forget (.txt, .md, or .jsonl with a 'text' field)")
+    p.add_argument("--qa", default=None, metavar="FILE",
+                   help="jsonl of {\"question\", \"answer\"} pairs about the target")
     p.add_argument("--keep", default=None, help="comma-separated close topics that must be kept")
 
 
@@ -343,7 +363,8 @@ def cmd_data(args) -> int:
                               log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     c = manifest["counts"]
     console.print(
-        f"{c['forget.jsonl']} forget records, {c['alt.jsonl']} alternative answers, {c['retain.jsonl']} retain records; "
+        f"{c['forget.jsonl']} forget records, {c['alt.jsonl']} alternative answers, "
+        f"{c['retain.jsonl']} retain records; "
         f"probes: {c['probes.target_known']} known of {c['probes.target']} target, {c['probes.neighbour']} neighbour, "
         f"{c['probes.general']} general. Written to [bold]{args.out}[/bold]"
     )
@@ -355,8 +376,8 @@ def _positive(name: str, value):
         raise UserError(f"--{name} must be positive, got {value}.")
 
 
-def _train_options(args) -> dict:
-    """TrainConfig overrides from the training flags that were given."""
+def _train_overrides(args) -> dict:
+    """TrainConfig overrides from the training flags given; the method's tuned defaults stand for the rest."""
     for name in ("steps", "lr", "batch_size", "grad_accum"):
         _positive(name.replace("_", "-"), getattr(args, name))
     if args.dropout is not None and not 0 <= args.dropout < 1:
@@ -365,10 +386,10 @@ def _train_options(args) -> dict:
         raise UserError(f"--l2 must be zero or positive, got {args.l2}.")
     if args.keep_adapter and not args.lora:
         raise UserError("--keep-adapter only applies with --lora; add --lora or drop --keep-adapter.")
-    flags = {"lora": args.lora or None, "keep_adapter": args.keep_adapter or None, "l2": args.l2, "dropout": args.dropout,
-             "batch_size": args.batch_size, "grad_accum": args.grad_accum, "stop_forget_nll_gain": args.early_stop,
-             "checkpoint_every": args.checkpoint_every, "bf16_weights": args.bf16_weights or None,
-             "low_memory": args.low_memory or None}
+    flags = {"steps": args.steps, "lr": args.lr, "lora": args.lora or None, "keep_adapter": args.keep_adapter or None,
+             "l2": args.l2, "dropout": args.dropout, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+             "stop_forget_nll_gain": args.early_stop, "checkpoint_every": args.checkpoint_every,
+             "bf16_weights": args.bf16_weights or None, "low_memory": args.low_memory or None}
     return {k: v for k, v in flags.items() if v is not None}
 
 
@@ -379,13 +400,14 @@ def cmd_forget(args) -> int:
     from obliviate.methods import METHODS
     from obliviate.methods.base import parse_settings
     from obliviate.pipeline import forget
+    from obliviate.report.format import cell
 
     options = parse_settings(METHODS[args.method].config_class, args.settings, f"Method {args.method!r}")
     console = Console(stderr=False, quiet=args.quiet)
     metrics = forget(
-        _spec(args) if args.target is not None else None, data=getattr(args, "data", None), model=args.model, method=args.method, out=args.out, overwrite=args.overwrite,
-        resume=args.resume, steps=args.steps, lr=args.lr, seed=args.seed, progress=not args.quiet,
-        train_options=_train_options(args), method_options=options, eval_config=_eval_config(args),
+        _spec(args) if args.target is not None else None, data_dir=getattr(args, "data", None), model=args.model,
+        method=args.method, method_options=options, train=_train_overrides(args), eval=_eval_config(args),
+        seed=args.seed, out=args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
     answers = Table(title=f"Known held-out probes about {metrics['target']}: before and after", show_lines=True)
@@ -394,16 +416,11 @@ def cmd_forget(args) -> int:
     pairs = [(b, a) for b, a in zip(metrics["against"]["items"]["probes"], metrics["items"]["probes"])
              if b["kind"] == "target" and b["known"] and a["answer"] is not None]
     for b, a in pairs[:12]:
-        answers.add_row(a["question"], _short(b["answer"]), _short(a["answer"]))
+        answers.add_row(a["question"], cell(b["answer"], 140), cell(a["answer"], 140))
     console.print(answers)
     console.print(_metrics_table(metrics, "Held-out evaluation (all metrics in metrics.json and report.md)"))
     console.print(f"Model, data, metrics.json and report.md written to [bold]{metrics['run_dir']}[/bold]")
     return 0
-
-
-def _short(text: str, limit: int = 140) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _quiet_libraries() -> None:
