@@ -406,3 +406,33 @@ def test_a_record_weight_is_how_often_it_appears_in_each_pass():
     stream = _Stream(records, "seed")
     assert Counter(stream.take(5)) == {0: 3, 1: 1, 2: 1}
     assert Counter(stream.take(10)) == {0: 6, 1: 2, 2: 2}  # two more whole passes
+
+
+def test_the_idk_term_teaches_the_declining_answer_to_forget_questions(tiny_model_dir, data):
+    """With idk > 0 the loss gains idk * NLL(forget question -> negation answer), logged as idk_nll, and
+    training lowers that NLL; with idk = 0 nothing of it runs."""
+    from obliviate.engine.trainer import idk_records
+    from obliviate.models.loading import load_model
+    from obliviate.models.logprobs import nll
+    from obliviate.models.prompts import encode
+
+    declining = idk_records(data["alt"])
+    assert {r["kind"] for r in declining} == {"negation"}
+    lm = load_model(str(tiny_model_dir))
+    batch = encode(lm.tokenizer, declining, 160)
+    with torch.no_grad():
+        before = nll(lm.model, batch).item()
+    result = train(lm.model, lm.tokenizer, get_method("gd"), data, _cfg(steps=6, idk=5.0), progress=False)
+    assert "idk_nll" in result.last_logs
+    with torch.no_grad():
+        assert nll(lm.model, batch).item() < before
+    plain = train(load_model(str(tiny_model_dir)).model, lm.tokenizer, get_method("gd"), data, _cfg(), progress=False)
+    assert "idk_nll" not in plain.last_logs
+
+
+def test_the_idk_term_without_declining_answers_is_refused(tiny_lm, data):
+    from obliviate.errors import UserError
+
+    no_alt = {**data, "alt": [r for r in data["alt"] if r["kind"] == "mismatch"]}
+    with pytest.raises(UserError, match="negation or refusal"):
+        train(tiny_lm.model, tiny_lm.tokenizer, get_method("gd"), no_alt, _cfg(idk=1.0), progress=False)

@@ -308,6 +308,9 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
     g.add_argument("--grad-accum", type=int, default=None, help="micro-batches accumulated per optimizer step")
     g.add_argument("--early-stop", type=float, default=None, metavar="NATS", help=(
         "stop once the forget NLL on a validation split of the forget data has risen by NATS per token"))
+    g.add_argument("--idk", type=float, nargs="?", const=1.0, default=None, metavar="WEIGHT", help=(
+        "make forgotten answers a plain \"I don't know\" instead of an invention: adds WEIGHT (default 1) times "
+        "the NLL of a declining answer to the forget questions to the method's loss"))
     g.add_argument("--checkpoint-every", type=int, default=None,
                    help="steps between checkpoints for --resume (0: none)")
     g.add_argument("--bf16-weights", action="store_true", help=(
@@ -384,12 +387,14 @@ def _train_overrides(args) -> dict:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}.")
     if args.l2 is not None and args.l2 < 0:
         raise UserError(f"--l2 must be zero or positive, got {args.l2}.")
+    if args.idk is not None and not args.idk >= 0:
+        raise UserError(f"--idk takes a weight of zero or more, got {args.idk}.")
     if args.keep_adapter and not args.lora:
         raise UserError("--keep-adapter only applies with --lora; add --lora or drop --keep-adapter.")
     flags = {"steps": args.steps, "lr": args.lr, "lora": args.lora or None, "keep_adapter": args.keep_adapter or None,
              "l2": args.l2, "dropout": args.dropout, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
              "stop_forget_nll_gain": args.early_stop, "checkpoint_every": args.checkpoint_every,
-             "bf16_weights": args.bf16_weights or None, "low_memory": args.low_memory or None}
+             "bf16_weights": args.bf16_weights or None, "low_memory": args.low_memory or None, "idk": args.idk}
     return {k: v for k, v in flags.items() if v is not None}
 
 

@@ -123,6 +123,17 @@ class TrainConfig:
         default=0.1, metadata={"help": "share of forget questions held back for early stop (only when it is on)"}
     )
     eval_every: int = field(default=5, metadata={"help": "steps between validation measurements for early stop"})
+    idk: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "weight of an \"I don't know\" term added to any method's loss: the NLL of a plain answer that "
+                "declines (the data's negation answers; refusals for a behaviour target) to the forget questions, "
+                "so that forgotten facts give way to \"I don't know\" rather than an invention (the TOFU IDK "
+                "target, Maini et al. 2024, arXiv:2401.06121); 0 disables it"
+            )
+        },
+    )
     attention: str = field(
         default="auto",
         metadata={
@@ -165,6 +176,22 @@ class AdapterOff:
 
     def parameters(self):
         return (p for n, p in self.model.named_parameters() if "lora_" not in n)
+
+
+# Alternative answers that decline, in order of preference, for TrainConfig.idk.
+IDK_KINDS = ("negation", "refusal")
+
+
+def idk_records(alt: list[dict]) -> list[dict]:
+    """The alternative answers that decline (the first of IDK_KINDS the data has); UserError if none."""
+    for kind in IDK_KINDS:
+        rows = [r for r in alt if r.get("kind") == kind]
+        if rows:
+            return rows
+    raise UserError(
+        "The \"I don't know\" term needs negation or refusal answers in alt.jsonl, and this data has none; "
+        "rebuild the data with those alternative kinds, or drop --idk."
+    )
 
 
 class _Stream:
@@ -294,6 +321,7 @@ class _Run:
         self.ref = None
         self.ref_table: dict[str, dict[int, dict[str, float]]] = {}  # precomputed reference log-probs
         self.log_file = self.bar = self.snapshot = None
+        self.idk_stream: _Stream | None = None  # declining answers, with TrainConfig.idk
 
     # -- setup ---------------------------------------------------------------------------------------
 
@@ -301,6 +329,7 @@ class _Run:
         """Data, the models the method asks for, accelerate, the model in its training form with its
         reference, the method's own setup, the optimizer and the streams, in that order."""
         cfg, method = self.cfg, self.method
+        declining = idk_records(data.get("alt", [])) if cfg.idk else []  # before the method narrows "alt"
         data = self._data(data)
         # Before accelerate is set up for this run: each fine-tune is a run of its own.
         tuned = {spec.name: fine_tune(self.model, self.tokenizer, spec, cfg) for spec in method.fine_tunes(data)}
@@ -317,6 +346,7 @@ class _Run:
         method.setup(self.model, self.tokenizer, data, self.ref, tuned)
         self._optimizer()
         self.streams = {name: _Stream(data[name], f"{cfg.seed}-{name}") for name in method.batches}
+        self.idk_stream = _Stream(declining, f"{cfg.seed}-idk") if declining else None
 
     def _data(self, data: dict[str, list[dict]]) -> dict[str, list[dict]]:
         """The streams the method trains on: the validation split held back, then the method's `prepare`."""
@@ -400,6 +430,8 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         for name, s in state["streams"].items():
             self.streams[name].load(s)
+        if self.idk_stream is not None and state.get("idk_stream") is not None:
+            self.idk_stream.load(state["idk_stream"])
         torch.set_rng_state(state["torch_rng"])
         result.steps_done, result.last_logs, result.validation = state["step"], state["last_logs"], state["validation"]
         result.resumed_from, self.val_start = state["step"], state["val_start"]
@@ -469,6 +501,10 @@ class _Run:
                 with accelerator.autocast():
                     out = self.method.loss(self.model, batch, self.ref)
                     loss = out.loss
+                    if self.idk_stream is not None:
+                        idk = nll(self.model, self._idk_batch())
+                        out.logs["idk_nll"] = float(idk.detach())
+                        loss = loss + cfg.idk * idk
                     if self.start_weights is not None:
                         l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(self.params, self.start_weights))
                         out.logs["l2"] = float(l2.detach())
@@ -497,6 +533,13 @@ class _Run:
                     enc["ref_logprob"] = torch.tensor([self.ref_table[name][i][sub] for i in idx])
                 batch[sub] = {k: v.to(device) for k, v in enc.items()}
         return batch
+
+    def _idk_batch(self) -> dict[str, torch.Tensor]:
+        """The next `cfg.batch_size` declining answers to forget questions, encoded, on the device."""
+        stream = self.idk_stream
+        enc = encode(self.tokenizer, [stream.records[i] for i in stream.take(self.cfg.batch_size)],
+                     self.cfg.max_length)
+        return {k: v.to(self.accelerator.device) for k, v in enc.items()}
 
     def guard(self, step: int, out: LossOutput, finite: bool) -> bool:
         """The divergence guard. After a non-finite loss or logged term: restore the last snapshot and
@@ -542,6 +585,7 @@ class _Run:
             "trainable": {n: p.detach().clone() for n, p in self.named},
             "optimizer": self.optimizer.state_dict(),
             "streams": {name: s.state() for name, s in self.streams.items()},
+            "idk_stream": self.idk_stream.state() if self.idk_stream is not None else None,
             "torch_rng": torch.get_rng_state(),
             "last_logs": self.result.last_logs,
             "validation": self.result.validation,
