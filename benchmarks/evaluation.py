@@ -12,10 +12,10 @@ times, in one process, end to end (loading, hashing, evaluating, writing metrics
    included), as `obliviate eval RUN/model --data RUN/data --against embedded` does after
    the base is evaluated;
 3. the embedded model again with each lever off: the attacks in a second process
-   (EvalConfig.fork, evaluation/worker.py), the greedy loop that drops finished rows
-   (models/generate.py: GREEDY_LOOP), the shared prefix and unpadded prompt passes
-   (models/prefix.py: SHARE_PREFIX), and the grouped attention products for CPU inference
-   (models/attention.py: USE_CPU_ATTENTION), and freed memory kept in the process
+   (EvalConfig.fork, evaluation/worker.py), and, through InferenceOptions (models/inference.py),
+   the greedy loop that drops finished rows (greedy_loop), the shared prefix and unpadded
+   prompt passes (share_prefix) and the grouped attention products for CPU inference
+   (cpu_attention); and freed memory kept in the process
    (obliviate/malloc.py: glibc's own settings instead); and again with generation batches of 128 prompts
    instead of 256, which is no lever: it shows how much the bf16 greedy answers move with the
    batch composition alone, the yardstick for how much the levers change them.
@@ -26,24 +26,25 @@ process, the attack stages' seconds are the child's, spent alongside the others.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 from unittest import mock
 
-import dataclasses
-
 import obliviate.malloc as malloc
-import obliviate.models.attention as attention
-import obliviate.models.generate as generate
-import obliviate.models.prefix as prefix
-from obliviate.evaluation.evaluate import EvalConfig, EvalData, evaluate
+from obliviate.evaluation.config import EvalConfig, EvalData
+from obliviate.evaluation.evaluate import evaluate
 from obliviate.io import write_json
+from obliviate.models.inference import InferenceOptions
+from obliviate.report.metrics import write_metrics
 
 
-def timed(label: str, **kwargs) -> tuple[dict, dict]:
+def timed(label: str, out: Path, **kwargs) -> tuple[dict, dict]:
+    """Evaluate and write OUT/metrics.json and metrics.md, as `obliviate eval` does; the row of timings."""
     t0 = time.perf_counter()
     doc = evaluate(**kwargs, log=lambda msg: None)
+    write_metrics(out, doc)
     seconds = time.perf_counter() - t0
     row = {"seconds": round(seconds, 1), "within_120_s": seconds <= 120, "within_60_s": seconds <= 60, "stages": doc["seconds"],
            "leak_rate": doc["metrics"]["leak_rate"], "n_known": doc["metrics"]["n_known_target_probes"],
@@ -88,15 +89,12 @@ def main() -> None:
                              config=EvalConfig(fork=False))
         _, model_one_row = timed("unlearned model, one process", model=str(run / "model"), data=data, against=base,
                                  out=Path(tmp) / "model-one", config=EvalConfig(fork=False))
-        generate.GREEDY_LOOP = False
-        hf_loop, hf_loop_row = timed("embedded model, model.generate's loop", model="embedded", data=data, out=Path(tmp) / "hf")
-        generate.GREEDY_LOOP = True
-        prefix.SHARE_PREFIX = False
-        no_prefix, no_prefix_row = timed("embedded model, no shared prefix", model="embedded", data=data, out=Path(tmp) / "np")
-        prefix.SHARE_PREFIX = True
-        attention.USE_CPU_ATTENTION = False
-        sdpa, sdpa_row = timed("embedded model, SDPA attention", model="embedded", data=data, out=Path(tmp) / "sdpa")
-        attention.USE_CPU_ATTENTION = True
+        hf_loop, hf_loop_row = timed("embedded model, model.generate's loop", model="embedded", data=data,
+                                     out=Path(tmp) / "hf", inference=InferenceOptions(greedy_loop=False))
+        no_prefix, no_prefix_row = timed("embedded model, no shared prefix", model="embedded", data=data,
+                                         out=Path(tmp) / "np", inference=InferenceOptions(share_prefix=False))
+        sdpa, sdpa_row = timed("embedded model, SDPA attention", model="embedded", data=data, out=Path(tmp) / "sdpa",
+                               inference=InferenceOptions(cpu_attention=False))
         with mock.patch.object(malloc, "_libc", lambda: None):
             glibc, glibc_row = timed("embedded model, glibc's allocator defaults", model="embedded", data=data,
                                      out=Path(tmp) / "glibc")

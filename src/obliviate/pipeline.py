@@ -21,7 +21,9 @@ from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
-from obliviate.evaluation.evaluate import EvalConfig, EvalData, document, evaluate_model
+from obliviate.evaluation.config import EvalConfig, EvalData
+from obliviate.evaluation.document import document
+from obliviate.evaluation.evaluate import evaluate_model
 from obliviate.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from obliviate.methods import get_method
 from obliviate.models.hooks import hooks_of
