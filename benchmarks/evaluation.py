@@ -46,7 +46,8 @@ def timed(label: str, out: Path, **kwargs) -> tuple[dict, dict]:
     doc = evaluate(**kwargs, log=lambda msg: None)
     write_metrics(out, doc)
     seconds = time.perf_counter() - t0
-    row = {"seconds": round(seconds, 1), "within_120_s": seconds <= 120, "within_60_s": seconds <= 60, "stages": doc["seconds"],
+    row = {"seconds": round(seconds, 1), "within_120_s": seconds <= 120, "within_60_s": seconds <= 60,
+           "stages": doc["seconds"],
            "leak_rate": doc["metrics"]["leak_rate"], "n_known": doc["metrics"]["n_known_target_probes"],
            "attack_worst_leak_rate": doc["metrics"].get("attack_worst_leak_rate")}
     print(f"{label}: {seconds:.1f} s {row['stages']}", flush=True)
@@ -63,7 +64,8 @@ def answers_moved(a: dict, b: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default="runs/beatles", help="a run directory from `obliviate forget` (default: runs/beatles)")
+    ap.add_argument("--run", default="runs/beatles",
+                    help="a run directory from `obliviate forget` (default: runs/beatles)")
     ap.add_argument("--out", default="benchmarks/results/evaluation.json")
     ap.add_argument("--repeat", type=int, default=0, metavar="N",
                     help="only time the embedded model's evaluation, N times in this process "
@@ -84,7 +86,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         base, base_row = timed("embedded model", model="embedded", data=data, out=Path(tmp) / "base")
-        _, model_row = timed("unlearned model", model=str(run / "model"), data=data, against=base, out=Path(tmp) / "model")
+        _, model_row = timed("unlearned model", model=str(run / "model"), data=data, against=base,
+                             out=Path(tmp) / "model")
         one, one_row = timed("embedded model, one process", model="embedded", data=data, out=Path(tmp) / "one",
                              config=EvalConfig(fork=False))
         _, model_one_row = timed("unlearned model, one process", model=str(run / "model"), data=data, against=base,
@@ -98,7 +101,8 @@ def main() -> None:
         with mock.patch.object(malloc, "_libc", lambda: None):
             glibc, glibc_row = timed("embedded model, glibc's allocator defaults", model="embedded", data=data,
                                      out=Path(tmp) / "glibc")
-        batch128, batch128_row = timed("embedded model, batches of 128", model="embedded", data=data, out=Path(tmp) / "b128",
+        batch128, batch128_row = timed("embedded model, batches of 128", model="embedded", data=data,
+                                       out=Path(tmp) / "b128",
                                        config=dataclasses.replace(EvalConfig(), batch_size=128))
     moved = {"one_process": answers_moved(base, one), "greedy_loop_off": answers_moved(base, hf_loop),
              "shared_prefix_off": answers_moved(base, no_prefix), "cpu_attention_off": answers_moved(base, sdpa),

@@ -298,17 +298,25 @@ def test_which_process_runs_an_attack_changes_no_result(beatles_model_dir, monke
         assert two["metrics"] == one["metrics"] and two["items"] == one["items"]
 
 
-def test_the_work_of_each_part_grows_with_what_it_runs():
-    from obliviate.evaluation.attacks import work
-    from obliviate.evaluation.config import EvalConfig
+def test_the_work_of_each_part_counts_the_tokens_it_runs(tokenizer):
+    """A generation: its prompts' tokens and max_new_tokens per prompt; a training step three forward passes."""
+    from obliviate.evaluation.attacks import RELEARN_BATCH, TRAIN_PASSES, part_work, relearn_records
+    from obliviate.models.prompts import probe_prompt, split_record
 
     data = beatles_data()
     known = [p["kind"] != "target" or p["known"] for p in data.probes]
-    cfg = EvalConfig(attack_probes=4)
-    w = work(data, cfg, known, [0, 1, 2, 3], answering=True)
+    cfg = EvalConfig(attack_probes=4, relearn_records=4)
+    idx = [0, 1, 2, 3]
+    w = part_work(tokenizer, data, cfg, known, idx, hooked=False, answering=True)
     assert set(w) == {"answers", "likelihoods", "prompting", "quantize:8", "quantize:4", "relearn"}
-    assert all(v > 0 for v in w.values())
-    assert w["prompting"] > w["quantize:8"] == w["quantize:4"]
-    assert work(data, cfg, known, [0, 1, 2, 3], answering=False)["answers"] == 0
-    more = work(data, EvalConfig(attack_probes=4, relearn_steps=20), known, [0, 1, 2, 3], answering=True)
-    assert more["relearn"] > w["relearn"] and more["prompting"] == w["prompting"]
+    tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    plain = sum(tokens(probe_prompt(tokenizer, data.probes[i])) + cfg.max_new_tokens for i in idx)
+    retain = sum(tokens(t) for r in data.retain_eval for t in split_record(tokenizer, r))
+    assert w["quantize:8"] == w["quantize:4"] == plain + retain
+    assert w["answers"] == sum(tokens(probe_prompt(tokenizer, p)) + cfg.max_new_tokens for p in data.probes)
+    records = relearn_records(data.forget, 4)
+    per_record = sum(tokens(t) for r in records for t in split_record(tokenizer, r)) / len(records)
+    assert w["relearn"] == pytest.approx(plain + TRAIN_PASSES * cfg.relearn_steps * RELEARN_BATCH * per_record)
+    assert w["prompting"] > 6 * plain / 2  # six framings, most longer than the plain question
+    hooked = part_work(tokenizer, data, cfg, known, idx, hooked=True, answering=False)
+    assert hooked["answers"] == 0 and hooked["prompting"] > w["prompting"]  # and the spelled-out answer

@@ -38,7 +38,8 @@ def test_parts_go_where_they_end_sooner_most_work_first():
     work = {"answers": 9, "likelihoods": 19, "prompting": 15, "quantize:8": 7, "quantize:4": 7, "relearn": 17}
     parts = ["prompting", "quantize:8", "quantize:4", "relearn"]
     assert split_attacks(parts, work, threads=2) == (["prompting", "quantize:4", "relearn"], ["quantize:8"])
-    assert split_attacks(["prompting"], {"answers": 0, "likelihoods": 0, "prompting": 1}, threads=2) == (["prompting"], [])
+    alone = {"answers": 0, "likelihoods": 0, "prompting": 1}
+    assert split_attacks(["prompting"], alone, threads=2) == (["prompting"], [])
     # Sixteen threads: this process, with fifteen, ends every part sooner than a second process with one.
     assert split_attacks(parts, work, threads=16) == ([], parts)
     # Three: this process works twice as fast; relearn goes there (17 against (28 + 17) / 2), prompting stays.

@@ -32,13 +32,13 @@ from collections.abc import Callable
 from obliviate.evaluation.config import EvalConfig, EvalData, sample
 from obliviate.evaluation.likelihood import perplexity, score_records
 from obliviate.evaluation.metrics import register_metric
-from obliviate.evaluation.probes import mia_sets, rate
+from obliviate.evaluation.probes import likelihood_records, loss_probes, rate
 from obliviate.evaluation.quantize import quantize_rtn
 from obliviate.leak import probe_hit
 from obliviate.models.generate import generate, generation_copy
 from obliviate.models.hooks import hooks_of
 from obliviate.models.inference import DEFAULT, InferenceOptions
-from obliviate.models.prompts import PLAIN_QA, probe_prompt, question_prompt
+from obliviate.models.prompts import PLAIN_QA, probe_prompt, question_prompt, split_record
 from obliviate.records import asked, record_key
 
 PARAPHRASES = [
@@ -130,12 +130,15 @@ def relearn_records(forget: list[dict], n: int, seed: int = 0) -> list[dict]:
     return random.Random(seed).sample(picked, k=min(n, len(picked)))
 
 
+RELEARN_BATCH = 4  # records per relearning step
+
+
 def relearn(model, tokenizer, records: list[dict], steps: int, lr: float, seed: int = 0):
     """A copy of `model` fine-tuned with plain NLL on `records` for `steps` steps (hooks kept)."""
     from obliviate.engine.trainer import TrainConfig, train
     from obliviate.methods import get_method
 
-    cfg = TrainConfig(steps=steps, lr=lr, batch_size=4, checkpoint_every=0, seed=seed)
+    cfg = TrainConfig(steps=steps, lr=lr, batch_size=RELEARN_BATCH, checkpoint_every=0, seed=seed)
     trained = train(copy.deepcopy(model), tokenizer, get_method("retain_ft"), {"retain": records}, cfg, progress=False)
     return trained.model
 
@@ -204,16 +207,22 @@ def run_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: lis
     return runs
 
 
+def _prompting_prompts(tokenizer, data: EvalData, cfg: EvalConfig, idx: list[int],
+                       hooked: bool) -> dict[str, list[tuple[str, str]]]:
+    """Per prompting attack (and the spelled-out answer, for a model with hooks), `attack_prompt` for each probe."""
+    others = [data.probes[i] for i in idx]
+    names = [n for n in PROMPTING if n != "no_hooks"] + (["spelled_out"] if hooked else [])
+    return {n: [attack_prompt(tokenizer, n, data.probes[i], j, others, cfg.seed) for j, i in enumerate(idx)]
+            for n in names}
+
+
 def _prompting(gen, tokenizer, data: EvalData, cfg: EvalConfig, idx: list[int], answer: dict,
                hooked: bool) -> dict[str, list[dict]]:
     """Every prompting attack (and the spelled-out answer, for a model with hooks) in one generation."""
-    others = [data.probes[i] for i in idx]
-    names = [n for n in PROMPTING if n != "no_hooks"] + (["spelled_out"] if hooked else [])
-    prompts = {n: [attack_prompt(tokenizer, n, data.probes[i], j, others, cfg.seed) for j, i in enumerate(idx)]
-               for n in names}
-    outs = generate(gen, tokenizer, [p for n in names for p, _ in prompts[n]], **answer)
+    prompts = _prompting_prompts(tokenizer, data, cfg, idx, hooked)
+    outs = generate(gen, tokenizer, [p for n in prompts for p, _ in prompts[n]], **answer)
     return {n: _rows(data, idx, prompts[n], outs[k * len(idx) : (k + 1) * len(idx)], spelled=n == "spelled_out")
-            for k, n in enumerate(names)}
+            for k, n in enumerate(prompts)}
 
 
 def _rows(data: EvalData, idx: list[int], prompts: list[tuple[str, str]], answers: list[str],
@@ -244,45 +253,47 @@ def attack_metrics(results: dict[str, list[dict]], idx: list[int], plain_hits: d
 
 # ---------------------------------------------------------------- sharing the attacks with a second process
 
-CHARS_PER_TOKEN = 4  # English text averages about four characters a token
-TRAIN_FACTOR = 6  # a training step's work per token: forward and backward (3 forward passes), in fp32 (2x bf16)
-RELEARN_BATCH = 4  # rows per relearning step (`relearn`)
+TRAIN_PASSES = 3  # a training step runs a forward and a backward pass: about three forward passes' work
 
 
-def _tokens(*texts: str) -> float:
-    return sum(map(len, texts)) / CHARS_PER_TOKEN
+def part_work(tokenizer, data: EvalData, cfg: EvalConfig, known: list[bool], idx: list[int], hooked: bool,
+              answering: bool) -> dict[str, float]:
+    """The work of each part of an evaluation, in tokens run through the model: "answers" (0 unless
+    `answering`), "likelihoods", and one entry per attack part (`attack_parts`) on the probes `idx`.
 
+    A generation counts its prompts' tokens and max_new_tokens per prompt; a scored record its prompt's and
+    completion's tokens (a prompt shared by answer candidates once); a training step TRAIN_PASSES times its
+    records' tokens. Prompts are those the parts will run; openings that several prompts share count in each."""
+    def count(texts: list[str]) -> int:
+        return sum(map(len, tokenizer(texts, add_special_tokens=False)["input_ids"])) if texts else 0
 
-def _record_tokens(record: dict) -> float:
-    return _tokens(*(v for k, v in record.items() if k in ("question", "answer", "prompt", "completion", "text")))
+    def generation(prompts: list[str]) -> int:
+        return count(prompts) + len(prompts) * cfg.max_new_tokens
 
+    def scored(records: list[dict]) -> int:
+        return count([text for r in records for text in split_record(tokenizer, r)])
 
-def work(data: EvalData, cfg: EvalConfig, known: list[bool], idx: list[int], answering: bool) -> dict[str, float]:
-    """The work of each part of an evaluation, in tokens run through the model (forward-pass equivalents):
-    "answers" (when `answering`), "likelihoods", and one entry per attack part. Generation counts each
-    prompt's question and max_new_tokens per answer; shared prompt openings, which run once, do not count."""
-    probes, new = data.probes, cfg.max_new_tokens
-    attacked = sum(_tokens(asked(probes[i])) + new for i in idx)  # one generation over the attack probes
-    retain = sum(map(_record_tokens, data.retain_eval))
-    asking = [p for i, p in enumerate(probes) if p["kind"] != "target" or known[i]]
-    keep = sum(1 for i, p in enumerate(probes) if p["kind"] != "target" and known[i])
-    members, nonmembers = mia_sets(data, cfg)
-    candidates = sum(_tokens(asked(p)) + (1 + cfg.n_wrong) * _tokens(p.get("base_answer") or "")
-                     for i, p in enumerate(probes) if p["kind"] == "target" and known[i])
-    negatives = min(keep, cfg.keep_loss_probes) * (sum(_tokens(asked(p)) + new for p in asking) / max(len(asking), 1))
-    relearn_rows = min(cfg.relearn_records, len(data.forget))
-    per_record = sum(map(_record_tokens, data.forget)) / max(len(data.forget), 1)
-    out = {
-        "answers": sum(_tokens(asked(p)) + new for p in asking) if answering else 0.0,
-        "likelihoods": sum(map(_record_tokens, members + nonmembers)) + candidates + negatives + retain,
-        "prompting": len(PROMPTING) * attacked,
-        "relearn": attacked + TRAIN_FACTOR * cfg.relearn_steps * min(RELEARN_BATCH, relearn_rows) * per_record,
+    probes = data.probes
+    todo = likelihood_records(data, cfg, *loss_probes(data, cfg, known))
+    candidates = count([split_record(tokenizer, recs[0])[0] for _, recs in todo.groups]
+                       + [split_record(tokenizer, r)[1] for _, recs in todo.groups for r in recs])
+    plain = generation([probe_prompt(tokenizer, probes[i]) for i in idx])
+    retain = scored(data.retain_eval)
+    relearning = relearn_records(data.forget, cfg.relearn_records, cfg.seed)
+    step = min(RELEARN_BATCH, len(relearning)) * scored(relearning) / max(len(relearning), 1)
+    asked_now = [probe_prompt(tokenizer, p) for i, p in enumerate(probes) if p["kind"] != "target" or known[i]]
+    work = {
+        "answers": generation(asked_now) if answering else 0,
+        "likelihoods": scored(todo.members + todo.nonmembers + todo.records) + candidates,
+        "prompting": generation([p for prompts in _prompting_prompts(tokenizer, data, cfg, idx, hooked).values()
+                                 for p, _ in prompts]),
+        "relearn": plain + TRAIN_PASSES * cfg.relearn_steps * step,
     }
-    return out | {f"quantize:{bits}": attacked + retain for bits in cfg.quant_bits}
+    return work | {f"quantize:{bits}": plain + retain for bits in cfg.quant_bits}
 
 
 def split_attacks(parts: list[str], work: dict[str, float], threads: int) -> tuple[list[str], list[str]]:
-    """(parts for the second process, parts for this one), from each part's `work` (see `work`).
+    """(parts for the second process, parts for this one), from each part's `work` (`part_work`).
 
     This process first answers the probes and scores the likelihoods ("answers" and "likelihoods" in
     `work`) with `threads` - 1 threads; the second process runs one, and work is taken to go in proportion

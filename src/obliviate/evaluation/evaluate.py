@@ -28,16 +28,31 @@ import torch
 
 from obliviate import malloc
 from obliviate.evaluation import worker
-from obliviate.evaluation.attacks import attack_metrics, attack_parts, attack_probes, run_attacks, split_attacks, work
+from obliviate.evaluation.attacks import (
+    attack_metrics,
+    attack_parts,
+    attack_probes,
+    part_work,
+    run_attacks,
+    split_attacks,
+)
 from obliviate.evaluation.compare import with_oracle
-from obliviate.evaluation.config import EvalConfig, EvalData, sample
+from obliviate.evaluation.config import EvalConfig, EvalData
 from obliviate.evaluation.document import document
 from obliviate.evaluation.likelihood import mean_record_nll, perplexity
 from obliviate.evaluation.mia import mia_auc
-from obliviate.evaluation.probes import known_flags, likelihood_pass, mean, probe_view
+from obliviate.evaluation.probes import (
+    known_flags,
+    likelihood_pass,
+    likelihood_records,
+    loss_probes,
+    mean,
+    probe_view,
+)
 from obliviate.evaluation.text import rouge_l_recall
 from obliviate.leak import probe_hit
 from obliviate.models.generate import generate, generation_copy
+from obliviate.models.hooks import hooks_of
 from obliviate.models.inference import DEFAULT, InferenceOptions
 from obliviate.models.prompts import probe_prompt
 
@@ -77,10 +92,8 @@ def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None =
             known = [probe_hit(p, answer_of[i], data.spec.terms, data.behaviour) for i, p in enumerate(probes)]
         keep_known = [known[i] if p["kind"] != "target" else False for i, p in enumerate(probes)]
         t = time.perf_counter()
-        positives = [i for i, p in enumerate(probes) if p["kind"] == "target" and known[i]]
-        negatives = sorted(sample([i for i, p in enumerate(probes) if p["kind"] != "target" and keep_known[i]],
-                                  cfg.keep_loss_probes, f"{cfg.seed}-keep"))
-        scores = likelihood_pass(gen, tokenizer, data, cfg, positives, negatives, inference)
+        scores = likelihood_pass(gen, tokenizer, likelihood_records(data, cfg, *loss_probes(data, cfg, known)), cfg,
+                                 inference)
         seconds["likelihoods"] = time.perf_counter() - t
         metrics, items = probe_view(data, answer_of, known, keep_known, scores)
         metrics |= {f"mia_auc_{k}": v for k, v in mia_auc(scores["members"], scores["nonmembers"]).items()}
@@ -123,7 +136,8 @@ def _start_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, known
     if not parts or known is None or not cfg.fork or not worker.available(gen.device):
         return None, parts
     idx = attack_probes(data, known, cfg)
-    there, here = split_attacks(parts, work(data, cfg, known, idx, answering), torch.get_num_threads())
+    work = part_work(tokenizer, data, cfg, known, idx, hooks_of(model) is not None, answering)
+    there, here = split_attacks(parts, work, torch.get_num_threads())
     if not there:
         return None, parts
     if "relearn" in there:

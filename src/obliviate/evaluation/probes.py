@@ -6,6 +6,8 @@ fact ("known"); keep probes (general, neighbour) count as known when the base an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from obliviate.evaluation.config import EvalConfig, EvalData, sample
 from obliviate.evaluation.likelihood import score_records, score_shared
 from obliviate.evaluation.text import distinct_n, is_gibberish, repeats, rouge_l_recall
@@ -46,11 +48,29 @@ def mia_sets(data: EvalData, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     return members, sample(held, cfg.mia_records, f"{cfg.seed}-holdout")
 
 
-def likelihood_pass(model, tokenizer, data: EvalData, cfg: EvalConfig, positives: list[int], negatives: list[int],
-                    inference: InferenceOptions = DEFAULT) -> dict:
-    """The likelihood pass: MIA sets, answer candidates of `positives` (correct + wrong, sharing
-    their prompt's pass) and of `negatives` (correct only), retain prose; each record scored once.
-    Returns the scored rows split back per use: "members", "nonmembers", "retain", ("pos", i), ("neg", i)."""
+def loss_probes(data: EvalData, cfg: EvalConfig, known: list[bool]) -> tuple[list[int], list[int]]:
+    """(positives, negatives) of the likelihood pass: the known target probes, and a seeded subset of
+    `cfg.keep_loss_probes` of the keep probes the base answered."""
+    positives = [i for i, p in enumerate(data.probes) if p["kind"] == "target" and known[i]]
+    keep = [i for i, p in enumerate(data.probes) if p["kind"] != "target" and known[i]]
+    return positives, sorted(sample(keep, cfg.keep_loss_probes, f"{cfg.seed}-keep"))
+
+
+@dataclass
+class LikelihoodRecords:
+    """What the likelihood pass scores, each record once."""
+
+    members: list[dict]  # membership inference (mia_sets)
+    nonmembers: list[dict]
+    records: list[dict]  # the negatives' correct answers and the retain prose, laid out by `spans`
+    spans: dict  # ("neg", probe index) or "retain" -> (start, end) in `records`
+    groups: list[tuple[int, list[dict]]]  # (probe index, [correct answer, wrong answers...]) sharing its prompt
+
+
+def likelihood_records(data: EvalData, cfg: EvalConfig, positives: list[int],
+                       negatives: list[int]) -> LikelihoodRecords:
+    """The records of the likelihood pass: MIA sets, answer candidates of `positives` (correct + wrong)
+    and of `negatives` (correct only), retain prose."""
     members, nonmembers = mia_sets(data, cfg)
     target_pool = [p for p in data.probes if p["kind"] in ("target", "neighbour")]
     pos_cands = candidates([data.probes[i] for i in positives], target_pool, cfg.n_wrong, cfg.seed,
@@ -66,17 +86,24 @@ def likelihood_pass(model, tokenizer, data: EvalData, cfg: EvalConfig, positives
         if c:
             add(("neg", i), [candidate_record(data.probes[i], c[0])])
     add("retain", data.retain_eval)
-    scoring = {"batch_size": cfg.score_batch_size, "k": cfg.min_k, "inference": inference}
-    # Only membership inference reads Min-K%++, the costly part of the per-token statistics.
-    mia = score_records(model, tokenizer, members + nonmembers, **scoring)
-    scored = score_records(model, tokenizer, records, min_k_pp=False, **scoring)
-    result = {name: scored[a:b] for name, (a, b) in spans.items()}
-    result |= {"members": mia[: len(members)], "nonmembers": mia[len(members) :]}
-    # A probe's correct and wrong answers share its prompt: run the prompt once.
     groups = [(i, [candidate_record(data.probes[i], a) for a in [c[0], *c[1]]])
               for i, c in zip(positives, pos_cands) if c]
-    shared = score_shared(model, tokenizer, [(recs[0], recs) for _, recs in groups], min_k_pp=False, **scoring)
-    result |= {("pos", i): rows for (i, _), rows in zip(groups, shared)}
+    return LikelihoodRecords(members, nonmembers, records, spans, groups)
+
+
+def likelihood_pass(model, tokenizer, todo: LikelihoodRecords, cfg: EvalConfig,
+                    inference: InferenceOptions = DEFAULT) -> dict:
+    """Score `todo` (likelihood_records) in one pass; returns the scored rows split back per use:
+    "members", "nonmembers", "retain", ("pos", i) (correct answer first) and ("neg", i)."""
+    scoring = {"batch_size": cfg.score_batch_size, "k": cfg.min_k, "inference": inference}
+    # Only membership inference reads Min-K%++, the costly part of the per-token statistics.
+    mia = score_records(model, tokenizer, todo.members + todo.nonmembers, **scoring)
+    scored = score_records(model, tokenizer, todo.records, min_k_pp=False, **scoring)
+    result = {name: scored[a:b] for name, (a, b) in todo.spans.items()}
+    result |= {"members": mia[: len(todo.members)], "nonmembers": mia[len(todo.members) :]}
+    # A probe's correct and wrong answers share its prompt: run the prompt once.
+    shared = score_shared(model, tokenizer, [(recs[0], recs) for _, recs in todo.groups], min_k_pp=False, **scoring)
+    result |= {("pos", i): rows for (i, _), rows in zip(todo.groups, shared)}
     return result
 
 

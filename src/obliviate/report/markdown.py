@@ -30,8 +30,9 @@ def write_report(path: str | Path, config: dict, metrics: dict) -> None:
         f"in {num(train.get('seconds', 0), 0)} s. All numbers are on held-out probes that were never trained on; "
         f"every value, with per-item detail and its definition, is in metrics.json.",
         "",
-        f"Leak rate {num(b['leak_rate'])} → {num(m['leak_rate'])} on {m['n_known_target_probes']} known target probes "
-        f"(of {m['n_target_probes']}); general QA {num(b['general_qa_accuracy'])} → {num(m['general_qa_accuracy'])}; "
+        f"Leak rate {num(b['leak_rate'])} → {num(m['leak_rate'])} on {m['n_known_target_probes']} known target "
+        f"probes (of {m['n_target_probes']}); general QA {num(b['general_qa_accuracy'])} → "
+        f"{num(m['general_qa_accuracy'])}; "
         f"retain perplexity {num(b['retain_perplexity'], 2)} → {num(m['retain_perplexity'], 2)}."
         + (f" Under the strongest attack the leak rate is {num(worst)}." if worst is not None else ""),
         "",
