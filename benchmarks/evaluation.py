@@ -12,10 +12,10 @@ times, in one process, end to end (loading, hashing, evaluating, writing metrics
    included), as `obliviate eval RUN/model --data RUN/data --against embedded` does after
    the base is evaluated;
 3. the embedded model again with each lever off: the attacks in a second process
-   (EvalConfig.fork, evaluation/worker.py), the greedy loop that drops finished rows
-   (models/generate.py: GREEDY_LOOP), the shared prefix and unpadded prompt passes
-   (models/prefix.py: SHARE_PREFIX), and the grouped attention products for CPU inference
-   (models/attention.py: USE_CPU_ATTENTION), and freed memory kept in the process
+   (EvalConfig.fork, evaluation/worker.py), and, through InferenceOptions (models/inference.py),
+   the greedy loop that drops finished rows (greedy_loop), the shared prefix and unpadded
+   prompt passes (share_prefix) and the grouped attention products for CPU inference
+   (cpu_attention); and freed memory kept in the process
    (obliviate/malloc.py: glibc's own settings instead); and again with generation batches of 128 prompts
    instead of 256, which is no lever: it shows how much the bf16 greedy answers move with the
    batch composition alone, the yardstick for how much the levers change them.
@@ -26,26 +26,28 @@ process, the attack stages' seconds are the child's, spent alongside the others.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 from unittest import mock
 
-import dataclasses
-
 import obliviate.malloc as malloc
-import obliviate.models.attention as attention
-import obliviate.models.generate as generate
-import obliviate.models.prefix as prefix
-from obliviate.evaluation.evaluate import EvalConfig, EvalData, evaluate
+from obliviate.evaluation.config import EvalConfig, EvalData
+from obliviate.evaluation.evaluate import evaluate
 from obliviate.io import write_json
+from obliviate.models.inference import InferenceOptions
+from obliviate.report.metrics import write_metrics
 
 
-def timed(label: str, **kwargs) -> tuple[dict, dict]:
+def timed(label: str, out: Path, **kwargs) -> tuple[dict, dict]:
+    """Evaluate and write OUT/metrics.json and metrics.md, as `obliviate eval` does; the row of timings."""
     t0 = time.perf_counter()
     doc = evaluate(**kwargs, log=lambda msg: None)
+    write_metrics(out, doc)
     seconds = time.perf_counter() - t0
-    row = {"seconds": round(seconds, 1), "within_120_s": seconds <= 120, "within_60_s": seconds <= 60, "stages": doc["seconds"],
+    row = {"seconds": round(seconds, 1), "within_120_s": seconds <= 120, "within_60_s": seconds <= 60,
+           "stages": doc["seconds"],
            "leak_rate": doc["metrics"]["leak_rate"], "n_known": doc["metrics"]["n_known_target_probes"],
            "attack_worst_leak_rate": doc["metrics"].get("attack_worst_leak_rate")}
     print(f"{label}: {seconds:.1f} s {row['stages']}", flush=True)
@@ -62,7 +64,8 @@ def answers_moved(a: dict, b: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default="runs/beatles", help="a run directory from `obliviate forget` (default: runs/beatles)")
+    ap.add_argument("--run", default="runs/beatles",
+                    help="a run directory from `obliviate forget` (default: runs/beatles)")
     ap.add_argument("--out", default="benchmarks/results/evaluation.json")
     ap.add_argument("--repeat", type=int, default=0, metavar="N",
                     help="only time the embedded model's evaluation, N times in this process "
@@ -83,24 +86,23 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         base, base_row = timed("embedded model", model="embedded", data=data, out=Path(tmp) / "base")
-        _, model_row = timed("unlearned model", model=str(run / "model"), data=data, against=base, out=Path(tmp) / "model")
+        _, model_row = timed("unlearned model", model=str(run / "model"), data=data, against=base,
+                             out=Path(tmp) / "model")
         one, one_row = timed("embedded model, one process", model="embedded", data=data, out=Path(tmp) / "one",
                              config=EvalConfig(fork=False))
         _, model_one_row = timed("unlearned model, one process", model=str(run / "model"), data=data, against=base,
                                  out=Path(tmp) / "model-one", config=EvalConfig(fork=False))
-        generate.GREEDY_LOOP = False
-        hf_loop, hf_loop_row = timed("embedded model, model.generate's loop", model="embedded", data=data, out=Path(tmp) / "hf")
-        generate.GREEDY_LOOP = True
-        prefix.SHARE_PREFIX = False
-        no_prefix, no_prefix_row = timed("embedded model, no shared prefix", model="embedded", data=data, out=Path(tmp) / "np")
-        prefix.SHARE_PREFIX = True
-        attention.USE_CPU_ATTENTION = False
-        sdpa, sdpa_row = timed("embedded model, SDPA attention", model="embedded", data=data, out=Path(tmp) / "sdpa")
-        attention.USE_CPU_ATTENTION = True
+        hf_loop, hf_loop_row = timed("embedded model, model.generate's loop", model="embedded", data=data,
+                                     out=Path(tmp) / "hf", inference=InferenceOptions(greedy_loop=False))
+        no_prefix, no_prefix_row = timed("embedded model, no shared prefix", model="embedded", data=data,
+                                         out=Path(tmp) / "np", inference=InferenceOptions(share_prefix=False))
+        sdpa, sdpa_row = timed("embedded model, SDPA attention", model="embedded", data=data, out=Path(tmp) / "sdpa",
+                               inference=InferenceOptions(cpu_attention=False))
         with mock.patch.object(malloc, "_libc", lambda: None):
             glibc, glibc_row = timed("embedded model, glibc's allocator defaults", model="embedded", data=data,
                                      out=Path(tmp) / "glibc")
-        batch128, batch128_row = timed("embedded model, batches of 128", model="embedded", data=data, out=Path(tmp) / "b128",
+        batch128, batch128_row = timed("embedded model, batches of 128", model="embedded", data=data,
+                                       out=Path(tmp) / "b128",
                                        config=dataclasses.replace(EvalConfig(), batch_size=128))
     moved = {"one_process": answers_moved(base, one), "greedy_loop_off": answers_moved(base, hf_loop),
              "shared_prefix_off": answers_moved(base, no_prefix), "cpu_attention_off": answers_moved(base, sdpa),

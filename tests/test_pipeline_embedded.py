@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 import obliviate
-from obliviate.evaluation.evaluate import EvalConfig
+from obliviate.evaluation.config import EvalConfig
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,9 @@ from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
-from obliviate.evaluation.evaluate import EvalConfig, EvalData, document, evaluate_model
+from obliviate.evaluation.config import EvalConfig, EvalData
+from obliviate.evaluation.document import document
+from obliviate.evaluation.evaluate import evaluate_base, evaluate_model
 from obliviate.io import atomic_dir, check_out_dir, read_json, read_jsonl, write_json, write_text
 from obliviate.methods import get_method
 from obliviate.methods.base import Method
@@ -91,13 +93,6 @@ def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
     held = None if resume else "a run; pass --overwrite to replace it or --resume to continue it"
     if check_out_dir(out, "config.yaml", "an obliviate run", held, overwrite=overwrite) and not resume:
         shutil.rmtree(out)
-
-
-def _evaluate_base(lm: LoadedModel, edata: EvalData, ecfg: EvalConfig) -> dict:
-    """The base model's evaluation document, reusing the data stage's answers to the probes."""
-    result = evaluate_model(lm.model, lm.tokenizer, edata, ecfg, is_base=True, log=lambda m: None,
-                            answers=[p["base_answer"] for p in edata.probes])
-    return document(result, lm.path, edata, ecfg)
 
 
 def build_data_dir(
@@ -255,7 +250,7 @@ def _base_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base_eval: dict
         return base_eval
     log(f"Evaluating the base model on {len(edata.probes)} held-out probes (answers from the data stage) "
         "and attacks ...")
-    base = _evaluate_base(lm, edata, plan.eval)
+    base = evaluate_base(lm.model, lm.tokenizer, lm.path, edata, plan.eval, log=lambda m: None)
     write_json(path, base)
     clock.lap("Base model evaluated")
     return base
@@ -391,7 +386,8 @@ def _compare_base(path: Path, model: str | None, data_dir: Path, ecfg: EvalConfi
     if path.is_file() and not overwrite:
         return read_json(path)
     log("Evaluating the base model once for every method (probes, likelihoods, attacks) ...")
-    base_eval = _evaluate_base(load_model(model), EvalData.from_dir(data_dir), ecfg)
+    lm = load_model(model)
+    base_eval = evaluate_base(lm.model, lm.tokenizer, lm.path, EvalData.from_dir(data_dir), ecfg, log=lambda m: None)
     write_json(path, base_eval)
     return base_eval
 

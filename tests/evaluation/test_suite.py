@@ -15,7 +15,8 @@ import torch
 import obliviate
 from obliviate.cli.main import main
 from obliviate.data.targets import general_probes, resolve_target
-from obliviate.evaluation.evaluate import EvalConfig, EvalData, evaluate_model
+from obliviate.evaluation.config import EvalConfig, EvalData
+from obliviate.evaluation.evaluate import evaluate_model
 from obliviate.evaluation.likelihood import _lowest_mean, score_records
 from obliviate.evaluation.mia import mia_auc, privleak
 from obliviate.io import write_json, write_jsonl
@@ -169,8 +170,11 @@ def test_truth_ratio_is_low_when_the_model_knows(beatles_model_dir):
 
 def test_an_oracle_equal_to_the_model_has_no_privacy_leak(beatles_model_dir, tmp_path):
     data_dir = write_data_dir(tmp_path / "data", beatles_data(), str(beatles_model_dir))
+    from obliviate.report.metrics import write_metrics
+
     doc = obliviate.evaluate(str(beatles_model_dir), data_dir, oracle=str(beatles_model_dir), config=NO_ATTACKS,
-                             out=tmp_path / "eval", log=lambda s: None)
+                             log=lambda s: None)
+    write_metrics(tmp_path / "eval", doc)
     m = doc["metrics"]
     assert all(m[f"privleak_{k}"] == pytest.approx(0.0, abs=1e-9) for k in ("loss", "zlib", "min_k", "min_k_pp"))
     assert m["forget_quality"] == pytest.approx(1.0)
@@ -275,3 +279,44 @@ def test_attacks_in_a_second_process_give_the_results_of_one(beatles_model_dir, 
         assert two["metrics"] == one["metrics"] and list(two["metrics"]) == list(one["metrics"])
         assert two["items"] == one["items"]
         assert ("attack_relearn_leak_rate" in one["metrics"]) is not is_base
+
+
+def test_which_process_runs_an_attack_changes_no_result(beatles_model_dir, monkeypatch):
+    """Every part in the second process, or every other one: the results of one process."""
+    import obliviate.evaluation.evaluate as ev
+    from obliviate.evaluation import worker
+
+    lm = obliviate.load(str(beatles_model_dir))
+    data = beatles_data()
+    cfg = EvalConfig(attack_probes=4, mia_records=8, relearn_steps=2, relearn_records=4, fork=False)
+    one = evaluate_model(lm.model, lm.tokenizer, data, cfg, log=lambda s: None)
+    for split in (lambda parts: (parts, []), lambda parts: (parts[::2], parts[1::2])):
+        monkeypatch.setattr(worker, "available", lambda device: True)
+        monkeypatch.setattr(ev, "split_attacks", lambda parts, work, threads, _s=split: _s(parts))
+        two = evaluate_model(lm.model, lm.tokenizer, data, dataclasses.replace(cfg, fork=True), log=lambda s: None)
+        monkeypatch.undo()
+        assert two["metrics"] == one["metrics"] and two["items"] == one["items"]
+
+
+def test_the_work_of_each_part_counts_the_tokens_it_runs(tokenizer):
+    """A generation: its prompts' tokens and max_new_tokens per prompt; a training step three forward passes."""
+    from obliviate.evaluation.attacks import RELEARN_BATCH, TRAIN_PASSES, part_work, relearn_records
+    from obliviate.models.prompts import probe_prompt, split_record
+
+    data = beatles_data()
+    known = [p["kind"] != "target" or p["known"] for p in data.probes]
+    cfg = EvalConfig(attack_probes=4, relearn_records=4)
+    idx = [0, 1, 2, 3]
+    w = part_work(tokenizer, data, cfg, known, idx, hooked=False, answering=True)
+    assert set(w) == {"answers", "likelihoods", "prompting", "quantize:8", "quantize:4", "relearn"}
+    tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    plain = sum(tokens(probe_prompt(tokenizer, data.probes[i])) + cfg.max_new_tokens for i in idx)
+    retain = sum(tokens(t) for r in data.retain_eval for t in split_record(tokenizer, r))
+    assert w["quantize:8"] == w["quantize:4"] == plain + retain
+    assert w["answers"] == sum(tokens(probe_prompt(tokenizer, p)) + cfg.max_new_tokens for p in data.probes)
+    records = relearn_records(data.forget, 4)
+    per_record = sum(tokens(t) for r in records for t in split_record(tokenizer, r)) / len(records)
+    assert w["relearn"] == pytest.approx(plain + TRAIN_PASSES * cfg.relearn_steps * RELEARN_BATCH * per_record)
+    assert w["prompting"] > 6 * plain / 2  # six framings, most longer than the plain question
+    hooked = part_work(tokenizer, data, cfg, known, idx, hooked=True, answering=False)
+    assert hooked["answers"] == 0 and hooked["prompting"] > w["prompting"]  # and the spelled-out answer

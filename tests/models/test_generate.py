@@ -1,6 +1,9 @@
 """Batched left-padded generation returns answers in input order and leaves the tokenizer and model as found."""
 
+import pytest
+
 from obliviate.models.generate import answer_questions, generate
+from obliviate.models.inference import InferenceOptions
 from obliviate.models.loading import load_model
 from obliviate.models.prompts import question_prompt
 
@@ -53,8 +56,9 @@ def test_prompts_run_unpadded_with_shared_openings_once_and_change_no_answer(tin
     framed = tok(question_prompt(tok, frame.format(q="")), add_special_tokens=False)["input_ids"][-20:-10]
     together = [c for c in chunks if all(str(framed)[1:-1] in str(rows[i]) for i in c)]
     assert [len(c) for c in together] == [4]  # the framed prompts run together
-    monkeypatch.setattr(prefix, "SHARE_PREFIX", False)
-    assert generate(model, tok, prompts, max_new_tokens=8, batch_size=16) == ragged
+    plain = generate(model, tok, prompts, max_new_tokens=8, batch_size=16, inference=InferenceOptions(share_prefix=False))
+    assert plain == ragged
+    assert len(seen) == 1  # the plain batch ran without prefill
 
 
 def test_prefill_chunks_group_openings_then_lengths():
@@ -125,9 +129,10 @@ def test_greedy_loop_drops_finished_rows_and_equals_model_generate(tiny_lm, monk
     stop = Counter(t for row in tokens[0][:, 1:5].tolist() for t in set(row)).most_common(1)[0][0]
     assert 1 < sum(stop in row for row in tokens[0].tolist()) < len(prompts)
     model.generation_config.eos_token_id = stop
-    monkeypatch.setattr(gen, "GREEDY_LOOP", False)
-    expected = generate(model, tok, prompts, max_new_tokens=12)
-    monkeypatch.setattr(gen, "GREEDY_LOOP", True)
+    hf_loop = InferenceOptions(greedy_loop=False)
+    calls = len(tokens)
+    expected = generate(model, tok, prompts, max_new_tokens=12, inference=hf_loop)
+    assert len(tokens) == calls  # model.generate's loop decoded
     dropped = []
     monkeypatch.setattr(DynamicCache, "batch_select_indices",
                         lambda self, idx, _f=DynamicCache.batch_select_indices: dropped.append(len(idx)) or _f(self, idx))
@@ -136,9 +141,7 @@ def test_greedy_loop_drops_finished_rows_and_equals_model_generate(tiny_lm, monk
     assert dropped and dropped[0] < len(prompts)  # finished rows left the batch
     model.generation_config.repetition_penalty = 1.5
     assert gen.plain_greedy(model) is None
-    monkeypatch.setattr(gen, "GREEDY_LOOP", False)
-    penalised = generate(model, tok, prompts, max_new_tokens=12)
-    monkeypatch.setattr(gen, "GREEDY_LOOP", True)
+    penalised = generate(model, tok, prompts, max_new_tokens=12, inference=hf_loop)
     assert generate(model, tok, prompts, max_new_tokens=12) == penalised
 
 
@@ -162,3 +165,37 @@ def test_a_batch_of_equal_lengths_decodes_as_a_plain_batch(tiny_lm):
         decoded = model(input_ids=ids[:, -1:], use_cache=True, **{cache_name(model): cache}).logits[:, -1]
         plain = model(input_ids=torch.tensor(rows)).logits[:, -1]
     torch.testing.assert_close(decoded, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("setting", [{"repetition_penalty": 1.2}, {"no_repeat_ngram_size": 3}, {"min_new_tokens": 2},
+                                     {"min_length": 5}, {"suppress_tokens": [5]}, {"begin_suppress_tokens": [5]},
+                                     {"bad_words_ids": [[5]]}, {"forced_eos_token_id": 2}, {"sequence_bias": {(5,): -1.0}},
+                                     {"renormalize_logits": True}, {"stop_strings": ["."]}, {"max_time": 10.0},
+                                     {"num_beams": 2}, {"guidance_scale": 1.5}])
+def test_a_generation_config_that_changes_the_argmax_goes_through_model_generate(tiny_lm, setting):
+    """plain_greedy: None for every setting with which model.generate's greedy search is more than an argmax
+    (it would build a logits processor, or stop elsewhere than at the end of sequence)."""
+    import copy
+
+    import obliviate.models.generate as gen
+
+    model = tiny_lm.model
+    kept = copy.deepcopy(model.generation_config)
+    try:
+        model.generation_config.eos_token_id = 2
+        assert gen.plain_greedy(model) == [2]
+        model.generation_config.eos_token_id = [2, 3]
+        assert gen.plain_greedy(model) == [2, 3]
+        for key, value in setting.items():
+            setattr(model.generation_config, key, value)
+        assert gen.plain_greedy(model) is None
+    finally:
+        model.generation_config = kept
+
+
+def test_attention_for_cpu_inference_changes_no_answer(tiny_lm):
+    """InferenceOptions.cpu_attention off keeps SDPA: the greedy answers are the same (fp32)."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    prompts = [question_prompt(tok, q) for q in ("Who?", "Which band was John Lennon a member of?", "What is it?")]
+    assert generate(model, tok, prompts, max_new_tokens=8) == generate(
+        model, tok, prompts, max_new_tokens=8, inference=InferenceOptions(cpu_attention=False))

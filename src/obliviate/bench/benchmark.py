@@ -160,7 +160,7 @@ def method_data(split: Split, seed: int = 0) -> dict[str, list[dict]]:
 
 def cache_key(base: str, records: list[dict], cfg: BenchConfig) -> str:
     """What a fine-tune depends on: the base model, the records and the fine-tuning settings."""
-    from obliviate.evaluation.evaluate import model_sha256
+    from obliviate.evaluation.document import model_sha256
 
     pairs = [[r["question"], r["answer"]] for r in records]  # all that training reads
     blob = json.dumps({"base": model_sha256(base) or base, "records": pairs, "epochs": cfg.finetune_epochs,

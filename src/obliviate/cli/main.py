@@ -133,7 +133,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_config(args):
-    from obliviate.evaluation.evaluate import ATTACK_GROUPS, EvalConfig
+    from obliviate.evaluation.config import ATTACK_GROUPS, EvalConfig
     from obliviate.methods.base import parse_settings
 
     settings = parse_settings(EvalConfig, args.eval_settings, "The evaluation")
@@ -174,12 +174,14 @@ def cmd_eval(args) -> int:
 
     from obliviate.evaluation.evaluate import evaluate
     from obliviate.pipeline import slug
+    from obliviate.report.metrics import write_metrics
 
     cfg = _eval_config(args)
     console = Console(quiet=args.quiet)
     out = args.out or f"evals/{slug(args.model)}"
-    doc = evaluate(args.model, args.data, against=args.against, oracle=args.oracle, config=cfg, out=out,
+    doc = evaluate(args.model, args.data, against=args.against, oracle=args.oracle, config=cfg,
                    log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    write_metrics(out, doc)
     console.print(_metrics_table(doc, f"{doc['model']['path']} on {doc['data']['target']} "
                                       f"({doc['metrics']['n_known_target_probes']} known held-out probes)"))
     console.print(f"Every metric, per item, in [bold]{out}/metrics.json[/bold]; the table in {out}/metrics.md")

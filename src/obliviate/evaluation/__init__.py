@@ -1,3 +1,8 @@
-from obliviate.evaluation.evaluate import METRICS, evaluate, evaluate_model
+"""The evaluation suite. `obliviate.evaluation.evaluate` is the module; the function is obliviate.evaluate."""
 
-__all__ = ["METRICS", "evaluate", "evaluate_model"]
+from obliviate.evaluation.config import EvalConfig, EvalData
+from obliviate.evaluation.document import document
+from obliviate.evaluation.evaluate import evaluate_base, evaluate_model
+from obliviate.evaluation.metrics import METRICS
+
+__all__ = ["METRICS", "EvalConfig", "EvalData", "document", "evaluate_base", "evaluate_model"]

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from obliviate.models.logprobs import answer_logits, right_padded
 from obliviate.models.attention import cpu_inference
+from obliviate.models.inference import DEFAULT, InferenceOptions
+from obliviate.models.logprobs import answer_logits, right_padded
 from obliviate.models.prefix import cache_name, can_prefill, length_batches, prefilled, prefix_cache, shared_length
 from obliviate.models.prompts import encode, pad_id, split_record
 
@@ -31,13 +32,15 @@ def _lowest_mean(values: torch.Tensor, k: float) -> float:
 
 @torch.inference_mode()
 def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16, max_length: int = 256,
-                  k: float = 0.2, bf16: bool = False, min_k_pp: bool = True) -> list[dict]:
+                  k: float = 0.2, bf16: bool = False, min_k_pp: bool = True,
+                  inference: InferenceOptions = DEFAULT) -> list[dict]:
     """Per record: {"logprob", "n_tokens", "nll", "min_k", "min_k_pp", "zlib_bytes"} (log-probs in nats).
 
     `min_k_pp=False` leaves Min-K%++ out (None), which skips most of the vocabulary-sized work.
     `bf16` runs the pass under bf16 autocast (CPU or GPU). Records are batched in
     length order, and a batch closes early rather than pad by more than a quarter; the
-    result is in the input order.
+    result is in the input order. A batch's common prefix runs once (`inference.share_prefix`), which
+    must give each record's values alone up to float rounding (tested).
     """
     # Records that open alike (a chat template) are batched together, so their common prefix runs
     # once; within that, in length order (characters stand in for tokens).
@@ -55,13 +58,13 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     memo: dict = {}  # prefixes already run (models.prefix.prefix_cache)
     try:
-        with cpu_inference(model):
+        with cpu_inference(model, inference.cpu_attention):
             for idx in batches:
                 batch = {k_: v.to(device) for k_, v in encode(tokenizer, [records[i] for i in idx], max_length).items()}
                 with autocast:
                     # The head runs from the first answer token on, like training's (models.logprobs),
                     # and the records' common prefix runs once (models.prefix).
-                    logits, labels = _shared_prefix_logits(model, batch, memo)
+                    logits, labels = _shared_prefix_logits(model, batch, memo, inference.share_prefix)
                 mask = labels != -100
                 # Vocabulary-sized work only at labelled positions (prompts are often most of a record).
                 token_lp, z = _token_stats(logits[mask], labels[mask], min_k_pp)
@@ -75,14 +78,15 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
     return out
 
 
-def _shared_prefix_logits(model, batch: dict[str, torch.Tensor], memo: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """answer_logits with the batch's common token prefix run once (models.prefix)."""
+def _shared_prefix_logits(model, batch: dict[str, torch.Tensor], memo: dict,
+                          share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """answer_logits(model, batch), with the batch's common token prefix run once (models.prefix) when `share`."""
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     labelled = (labels != -100).any(0)
     first_label = int(labelled.float().argmax()) if bool(labelled.any()) else 0
     # The prefix stops before the first labelled position and leaves every row a token.
-    limit = min(int(mask.sum(-1).min()), first_label) - 1
-    shared = shared_length(model, ids[:, : max(limit, 0)].tolist(), max(limit, 0)) if right_padded(mask) else 0
+    limit = max(min(int(mask.sum(-1).min()), first_label) - 1, 0)
+    shared = shared_length(model, ids[:, :limit].tolist(), limit) if share and right_padded(mask) else 0
     if not shared:
         return answer_logits(model, batch)
     cache = prefix_cache(model, ids[:1, :shared], ids.shape[0], memo)
@@ -102,7 +106,8 @@ def _row_stats(token_lp: torch.Tensor, z: torch.Tensor | None, completion: str, 
     }
 
 
-def _token_stats(logits: torch.Tensor, labels: torch.Tensor, spread: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _token_stats(logits: torch.Tensor, labels: torch.Tensor,
+                 spread: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob and Min-K%++ z-score of each label token, from the logits that predict it ([N, V], [N]).
 
     Without `spread` only the log-probs, in one fused pass (the z-score needs the mean and spread
@@ -119,7 +124,8 @@ def _token_stats(logits: torch.Tensor, labels: torch.Tensor, spread: bool = True
 
 @torch.inference_mode()
 def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, batch_size: int = 16, k: float = 0.2,
-                 max_length: int = 256, min_k_pp: bool = True) -> list[list[dict]]:
+                 max_length: int = 256, min_k_pp: bool = True,
+                 inference: InferenceOptions = DEFAULT) -> list[list[dict]]:
     """score_records for records that share a prompt, running each prompt once.
 
     `groups` holds (any record with the prompt, [records with that prompt, ...]), e.g. a
@@ -127,22 +133,24 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
     the model once (models.prefix.prefilled: unpadded, common openings once); then the
     completions, in length order and `batch_size` groups' worth at a time, each continue its
     prompt's cache from the prompt's last token, whose logits predict the completion's first
-    token. The values equal score_records' (tested).
+    token. The values must equal score_records' up to float rounding (tested). With
+    `inference.share_prefix` off, this is score_records.
     """
     encode_ = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     prompts = [encode_(split_record(tokenizer, g[0])[0]) for g in groups]
     parts = [(g, r, split_record(tokenizer, r)[1]) for g, (_, records) in enumerate(groups) for r in records]
     flat = [(g, completion, encode_(completion)) for g, _, completion in parts]
-    if not flat or min(map(len, prompts)) < 2 or not can_prefill(model, max(map(len, prompts))):
+    plain = not inference.share_prefix or not flat or min(map(len, prompts)) < 2
+    if plain or not can_prefill(model, max(map(len, prompts))):
         scores = iter(score_records(model, tokenizer, [r for _, r, _ in parts], batch_size=batch_size, k=k,
-                                    max_length=max_length, min_k_pp=min_k_pp))
+                                    max_length=max_length, min_k_pp=min_k_pp, inference=inference))
         return [[next(scores) for _ in records] for _, records in groups]
     was_training = model.training
     model.eval()
     try:
-        with cpu_inference(model):
-            scores = iter(_score_completions(model, tokenizer, prompts, flat, max(1, batch_size * len(flat) // len(groups)),
-                                             k, min_k_pp))
+        with cpu_inference(model, inference.cpu_attention):
+            rows = max(1, batch_size * len(flat) // len(groups))  # `batch_size` groups' worth of completions
+            scores = iter(_score_completions(model, tokenizer, prompts, flat, rows, k, min_k_pp))
     finally:
         model.train(was_training)
     return [[next(scores) for _ in records] for _, records in groups]
@@ -188,6 +196,7 @@ def perplexity(scores: list[dict]) -> float | None:
     return math.exp(-sum(s["logprob"] for s in scores) / n) if n else None
 
 
-def mean_nll(scores: list[dict]) -> float | None:
+def mean_record_nll(scores: list[dict]) -> float | None:
+    """Token-level mean NLL (nats) over scored records (every token weighs the same): log(perplexity)."""
     n = sum(s["n_tokens"] for s in scores)
     return -sum(s["logprob"] for s in scores) / n if n else None

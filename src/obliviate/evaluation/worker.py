@@ -1,17 +1,16 @@
-"""A second process for the evaluation on a 2-core CPU: the attacks run beside the rest.
+"""A second process for the evaluation on a CPU: attacks run beside the probe answers and likelihoods.
 
-On two cores, PyTorch's two threads leave one core idle whenever the work is not a large
-matrix product (Python, small element-wise operations, the decoding loop): one generation
-of the probe answers took 12-14 s with two threads, and two at once, each in a process
-with one thread, 20 s for both (a one-off measurement; docs/PERFORMANCE.md has the whole
-evaluation with and without this). So the evaluation forks one child
-with one thread for the attacks and keeps one thread itself for the answers and
-likelihoods. Forking shares the loaded models (copy on write): nothing is saved or reloaded,
-and in-memory models with obliviate's hooks work as they are.
+On a CPU, PyTorch's threads leave cores idle whenever the work is not a large matrix product
+(Python, small element-wise operations, the decoding loop), so two processes side by side
+finish sooner than one with all the threads (docs/PERFORMANCE.md has the timings). The
+evaluation forks one child with one thread for attacks and keeps the other threads itself
+(evaluation/attacks.py: split_attacks decides which attacks go). Forking shares the loaded
+models (copy on write): nothing is saved or reloaded, and in-memory models with obliviate's
+hooks work as they are.
 
 The GNU OpenMP runtime of PyTorch's Linux builds does not survive a fork with more than
 one thread (the child hangs in its first parallel region), so the child always runs one
-thread, and this is only used where PyTorch runs two (`available`).
+thread; this process needs two threads or more to give it one (`available`).
 """
 
 from __future__ import annotations
@@ -27,9 +26,10 @@ import torch
 
 
 def available(device: torch.device) -> bool:
-    """Whether `Forked` applies: a CPU model, two PyTorch threads, Linux (where forking was checked;
-    macOS system libraries are not fork-safe), and not already a daemon child."""
-    return (device.type == "cpu" and torch.get_num_threads() == 2 and sys.platform.startswith("linux")
+    """Whether `Forked` applies: a CPU model, two PyTorch threads or more (one for the child, the others
+    for this process), Linux (where forking was checked; macOS system libraries are not fork-safe), and
+    not already a daemon child."""
+    return (device.type == "cpu" and torch.get_num_threads() >= 2 and sys.platform.startswith("linux")
             and not multiprocessing.current_process().daemon)
 
 
@@ -69,7 +69,8 @@ class Forked:
         except EOFError:
             self._process.join()
             raise RuntimeError(f"The evaluation's second process ended without a result (exit code "
-                               f"{self._process.exitcode}); rerun with --eval-set fork=false to run it in one process.") from None
+                               f"{self._process.exitcode}); rerun with --eval-set fork=false to run it in one "
+                               "process.") from None
         finally:
             self.close()
         if status == "error":

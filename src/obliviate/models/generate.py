@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.models.attention import cpu_inference
 from obliviate.models.hooks import hooks_of
+from obliviate.models.inference import DEFAULT, InferenceOptions
 from obliviate.models.prefix import cache_name, can_prefill, last_logits_only, length_batches, prefilled, shared_length
 from obliviate.models.prompts import pad_id, probe_prompt, question_prompt
-
-GREEDY_LOOP = True  # off: greedy decoding goes through model.generate too (the evaluation benchmark's ablation)
 
 
 @torch.inference_mode()
@@ -32,6 +30,7 @@ def generate(
     num_return_sequences: int = 1,
     seed: int | None = None,
     use_hooks: bool = True,
+    inference: InferenceOptions = DEFAULT,
 ) -> list[str]:
     """Complete each prompt (already formatted); returns decoded continuations.
 
@@ -39,9 +38,12 @@ def generate(
     prompt, consecutively (each a row of the batch, `batch_size` prompts' worth per batch).
     Prompts are batched in length order. Each batch's prompts run through the model unpadded
     and their shared openings once (`models.prefix.prefilled`); where that does not apply (a
-    model without a plain key/value cache), a batch closes early rather than pad by more than
-    a third (`length_batches`). Greedy decoding from there runs `greedy_decode`, where rows that
-    have finished leave the batch, when the model's generation config adds nothing to the argmax.
+    model without a plain key/value cache, or `inference.share_prefix` off), a batch closes early
+    rather than pad by more than a third (`length_batches`). Greedy decoding from there runs
+    `greedy_decode`, where rows that have finished leave the batch, when the model's generation
+    config adds nothing to the argmax (`plain_greedy`) and `inference.greedy_loop` is on; otherwise
+    model.generate. Each of these paths must give the answers of the plain left-padded batch
+    through model.generate, up to float rounding (tested in fp32).
     `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter), as
     a plain Hugging Face consumer of the saved weights would.
     """
@@ -61,21 +63,24 @@ def generate(
     per_batch = batch_size * num_return_sequences
     # Prompts run through the model without padding (models.prefix.prefilled), so a batch is simply the
     # next `batch_size` prompts in length order; otherwise batches are cut to pad little.
-    ragged = min(map(len, ids)) > 1 and can_prefill(model, max(map(len, ids)))
+    ragged = inference.share_prefix and min(map(len, ids)) > 1 and can_prefill(model, max(map(len, ids)))
     if ragged:
         batches = length_batches(list(map(len, ids)), per_batch, max_padding=math.inf)
     else:
-        common = shared_length(model, ids, min(map(len, ids)) - 1)  # padding counts after the common prefix
+        # Padding counts after the common prefix.
+        common = shared_length(model, ids, min(map(len, ids)) - 1) if inference.share_prefix else 0
         batches = length_batches([len(row) - common for row in ids], per_batch)
     outputs: dict[int, str] = {}
-    stop = plain_greedy(model) if ragged and not do_sample and not (hooks is not None and hooks.bad_words) else None
+    greedy = ragged and inference.greedy_loop and not do_sample and not (hooks is not None and hooks.bad_words)
+    stop = plain_greedy(model) if greedy else None
     fill = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop or [pad])[0]
     memo: dict = {}  # prefixes already run (models.prefix.prefix_cache)
     try:
-        with cpu_inference(model):
+        with cpu_inference(model, inference.cpu_attention):
             for idx in batches:
                 if ragged:
-                    input_ids, mask, cache = prefilled(model, [ids[i] for i in idx], pad, spare=max_new_tokens, memo=memo)
+                    batch_ids = [ids[i] for i in idx]
+                    input_ids, mask, cache = prefilled(model, batch_ids, pad, spare=max_new_tokens, memo=memo)
                     enc = {"input_ids": input_ids, "attention_mask": mask, cache_name(model): cache}
                 else:
                     enc = tokenizer([rows[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -90,7 +95,8 @@ def generate(
                         kwargs.update(temperature=None, top_p=None, top_k=None)
                     if hooks is not None and hooks.bad_words:
                         kwargs["bad_words_ids"] = hooks.bad_words
-                    new = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)[:, enc["input_ids"].shape[1] :]
+                    out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
+                    new = out[:, enc["input_ids"].shape[1] :]
                 texts = tokenizer.batch_decode(new, skip_special_tokens=True)
                 if hooks is not None:
                     texts = [hooks.filter(t) for t in texts]
@@ -102,21 +108,32 @@ def generate(
 
 
 def plain_greedy(model) -> list[int] | None:
-    """The model's end-of-sequence ids when its generation config turns greedy decoding into a
-    plain argmax (no repetition penalty, suppressed or forced tokens, stop strings...), else None."""
-    if not GREEDY_LOOP:
+    """The model's end-of-sequence ids when its generation config makes greedy decoding a plain argmax
+    of the logits, else None.
+
+    A plain argmax means model.generate, given do_sample=False, builds no logits processor (no
+    repetition penalty, n-gram ban, bad words, minimum length, forced or suppressed tokens, sequence
+    bias, guidance, watermark, renormalisation...), runs one beam and stops only at the end of
+    sequence or the token budget (no stop strings, no time limit).
+    """
+    c = model.generation_config
+    unset = lambda name: getattr(c, name, None) is None  # noqa: E731
+    neutral = lambda name, value: getattr(c, name, None) in (None, value)  # noqa: E731
+    above_zero = lambda name: (getattr(c, name, None) or 0) > 0  # noqa: E731
+    plain = (
+        neutral("guidance_scale", 1) and neutral("repetition_penalty", 1.0)
+        and neutral("encoder_repetition_penalty", 1.0)
+        and not above_zero("no_repeat_ngram_size") and not above_zero("encoder_no_repeat_ngram_size")
+        and not above_zero("min_length") and not above_zero("min_new_tokens")
+        and all(unset(name) for name in ("sequence_bias", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
+                                         "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
+                                         "watermarking_config", "stop_strings", "max_time"))
+        and not getattr(c, "remove_invalid_values", False) and not getattr(c, "renormalize_logits", False)
+        and neutral("num_beams", 1)
+    )
+    if not plain:
         return None
-    config = copy.deepcopy(model.generation_config)
-    config.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    try:
-        with warnings.catch_warnings():  # about prompts it is not given
-            warnings.simplefilter("ignore")
-            processors = model._get_logits_processor(generation_config=config, device=model.device)
-    except Exception:  # a transformers version whose private helper differs: model.generate decides
-        return None
-    if processors or config.stop_strings or config.max_time or config.num_beams not in (None, 1):
-        return None
-    eos = config.eos_token_id
+    eos = c.eos_token_id
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
@@ -126,10 +143,11 @@ def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, max
     """Greedy tokens [rows, max_new_tokens] from `prefilled`'s (ids, mask, cache); a row ends at a
     token of `stop`, and the positions after it hold `fill`, as model.generate's pad_token_id.
 
-    model.generate's greedy loop does the same arithmetic, but rows that have finished stay in
-    its batch to the end. Here they leave it (the cache keeps the others' rows) once the decoding
-    steps they would still cost add up to a step of the whole batch: the evaluation's attack answers
-    stop at 14 to 22 of 24 tokens on average, depending on the attack.
+    Must equal model.generate(do_sample=False, max_new_tokens=..., pad_token_id=fill)'s new tokens for
+    a model whose generation config is a plain argmax (`plain_greedy`), up to float rounding (tested
+    in fp32). model.generate's greedy loop does the same arithmetic, but rows that have finished stay
+    in its batch to the end. Here they leave it (the cache keeps the others' rows) once the decoding
+    steps they would still cost add up to a step of the whole batch.
     """
     device = input_ids.device
     rows = input_ids.shape[0]
@@ -153,7 +171,8 @@ def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, max
         if int((~running).sum()) * left >= len(live):
             kept = running.nonzero().squeeze(-1)
             cache.batch_select_indices(kept)
-            live, mask, positions, tokens, running = live[kept], mask[kept], positions[kept], tokens[kept], running[kept]
+            live, mask, positions = live[kept], mask[kept], positions[kept]
+            tokens, running = tokens[kept], running[kept]
     return out
 
 
@@ -164,11 +183,12 @@ def answer_questions(model, tokenizer, questions: list[str], **kwargs) -> list[s
 
 def answer_probes(model, tokenizer, rows: list[dict], max_new_tokens: int = 32, **kwargs) -> list[str]:
     """Greedy answers to probe rows (chat `question`s or raw-text `prompt`s)."""
-    return generate(model, tokenizer, [probe_prompt(tokenizer, r) for r in rows], max_new_tokens=max_new_tokens, **kwargs)
+    prompts = [probe_prompt(tokenizer, r) for r in rows]
+    return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, **kwargs)
 
 
 def generation_copy(model: PreTrainedModel, inplace: bool = False) -> PreTrainedModel:
-    """A bf16 copy of a CPU fp32 model for greedy and sampled generation: 2-2.5x faster.
+    """A bf16 copy of a CPU fp32 model for greedy and sampled generation (docs/PERFORMANCE.md times it).
 
     Every generation (data, probe answers before and after unlearning) goes through
     it, so base and unlearned models are compared in the same precision, the one the

@@ -1,17 +1,20 @@
 """Run each prompt token once: a batch's common prefix once, and no padding through the model.
 
-SmolLM2's template opens every conversation with the same system prompt, 24 of the 41 tokens
-of a typical probe prompt. Generation and likelihood scoring run that prefix through the
-model once, repeat its key/value cache for the batch, and continue each row from it.
-Positions follow from the attention mask, so every row continues at its own positions and
-the values are those of the plain pass up to float rounding (tested in fp32). In bf16 the
-rounding differs from the plain batch's, as it already does between batch sizes
-(docs/PERFORMANCE.md measures both).
+A chat template opens every conversation with the same text (SmolLM2's, a system prompt).
+Generation and likelihood scoring run that prefix through the model once, repeat its
+key/value cache for the batch, and continue each row from it. Positions follow from the
+attention mask, so every row continues at its own positions, and the values must equal those
+of the plain left-padded pass up to float rounding (tested in fp32: tests/models/test_generate.py,
+tests/evaluation/test_suite.py). In bf16 the rounding differs from the plain batch's, as it
+already does between batch sizes (docs/PERFORMANCE.md measures both).
 
 Generation and answer-candidate scoring go further (`prefilled`): a batch's prompts run in
 chunks of rows that share a longer opening (an attack's framing text) and have similar
 lengths, and the chunks' caches are laid side by side, so a batch mixing short and long
 prompts pads neither.
+
+Callers turn all of this off with InferenceOptions.share_prefix (models/inference.py): they
+then call neither `shared_length` nor `prefilled`.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from obliviate.models.logprobs import forward_accepts
 from obliviate.models.attention import CPU_INFERENCE
+from obliviate.models.logprobs import forward_accepts
 
-SHARE_PREFIX = True  # off: every row runs its whole prompt (the benchmark's ablation)
 MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth its own pass
-ROOMY_ATTENTION = ("sdpa", "eager", CPU_INFERENCE)  # attention whose mask is built for the cache's room (SpareRoomLayer)
+# Attention whose mask is built for the cache's room (SpareRoomLayer).
+ROOMY_ATTENTION = ("sdpa", "eager", CPU_INFERENCE)
 
 
 def _text_config(model):
@@ -44,7 +47,7 @@ def _attention_only(model) -> bool:
 def shared_length(model, rows: list[list[int]], limit: int) -> int:
     """Length of the token prefix common to every row, at most `limit`; 0 when sharing does not pay
     or the model's cache cannot be repeated this way."""
-    if not SHARE_PREFIX or len(rows) < 2 or not _attention_only(model):
+    if len(rows) < 2 or not _attention_only(model):
         return 0
     first = rows[0]
     n = min(limit, *map(len, rows))
@@ -63,11 +66,11 @@ def last_logits_only(model) -> dict:
 
 
 def prefix_cache(model, prefix: torch.Tensor, rows: int, memo: dict | None = None):
-    """The key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows.
+    """The key/value cache of `prefix` ([1, P] token ids), repeated for `rows` rows: the cache each row
+    would hold after running `prefix` itself.
 
     `memo`, a dict kept while the weights stay the same (one call's batches), holds the prefixes
-    already run, which are then copied rather than run again: a batch at a time, scoring ran the
-    chat template's 41 tokens 25 times per evaluation, one row at a time (2.4 s).
+    already run, which are then copied rather than run again.
     """
     key = tuple(prefix[0].tolist())
     single = memo.get(key) if memo is not None else None
@@ -95,10 +98,11 @@ def left_padded(rows: list[list[int]], shared: int, pad: int) -> tuple[torch.Ten
     return ids, mask
 
 
-def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 / 3, min_rows: int = 32) -> list[list[int]]:
+def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 / 3,
+                   min_rows: int = 32) -> list[list[int]]:
     """Indices in length order, cut into batches of at most `batch_size`; a batch of `min_rows` or
     more also closes when the next item would make its padded size exceed its real tokens by
-    more than `max_padding` (attack prompts range from 17 to 143 tokens)."""
+    more than `max_padding`."""
     batches: list[list[int]] = []
     current: list[int] = []
     real = 0
@@ -152,14 +156,14 @@ def prefill_chunks(rows: list[list[int]], max_padding: float = 0.25, min_rows: i
 def can_prefill(model, width: int) -> bool:
     """Whether `prefilled` applies: every layer a plain key/value cache that keeps `width` tokens."""
     window = getattr(_text_config(model), "sliding_window", None)
-    return SHARE_PREFIX and _attention_only(model) and (window is None or width < window)
+    return _attention_only(model) and (window is None or width < window)
 
 
 class SpareRoomLayer(DynamicLayer):
     """A DynamicLayer with room for `spare` more tokens: decoding writes each token in place instead
-    of copying the whole cache (torch.cat) at every step, which for a batch of 112 rows of long
-    attack prompts took a fifth of the step. Like transformers' static cache, attention reads the
-    whole (zero-filled) room and the mask, built for the room's size, hides what is not written yet;
+    of copying the whole cache (torch.cat) at every step. Its written part must equal DynamicLayer's
+    after the same updates (tested). Like transformers' static cache, attention reads the whole
+    (zero-filled) room and the mask, built for the room's size, hides what is not written yet;
     the room grows by `spare` tokens when full."""
 
     def __init__(self, spare: int):
@@ -180,7 +184,8 @@ class SpareRoomLayer(DynamicLayer):
         if (room := self._room_for(end)) != self._room():
             grown = [new.new_zeros((*new.shape[:2], room, new.shape[-1])) for new in (key_states, value_states)]
             if start:
-                grown[0][..., :start, :], grown[1][..., :start, :] = self.keys[..., :start, :], self.values[..., :start, :]
+                grown[0][..., :start, :] = self.keys[..., :start, :]
+                grown[1][..., :start, :] = self.values[..., :start, :]
             self.keys, self.values = grown
         self.keys[..., start:end, :], self.values[..., start:end, :] = key_states, value_states
         self.length = end
@@ -203,7 +208,9 @@ class SpareRoomLayer(DynamicLayer):
 def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0,
               memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
     """Each row's tokens but its last, run through the model in `prefill_chunks`; returns (token ids,
-    attention mask, key/value cache) for generate(), which then runs only the last tokens.
+    attention mask, key/value cache) for generate(), which then runs only the last tokens. What the
+    model computes from them must equal what it computes from the rows left padded in one batch
+    and run whole, up to float rounding (tested).
 
     A chunk runs in the [shared prefix | left padding | rest] layout with the prefix once
     (`prefix_cache`); its cache goes right-aligned into the batch's, so a row reads
