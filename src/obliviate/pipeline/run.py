@@ -33,6 +33,11 @@ from obliviate.models.loading import LoadedModel, load_model
 from obliviate.report.format import markdown_table, num
 from obliviate.report.markdown import write_report
 
+AUTO = "auto"  # the method name that lets the pipeline choose (pipeline/auto.py)
+# Seconds the automatic choice may spend training and validating candidates by default: two or three
+# candidates on the embedded model on a laptop CPU.
+DEFAULT_BUDGET = 240.0
+
 # The data files the methods read, by stream name.
 RECORD_STREAMS = ("forget", "retain", "alt", "retain_eval", "probes")
 
@@ -43,13 +48,19 @@ class RunPlan:
 
     spec: TargetSpec
     model: str | None  # as given (hub id, directory, .gguf); None: the embedded model
-    method: str
-    unlearner: Method
+    method: str  # a registered method, or "auto"
+    unlearner: Method | None  # None for "auto": the search picks the method
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig
     out: Path
     given_data_dir: Path | None  # an existing data directory, copied into the run instead of building data
+    train_overrides: dict = dataclasses.field(default_factory=dict)  # the user's TrainConfig fields (auto applies them)
+    budget: float = DEFAULT_BUDGET  # seconds for the auto search
+
+    @property
+    def auto(self) -> bool:
+        return self.method == AUTO
 
     @property
     def data_dir(self) -> Path:
@@ -126,8 +137,9 @@ def forget(
     target: str | TargetSpec | None = None,
     *,
     model: str | None = None,
-    method: str = "npo",
+    method: str = AUTO,
     method_options: dict | None = None,
+    budget: float | None = None,
     data: DataConfig | None = None,
     data_dir: str | Path | None = None,
     train: dict | None = None,
@@ -144,8 +156,10 @@ def forget(
 
     One argument per stage: `data` builds the data (or `data_dir`, an existing data directory
     written by `obliviate data`, is copied in and names the target); `method` with its
-    `method_options` (the method's config fields); `train`, TrainConfig fields that override the
-    method's tuned `train_defaults` (e.g. {"steps": 2, "lora": True}); `eval` (default: the full
+    `method_options` (the method's config fields), or "auto" (the default): a few candidate methods are
+    trained and compared on the validation probes within `budget` seconds and the best is kept
+    (pipeline/auto.py); `train`, TrainConfig fields that override the method's tuned
+    `train_defaults` (e.g. {"steps": 2, "lora": True}); `eval` (default: the full
     suite), run on the base model, reusing the data stage's answers, and on the unlearned model.
     `seed`, when given, seeds both the data and the training. `base_eval`: a base evaluation
     already made on the same data and model (compare shares one across methods).
@@ -155,14 +169,25 @@ def forget(
     """
     given = Path(data_dir) if data_dir is not None else None
     spec = _target_of(target, given)
-    unlearner = get_method(method, **(method_options or {}))
+    if method == AUTO:
+        if method_options:
+            raise UserError("--method auto chooses each candidate's settings itself; drop --set or name a method.")
+        unlearner, defaults = None, TrainConfig()
+    else:
+        unlearner = get_method(method, **(method_options or {}))
+        defaults = TrainConfig(**unlearner.train_defaults)
+    if budget is not None and not budget > 0:
+        raise UserError(f"--budget takes a positive number of seconds, got {budget}.")
+    tcfg = _train_config(defaults, train, seed)
     plan = RunPlan(
-        spec=spec, model=model, method=method, unlearner=unlearner,
-        train=_train_config(TrainConfig(**unlearner.train_defaults), train, seed),
+        spec=spec, model=model, method=method, unlearner=unlearner, train=tcfg,
         data=dataclasses.replace(data or DataConfig(), **({"seed": seed} if seed is not None else {})),
         eval=eval or EvalConfig(),
         out=Path(out or Path("runs") / slug(spec.builtin or spec.name)),
         given_data_dir=given,
+        train_overrides={f.name: getattr(tcfg, f.name) for f in dataclasses.fields(TrainConfig)
+                         if f.name in {**(train or {}), **({"seed": seed} if seed is not None else {})}},
+        budget=budget if budget is not None else DEFAULT_BUDGET,
     )
     _prepare_run_dir(plan.out, overwrite, resume)
     clock = _Clock(log)
@@ -203,7 +228,8 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple
         "model": plan.model or "embedded",
         "model_path": lm.path,
         "method": plan.method,
-        "method_config": dataclasses.asdict(plan.unlearner.config),
+        "method_config": dataclasses.asdict(plan.unlearner.config) if plan.unlearner else None,
+        **({"budget": plan.budget} if plan.auto else {}),
         "train": dataclasses.asdict(plan.train),
         "data": dataclasses.asdict(plan.data),
     }
@@ -266,7 +292,10 @@ def _unlearn_stage(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]
     if model_dir.is_dir() and (out / "train_summary.json").is_file():
         log("Reusing the unlearned model from the interrupted run.")
         return load_model(str(model_dir)), read_json(out / "train_summary.json")
-    model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log)
+    if plan.auto:
+        model, summary = _choose(plan, lm, records, progress, log)
+    else:
+        model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log)
     with atomic_dir(model_dir) as tmp:
         model.save_pretrained(tmp)
         lm.tokenizer.save_pretrained(tmp)
@@ -300,6 +329,21 @@ def _unlearn(lm: LoadedModel, unlearner: Method, records: dict[str, list[dict]],
     return result.model, result.to_dict()
 
 
+def _choose(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], progress: bool,
+            log: Callable[[str], None]):
+    """`--method auto`: the search on the validation probes (pipeline/auto.py); returns the chosen model and the
+    summary for train_summary.json, whose "auto" holds the candidates table."""
+    from obliviate.pipeline.auto import search
+
+    log(f"Choosing the method on the validation probes (budget {plan.budget:.0f} s) ...")
+    edata = EvalData.from_dir(plan.data_dir, split="validation")
+    found = search(lm, records, edata, plan.eval, budget=plan.budget, train_overrides=plan.train_overrides,
+                   log_dir=plan.out / "auto", progress=progress, log=log)
+    log(f"Chose {found.chosen.label}" + ("." if found.met_bar else ": no candidate met the bar; it missed it least."))
+    auto = found.summary()
+    return found.model, {"steps_done": auto["steps_done"], "seconds": auto["seconds"], "auto": auto}
+
+
 def _final_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base: dict, summary: dict, config: dict,
                  log: Callable[[str], None], clock: _Clock) -> dict:
     """Evaluate the unlearned model against `base`; writes RUN/metrics.json and RUN/report.md, returns the former."""
@@ -309,6 +353,7 @@ def _final_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base: dict, su
     metrics = {
         "target": plan.spec.name,
         "method": plan.method,
+        **({"chosen_method": summary["auto"]["method"]} if summary.get("auto") else {}),
         "run_dir": str(plan.out),
         **document(after, plan.out / "model", edata, plan.eval, against=base),
         "train": summary,
