@@ -187,15 +187,20 @@ def capital_split(cfg: DataConfig) -> tuple[list[tuple[str, str]], list[tuple[st
     return probes, pairs[len(probes) : len(probes) + cfg.n_retain_capitals]
 
 
+def general_rows(cfg: DataConfig) -> list[dict]:
+    """The general probe rows: the capitals drawn for `cfg` (domain "capitals"), then the general seed file."""
+    caps = [Probe(f"What is the capital of {c}?", [cap.lower()], domain="capitals") for c, cap in capital_split(cfg)[0]]
+    return [p.row("general") for p in caps + general_probes()]
+
+
 def build_probes(lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_qa: list[dict], rng: random.Random) -> list[dict]:
     """Held-out probes with the base model's answers; target probes marked `known`; each assigned
     its split (splits.assign_splits, stratified by kind and base hit)."""
-    cap_probes = [Probe(f"What is the capital of {c}?", [cap.lower()], domain="capitals") for c, cap in capital_split(cfg)[0]]
     target = [p.row("target") for p in spec.probes]
     target += [{"kind": "target", "question": r["question"], "answers": [], "reference": r["answer"]} for r in given_qa]
     if not target:
         target = [{"kind": "target", "question": q, "answers": []} for q in _fallback_probes(spec)]
-    probes = target + [p.row("neighbour") for p in spec.neighbours] + [p.row("general") for p in cap_probes + general_probes()]
+    probes = target + [p.row("neighbour") for p in spec.neighbours] + general_rows(cfg)
     answers = answer_probes(gm, lm.tokenizer, probes, max_new_tokens=cfg.probe_tokens)
     behaviour = spec.kind == "behaviour"
     for p, a in zip(probes, answers):
