@@ -64,3 +64,15 @@ def test_a_zero_fraction_puts_every_probe_in_evaluation():
     probes = _probes()
     assign_splits(probes, 0.0, seed=0)
     assert probe_split(probes, "validation") == []
+
+
+def test_known_counts_per_split_and_domain():
+    from obliviate.data.known import known_counts
+
+    rows = [{"kind": "general", "domain": "science", "split": "validation", "base_hit": True},
+            {"kind": "general", "domain": "science", "split": "evaluation", "base_hit": False},
+            {"kind": "neighbour", "base_hit": True}]
+    c = known_counts(rows)
+    assert c["general.science.known"] == 1 and c["general.science.total"] == 2
+    assert c["general.validation.known"] == 1 and c["general.evaluation.known"] == 0
+    assert c["neighbour.evaluation.known"] == 1 and c["neighbour.all.total"] == 1
