@@ -9,6 +9,7 @@ from obliviate.data.overlap import Overlap
 from obliviate.data.targets import resolve_target
 from obliviate.errors import UserError
 from obliviate.io import read_json, read_jsonl
+from obliviate.records import asked
 from obliviate.models.loading import load_model
 
 
@@ -152,3 +153,36 @@ def test_general_capital_probes_are_never_retain_questions():
     assert not {c for c, _ in probes} & {c for c, _ in retain}
     assert capital_split(DataConfig()) == (probes, retain)
     assert capital_split(DataConfig(seed=1)) != (probes, retain)
+
+
+def test_probes_are_split_into_disjoint_validation_and_evaluation_sets(built):
+    from obliviate.data.splits import probe_split
+
+    out, manifest = built
+    probes = read_jsonl(out / "probes.jsonl")
+    assert {p["split"] for p in probes} == {"validation", "evaluation"}
+    val, ev = probe_split(probes, "validation"), probe_split(probes, "evaluation")
+    assert not {asked(p) for p in val} & {asked(p) for p in ev}
+    c = manifest["counts"]
+    for kind in ("target", "neighbour", "general"):
+        assert any(p["kind"] == kind for p in val) and any(p["kind"] == kind for p in ev)
+        assert c[f"probes.validation.{kind}"] + c[f"probes.evaluation.{kind}"] == c[f"probes.{kind}"]
+    assert c["probes.validation.target_known"] + c["probes.evaluation.target_known"] == c["probes.target_known"]
+
+
+def test_neighbour_retain_records_are_weighted_and_never_mention_the_target(built):
+    out, manifest = built
+    spec = resolve_target("beatles")
+    rows = [r for r in read_jsonl(out / "retain.jsonl") if r["source"] == "neighbour"]
+    assert manifest["counts"]["retain.neighbour"] == len(rows) <= DataConfig().n_neighbour_qa
+    for r in rows:
+        assert not spec.mentions(r["question"]) and not spec.mentions(r["answer"])
+        assert r["weight"] == DataConfig().neighbour_weight and r["subject"]
+        assert all(0 <= s < e <= len(r["answer"]) for s, e in r["spans"])
+
+
+def test_split_and_neighbour_settings_are_checked():
+    with pytest.raises(UserError, match="val_fraction must be at least 0 and below 1"):
+        DataConfig(val_fraction=1.0)
+    with pytest.raises(UserError, match="neighbour_weight must be a whole number >= 1"):
+        DataConfig(neighbour_weight=0)

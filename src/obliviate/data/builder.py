@@ -6,12 +6,14 @@ cut from its answers. Writes, under ``out_dir``:
 
 - ``probes.jsonl``      held-out probes, ``kind`` in {target, neighbour, general}, each with the
                         base model's answer; target probes carry ``known`` (the base model revealed
-                        the fact: only those count for the leak rate). Never trained on.
+                        the fact: only those count for the leak rate); ``split`` is validation or
+                        evaluation (data.splits). Never trained on.
 - ``forget.jsonl``      the target's questions with the model's answers (``spans``: character ranges
                         that carry target knowledge), completions cut from them, given QA pairs and
                         document passages
 - ``alt.jsonl``         alternative answers to the forget questions, ``kind`` in ALT_KINDS
-- ``retain.jsonl``      target-free Wikipedia / news prose and the model's answers to other questions
+- ``retain.jsonl``      target-free Wikipedia / news prose, the model's answers to other questions, and
+                        neighbour records (``source`` "neighbour", with ``weight``: data.neighbours)
 - ``retain_eval.jsonl`` held-out prose for retain perplexity
 - ``verbatim.jsonl``    document prefixes with their true continuation (document targets only)
 - ``manifest.json``     counts, hashes, generation settings, seed, and the held-out check
@@ -31,7 +33,9 @@ from pathlib import Path
 from obliviate import malloc
 from obliviate.data.corpus import capitals, news_passages, wikipedia_passages
 from obliviate.data.documents import read_passages, read_qa
+from obliviate.data.neighbours import neighbour_retain
 from obliviate.data.overlap import Overlap, too_close
+from obliviate.data.splits import assign_splits, split_counts
 from obliviate.data.targets import Probe, TargetSpec, general_probes
 from obliviate.errors import UserError
 from obliviate.leak import is_refusal, probe_hit
@@ -94,6 +98,9 @@ class DataConfig:
     n_retain_qa: int = field(default=48, metadata={"help": "questions about other subjects, asked like the forget questions, answered by the model"})
     n_retain_capitals: int = field(default=16, metadata={"help": "capital questions answered by the model, for retain"})
     n_capital_probes: int = field(default=80, metadata={"help": "country-capital questions among the general probes"})
+    val_fraction: float = field(default=0.3, metadata={"help": "share of probes (per kind, known and unknown alike) in the validation split, which tuning and selection read; the rest are evaluation probes, read once at the end"})
+    n_neighbour_qa: int = field(default=64, metadata={"help": "neighbour retain records: the model's answers about subjects close to the target but distinct from it"})
+    neighbour_weight: int = field(default=3, metadata={"help": "how many times a neighbour retain record counts per pass over the retain data (>= 1)"})
     qa_holdout: float = field(default=0.25, metadata={"help": "share of given QA pairs held out as target probes"})
     max_doc_passages: int = field(default=2000, metadata={"help": "cap on passages read from documents (large files are streamed)"})
     n_verbatim: int = field(default=32, metadata={"help": "document prefixes kept for the verbatim-memorization check"})
@@ -104,6 +111,10 @@ class DataConfig:
         bad = [k for k in self.alt_kinds if k not in ALT_KINDS]
         if bad:
             raise UserError(f"Unknown alternative-answer kind {bad[0]!r}; choose from {', '.join(ALT_KINDS)}.")
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"val_fraction must be at least 0 and below 1, got {self.val_fraction}; e.g. 0.3.")
+        if self.neighbour_weight < 1:
+            raise UserError(f"neighbour_weight must be a whole number >= 1, got {self.neighbour_weight}.")
 
 
 def _questions_in(text: str) -> list[str]:
@@ -176,14 +187,20 @@ def capital_split(cfg: DataConfig) -> tuple[list[tuple[str, str]], list[tuple[st
     return probes, pairs[len(probes) : len(probes) + cfg.n_retain_capitals]
 
 
+def general_rows(cfg: DataConfig) -> list[dict]:
+    """The general probe rows: the capitals drawn for `cfg` (domain "capitals"), then the general seed file."""
+    caps = [Probe(f"What is the capital of {c}?", [cap.lower()], domain="capitals") for c, cap in capital_split(cfg)[0]]
+    return [p.row("general") for p in caps + general_probes()]
+
+
 def build_probes(lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_qa: list[dict], rng: random.Random) -> list[dict]:
-    """Held-out probes with the base model's answers; target probes marked `known`."""
-    cap_probes = [Probe(f"What is the capital of {c}?", [cap.lower()]) for c, cap in capital_split(cfg)[0]]
+    """Held-out probes with the base model's answers; target probes marked `known`; each assigned
+    its split (splits.assign_splits, stratified by kind and base hit)."""
     target = [p.row("target") for p in spec.probes]
     target += [{"kind": "target", "question": r["question"], "answers": [], "reference": r["answer"]} for r in given_qa]
     if not target:
         target = [{"kind": "target", "question": q, "answers": []} for q in _fallback_probes(spec)]
-    probes = target + [p.row("neighbour") for p in spec.neighbours] + [p.row("general") for p in cap_probes + general_probes()]
+    probes = target + [p.row("neighbour") for p in spec.neighbours] + general_rows(cfg)
     answers = answer_probes(gm, lm.tokenizer, probes, max_new_tokens=cfg.probe_tokens)
     behaviour = spec.kind == "behaviour"
     for p, a in zip(probes, answers):
@@ -191,6 +208,7 @@ def build_probes(lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_q
         p["base_hit"] = probe_hit(p, a, spec.terms, behaviour)
         if p["kind"] == "target":
             p["known"] = p["base_hit"]
+    assign_splits(probes, cfg.val_fraction, cfg.seed)
     return probes
 
 
@@ -255,6 +273,9 @@ def build_data(
     prose = _prose(spec, rng)
     retain, keep_answers, other_answers = _retain(gm, tok, spec, cfg, rng, prose[: cfg.n_retain_text])
     clock(f"{len(retain)} retain records")
+    retain += neighbour_retain(gm, tok, spec, cfg.n_neighbour_qa, cfg.neighbour_weight, cfg.answer_tokens,
+                               avoid=[asked(p) for p in probes])
+    clock(f"{sum(r['source'] == 'neighbour' for r in retain)} neighbour retain records")
 
     alt = _alternatives(gm, tok, spec, cfg, rng, questions, greedy, keep_answers, other_answers)
     clock(f"{len(alt)} alternative answers")
@@ -290,6 +311,8 @@ def build_data(
         "counts": {name: len(rows) for name, rows in files.items()}
         | {f"probes.{k}": sum(p["kind"] == k for p in probes) for k in ("target", "neighbour", "general")}
         | {"probes.target_known": sum(bool(p.get("known")) for p in probes)}
+        | split_counts(probes)
+        | {f"retain.{s}": sum(r["source"] == s for r in retain) for s in sorted({r["source"] for r in retain})}
         | {f"forget.{s}": sum(r["source"] == s for r in forget) for s in sorted({r["source"] for r in forget})}
         | {f"alt.{k}": sum(r["kind"] == k for r in alt) for k in cfg.alt_kinds},
         "held_out_check": check,

@@ -46,6 +46,7 @@ class Probe:
     question: str | None = None
     answers: list[str] = field(default_factory=list)  # empty: fall back to target keywords
     prompt: str | None = None
+    domain: str | None = None  # what the probe is about (general probes: geography, science, ...)
 
     @property
     def text(self) -> str:
@@ -53,7 +54,8 @@ class Probe:
 
     def row(self, kind: str) -> dict:
         key = "question" if self.question is not None else "prompt"
-        return {"kind": kind, key: self.text, "answers": self.answers}
+        row = {"kind": kind, key: self.text, "answers": self.answers}
+        return row | {"domain": self.domain} if self.domain else row
 
 
 @dataclass
@@ -65,6 +67,7 @@ class TargetSpec:
     probes: list[Probe] = field(default_factory=list)
     neighbours: list[Probe] = field(default_factory=list)
     keep: list[str] = field(default_factory=list)  # close topics that must be kept (retain questions)
+    category: str | None = None  # what the target is one of ("bands and musicians"): the model names others
     builtin: str | None = None
     kind: str = "knowledge"  # "behaviour": the leak is compliance (harmful requests), not a fact
     anchors: dict[str, str] = field(default_factory=dict)  # target term -> generic substitute (WHP)
@@ -118,7 +121,8 @@ def _probes(rows: list[dict] | None, where: str) -> list[Probe]:
         answers = r.get("answers") or []
         if not isinstance(answers, list):
             raise UserError(f"{where}: probe {i} has 'answers' that is not a list; write answers: [a, b].")
-        out.append(Probe(question=r.get("question"), prompt=r.get("prompt"), answers=[str(a).lower() for a in answers]))
+        out.append(Probe(question=r.get("question"), prompt=r.get("prompt"), answers=[str(a).lower() for a in answers],
+                         domain=str(r["domain"]) if r.get("domain") else None))
     return out
 
 
@@ -126,8 +130,8 @@ def _normal(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-SPEC_KEYS = {"name", "aliases", "keywords", "question_seeds", "probes", "neighbours", "keep", "kind", "anchors",
-             "refusals", "documents", "qa"}
+SPEC_KEYS = {"name", "aliases", "keywords", "question_seeds", "probes", "neighbours", "keep", "category", "kind",
+             "anchors", "refusals", "documents", "qa"}
 
 
 def spec_from_dict(raw: dict, where: str, builtin: str | None = None, base_dir: Path | None = None) -> TargetSpec:
@@ -144,6 +148,8 @@ def spec_from_dict(raw: dict, where: str, builtin: str | None = None, base_dir: 
     for key in ("aliases", "keywords", "question_seeds", "keep", "refusals", "documents"):
         if not isinstance(raw.get(key) or [], list):
             raise UserError(f"{where}: {key!r} must be a list, e.g. {key}: [a, b].")
+    if not isinstance(raw.get("category") or "", str):
+        raise UserError(f"{where}: 'category' must be a phrase, e.g. category: bands and musicians.")
     if not isinstance(raw.get("anchors") or {}, dict):
         raise UserError(f"{where}: 'anchors' must be a mapping of target term to generic term, e.g. Hogwarts: the academy.")
 
@@ -155,11 +161,12 @@ def spec_from_dict(raw: dict, where: str, builtin: str | None = None, base_dir: 
     return TargetSpec(
         name=name,
         aliases=aliases,
-        keywords=[str(k).lower() for k in raw.get("keywords") or _name_keywords(name)],
+        keywords=[str(k).lower() for k in raw.get("keywords") or name_keywords(name)],
         question_seeds=[str(q) for q in raw.get("question_seeds") or DEFAULT_QUESTION_SEEDS],
         probes=_probes(raw.get("probes"), where),
         neighbours=_probes(raw.get("neighbours"), where),
         keep=[str(k) for k in raw.get("keep") or []],
+        category=raw.get("category") or None,
         builtin=builtin,
         kind=kind,
         anchors={str(k): str(v) for k, v in (raw.get("anchors") or {}).items()},
@@ -180,7 +187,7 @@ def load_spec_file(path: str | Path) -> TargetSpec:
     return spec_from_dict(raw, str(path), base_dir=path.parent)
 
 
-def _name_keywords(name: str) -> list[str]:
+def name_keywords(name: str) -> list[str]:
     words = [w for w in re.findall(r"[A-Za-z0-9']+", name) if w.lower() not in STOPWORDS]
     return [name.lower(), *(w.lower() for w in words if len(w) > 3)]
 
@@ -227,7 +234,7 @@ def _lookup(target: str) -> TargetSpec:
             f"There is no built-in target {target!r}; did you mean {close!r}? "
             f"(Built-ins: {', '.join(builtin_targets())}; for any other topic, write its name, e.g. \"Ada Lovelace\".)"
         )
-    return TargetSpec(name=target, aliases=[target], keywords=_name_keywords(target))
+    return TargetSpec(name=target, aliases=[target], keywords=name_keywords(target))
 
 
 def suggest_builtin(name: str) -> str | None:
