@@ -74,7 +74,11 @@ class EvalData:
     probe_tokens: int = 24  # new tokens of the probes' base answers
 
     @classmethod
-    def from_dir(cls, path: str | Path) -> EvalData:
+    def from_dir(cls, path: str | Path, split: str = "evaluation") -> EvalData:
+        """The inputs in data directory `path`, with the probes of one `split` only: "evaluation" (the
+        held-out probes every reported number is measured on) or "validation" (what tuning and the
+        automatic choice of method read). Raises UserError if `path` is not a data directory."""
+        from obliviate.data.splits import probe_split
         from obliviate.data.targets import TargetSpec
 
         path = Path(path)
@@ -85,7 +89,7 @@ class EvalData:
             raise UserError(f"{path / 'probes.jsonl'} holds no target probes, so there is nothing to evaluate; "
                             "rebuild the data with `obliviate data`.")
         opt = lambda name: read_jsonl(path / name) if (path / name).is_file() else []  # noqa: E731
-        return cls(TargetSpec(**manifest["target"]), read_jsonl(path / "probes.jsonl"),
+        return cls(TargetSpec(**manifest["target"]), probe_split(read_jsonl(path / "probes.jsonl"), split),
                    read_jsonl(path / "forget.jsonl"), read_jsonl(path / "retain_eval.jsonl"), opt("verbatim.jsonl"),
                    opt("holdout.jsonl"), str(path), manifest.get("sha256", {}), manifest.get("model"),
                    manifest.get("config", {}).get("probe_tokens", cls.probe_tokens))

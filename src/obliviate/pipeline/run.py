@@ -39,7 +39,7 @@ AUTO = "auto"  # the method name that lets the pipeline choose (pipeline/auto.py
 DEFAULT_BUDGET = 240.0
 
 # The data files the methods read, by stream name.
-RECORD_STREAMS = ("forget", "retain", "alt", "retain_eval", "probes")
+RECORD_STREAMS = ("forget", "retain", "alt", "retain_eval")  # never the probes: nothing trains on them
 
 
 @dataclass(frozen=True)
