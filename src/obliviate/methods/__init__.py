@@ -1,7 +1,8 @@
 """Unlearning methods, one file each; importing this package registers them all."""
 
 from obliviate.methods import (  # noqa: F401  (registration side effects)
-    distill, ga, gd, guardrail, idkpo, kl, npo, relabel, retain_ft, rmu, simnpo, suppress, whp, yao,
+    adaptive_rmu, distill, ga, gd, guardrail, idkpo, kl, npo, relabel, retain_ft, rmu, sam_npo, simnpo, suppress,
+    whp, yao,
 )
 from obliviate.methods.base import METHODS, EditMethod, LossOutput, Method, get_method, register
 
