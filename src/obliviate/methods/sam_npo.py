@@ -8,9 +8,9 @@ Fan et al. cast robustness to relearning as a min-max problem,
 the forget loss l_f (here NPO) kept low at every weight within rho of theta, which is where a relearning
 attacker's first fine-tuning steps go. One first-order step of the inner maximisation is sharpness-aware
 minimisation (SAM, Foret et al. 2021, arXiv:2010.01412): delta = rho * g / ||g|| with g = grad l_f(theta),
-and the update follows grad l_f at theta + delta. The retain term is taken at theta, as in the paper. Among
-the unlearning losses they smooth, NPO+SAM is their headline result against relearning on WMDP and MUSE, and
-NPO is this project's default gradient method, so this is the smallest step to durability from it.
+and the update follows grad l_f at theta + delta. The retain term is taken at theta, as in the paper. NPO is
+the main unlearning loss the paper smooths on WMDP and MUSE, and this project's default gradient method, so
+NPO+SAM is the smallest step from it toward knowledge that stays gone under relearning.
 
 Methods never see the optimizer, so `loss` does SAM's two passes itself: it takes g with `autograd.grad`
 over the trained parameters (those with requires_grad: the adapter under LoRA), moves them to theta + delta,
@@ -38,8 +38,9 @@ _PAPER = "Fan et al. 2025, arXiv:2502.05374"
 class SAMNPOConfig(NPOConfig):
     rho: float = field(default=0.05, metadata={"help": (
         f"radius of the weight perturbation, the L2 norm of delta over all trained parameters ({_PAPER}; "
-        "SAM: Foret et al. 2021, arXiv:2010.01412). 0 is plain NPO; larger values guard a wider neighbourhood "
-        "against relearning at some cost in forget speed")})
+        "SAM: Foret et al. 2021, arXiv:2010.01412). 0 is plain NPO. The scale is absolute, so it depends on the "
+        "model: on the embedded model the first-order step raises the forget loss at 0.05 but already overshoots "
+        "its peak at 0.2")})
 
 
 def sharpness_aware(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor], rho: float):
