@@ -1,6 +1,7 @@
 """Unlearning methods, one file each; importing this package registers them all."""
 
 from obliviate.methods import (  # noqa: F401  (registration side effects)
+    adaptive_rmu,
     distill,
     ga,
     gd,
@@ -11,6 +12,7 @@ from obliviate.methods import (  # noqa: F401  (registration side effects)
     relabel,
     retain_ft,
     rmu,
+    sam_npo,
     simnpo,
     suppress,
     whp,

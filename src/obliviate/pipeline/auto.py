@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
 
 from obliviate.data.splits import probe_split
 from obliviate.engine.trainer import TrainConfig, train
