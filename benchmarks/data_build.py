@@ -38,7 +38,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", nargs="+", default=["beatles", "harry_potter", "harmful"])
     ap.add_argument("--prompts", type=int, default=64, help="prompts for the batched runs")
-    ap.add_argument("--single", type=int, default=12, help="prompts for the one-at-a-time run (a rate, so fewer suffice)")
+    ap.add_argument(
+        "--single", type=int, default=12, help="prompts for the one-at-a-time run (a rate, so fewer suffice)"
+    )
     ap.add_argument("--out", default="benchmarks/results/data_build.json")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -57,8 +59,15 @@ def main() -> None:
     gen["batched_bf16_copy"] = tokens_per_second(gm, lm.tokenizer, rows, 64, 48)
     del gm
     base = gen["one_at_a_time_fp32"][0]
-    generation = {k: {"tokens_per_s": round(v[0], 1), "tokens": v[1], "seconds": round(v[2], 1), "x_one_at_a_time": round(v[0] / base, 2)}
-                  for k, v in gen.items()}
+    generation = {
+        k: {
+            "tokens_per_s": round(v[0], 1),
+            "tokens": v[1],
+            "seconds": round(v[2], 1),
+            "x_one_at_a_time": round(v[0] / base, 2),
+        }
+        for k, v in gen.items()
+    }
 
     builds = {}
     for name in args.targets:
@@ -66,8 +75,12 @@ def main() -> None:
             t0 = time.perf_counter()
             m = build_data(load_model(None), resolve_target(name), tmp)
             seconds = time.perf_counter() - t0
-        builds[name] = {"seconds": round(seconds, 1), "stages": m["seconds"], "counts": m["counts"],
-                        "held_out_check": m["held_out_check"]}
+        builds[name] = {
+            "seconds": round(seconds, 1),
+            "stages": m["seconds"],
+            "counts": m["counts"],
+            "held_out_check": m["held_out_check"],
+        }
         print(f"{name}: {seconds:.1f} s", flush=True)
 
     result = {"torch_threads": torch.get_num_threads(), "generation": generation, "builds": builds}
@@ -75,11 +88,17 @@ def main() -> None:
     print("| generation | tokens/s | × one at a time |\n|---|---|---|")
     for k, v in generation.items():
         print(f"| {k} | {v['tokens_per_s']} | {v['x_one_at_a_time']} |")
-    print("\n| target | build s | known target probes | target | neighbour | general | forget | alt | retain |\n|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| target | build s | known target probes | target | neighbour | general | forget | alt | retain |"
+        "\n|---|---|---|---|---|---|---|---|---|"
+    )
     for name, b in builds.items():
         c = b["counts"]
-        print(f"| {name} | {b['seconds']} | {c['probes.target_known']} | {c['probes.target']} | {c['probes.neighbour']} | "
-              f"{c['probes.general']} | {c['forget.jsonl']} | {c['alt.jsonl']} | {c['retain.jsonl']} |")
+        print(
+            f"| {name} | {b['seconds']} | {c['probes.target_known']} | {c['probes.target']} | "
+            f"{c['probes.neighbour']} | "
+            f"{c['probes.general']} | {c['forget.jsonl']} | {c['alt.jsonl']} | {c['retain.jsonl']} |"
+        )
     print(f"\nWritten to {Path(args.out)}")
 
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from obliviate.data.targets import TargetSpec
-from obliviate.leak import probe_hit
 from obliviate.io import read_json, read_jsonl
+from obliviate.leak import probe_hit
 from obliviate.models.generate import answer_probes, generation_copy
 from obliviate.models.loading import load_model
 
@@ -32,12 +32,15 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         hits = [probe_hit(p, a, spec.terms, spec.kind == "behaviour") for p, a in zip(probes, answers[name])]
 
-        def rate(keep):
+        def rate(keep, hits=hits):
             sel = [h for p, h in zip(probes, hits) if keep(p)]
             return sum(sel) / len(sel)
 
-        print(f"{name:9s}  leak {rate(lambda p: p.get('known')):.3f}  general {rate(lambda p: p['kind'] == 'general'):.3f}  "
-              f"neighbour {rate(lambda p: p['kind'] == 'neighbour'):.3f}  ({seconds:.0f} s)")
+        print(
+            f"{name:9s}  leak {rate(lambda p: p.get('known')):.3f}  "
+            f"general {rate(lambda p: p['kind'] == 'general'):.3f}  "
+            f"neighbour {rate(lambda p: p['kind'] == 'neighbour'):.3f}  ({seconds:.0f} s)"
+        )
     same = sum(a == b for a, b in zip(*answers.values())) / len(probes)
     print(f"identical answers: {same:.3f} of {len(probes)} probes")
 

@@ -29,7 +29,11 @@ def optimizers():
     try:
         from torchao.optim import _AdamW
 
-        yield "torchao_adamw_bf16_stochastic", torch.bfloat16, lambda ps: _AdamW(ps, lr=1e-5, bf16_stochastic_round=True)
+        yield (
+            "torchao_adamw_bf16_stochastic",
+            torch.bfloat16,
+            lambda ps: _AdamW(ps, lr=1e-5, bf16_stochastic_round=True),
+        )
     except ImportError:
         pass
     try:

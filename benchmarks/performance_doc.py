@@ -1,6 +1,6 @@
 """docs/PERFORMANCE.md from the benchmark results: every number on that page is read from them.
 
-    python benchmarks/performance_doc.py   # reads benchmarks/results/*.json, writes docs/PERFORMANCE.md
+python benchmarks/performance_doc.py   # reads benchmarks/results/*.json, writes docs/PERFORMANCE.md
 """
 
 import json
@@ -25,30 +25,41 @@ gb = lambda b: f"{b / 1e9:.2f} GB"
 tr = t["hf_trainer_s"]
 trainer_bf16_share = 6 * 134515008 * e["ga"]["tokens_per_step"] / tr["bf16"] / pk["bf16"]
 ops = op["seconds_per_step"]
-bm = mem["npo_full_bf16_weights_low_memory"]; lm_ = mem["npo_lora_bf16_weights_low_memory"]
+bm = mem["npo_full_bf16_weights_low_memory"]
+lm_ = mem["npo_lora_bf16_weights_low_memory"]
 runs = pc["runs"]
 gap = pc["max_abs_loss_gap_vs_fp32"]
 emb, unl = ev["embedded_model"], ev["unlearned_model"]
 npx, mv = ev["embedded_model_no_shared_prefix"], ev["answers_moved_against_the_embedded_model_row"]
 sdpa, b128 = ev["embedded_model_sdpa_attention"], ev["embedded_model_batches_of_128"]
 glibc_row = ev["embedded_model_glibc_allocator"]
-one, unl_one, hfl = ev["embedded_model_one_process"], ev["unlearned_model_one_process"], ev["embedded_model_generate_loop"]
+one, unl_one, hfl = (
+    ev["embedded_model_one_process"],
+    ev["unlearned_model_one_process"],
+    ev["embedded_model_generate_loop"],
+)
 rep = json.load(open(R + "evaluation_repeat.json"))["seconds"]
 stages = lambda row: ", ".join(f"{k} {v:.0f} s" for k, v in row["stages"].items())
-moved_row = lambda label, m: (f"| {label} | {m['answers']} of {m['probes']} | {m['hits']} | "
-                              f"{m['leak_rate'][0]:.3f} → {m['leak_rate'][1]:.3f} |")
+moved_row = lambda label, m: (
+    f"| {label} | {m['answers']} of {m['probes']} | {m['hits']} | {m['leak_rate'][0]:.3f} → {m['leak_rate'][1]:.3f} |"
+)
 _met = [n for n in ("npo", "ga_bf16_weights", "ga") if e[n]["share_of_bf16_peak"] >= 0.5]
 share_status = ("met by " + ", ".join(f"`{n}`" for n in _met)) if _met else "not met"
 allruns = json.load(open(R + "training_speed.earlier-runs.json")) + [t]
-_rows = [("bf16 matmul peak, GFLOP/s", lambda x: f"{x['peak_flops']['bf16'] / 1e9:.0f}"),
-         ("`ga` s/step", lambda x: f2(x["engine"]["ga"]["seconds_per_step"])),
-         ("`npo` s/step", lambda x: f2(x["engine"]["npo"]["seconds_per_step"])),
-         ("`npo` share of the bf16 peak", lambda x: pct(x["engine"]["npo"]["share_of_bf16_peak"])),
-         ("`ga` vs the naive loop", lambda x: f2(x["ratios"]["engine_ga_vs_naive"]) + "×"),
-         ("`ga` vs the `Trainer`, fp32", lambda x: f2(x["ratios"]["engine_ga_vs_trainer_fp32"]) + "×"),
-         ("`ga` vs the `Trainer`, bf16", lambda x: f2(x["ratios"]["engine_ga_vs_trainer_bf16"]) + "×"),
-         ("`ga` with bf16 weights vs the `Trainer`, bf16", lambda x: f2(x["hf_trainer_s"]["bf16"] / x["engine"]["ga_bf16_weights"]["seconds_per_step"]) + "×"),
-         ("reference share of an `npo` run", lambda x: pct(x["engine"]["npo"]["ref_share"]))]
+_rows = [
+    ("bf16 matmul peak, GFLOP/s", lambda x: f"{x['peak_flops']['bf16'] / 1e9:.0f}"),
+    ("`ga` s/step", lambda x: f2(x["engine"]["ga"]["seconds_per_step"])),
+    ("`npo` s/step", lambda x: f2(x["engine"]["npo"]["seconds_per_step"])),
+    ("`npo` share of the bf16 peak", lambda x: pct(x["engine"]["npo"]["share_of_bf16_peak"])),
+    ("`ga` vs the naive loop", lambda x: f2(x["ratios"]["engine_ga_vs_naive"]) + "×"),
+    ("`ga` vs the `Trainer`, fp32", lambda x: f2(x["ratios"]["engine_ga_vs_trainer_fp32"]) + "×"),
+    ("`ga` vs the `Trainer`, bf16", lambda x: f2(x["ratios"]["engine_ga_vs_trainer_bf16"]) + "×"),
+    (
+        "`ga` with bf16 weights vs the `Trainer`, bf16",
+        lambda x: f2(x["hf_trainer_s"]["bf16"] / x["engine"]["ga_bf16_weights"]["seconds_per_step"]) + "×",
+    ),
+    ("reference share of an `npo` run", lambda x: pct(x["engine"]["npo"]["ref_share"])),
+]
 runs_table = "".join(f"| {label} | " + " | ".join(fn(x) for x in allruns) + " |\n" for label, fn in _rows)
 
 
@@ -59,12 +70,13 @@ def status(m, limit):
         return "met above the libraries, not in total"
     return "not met"
 
+
 doc = f"""# Performance
 
 Issue 7 sets targets for the training engine and the evaluation against the machine's limits and
 against the loops a user would otherwise write. This page reports where each one stands, and what
 each lever gave. Every number comes from one of these runs, on a 2-core CPU with
-{t['threads']} threads and no GPU:
+{t["threads"]} threads and no GPU:
 
 ```
 pip install --no-deps forgetium==0.2.1     # optional: the peer library; the script skips it when absent
@@ -85,14 +97,14 @@ differs by several percent from one run to the next.
 
 | target (issue 7) | measured | status |
 |---|---|---|
-| training steps at ≥ 50 % of the bf16 matmul peak | `npo` {pct(e['npo']['share_of_bf16_peak'])}, `ga` with bf16 weights {pct(e['ga_bf16_weights']['share_of_bf16_peak'])}, `ga` {pct(e['ga']['share_of_bf16_peak'])} | {share_status} |
-| ≥ 3× the naive seed-style loop per step | {f2(r['engine_ga_vs_naive'])}× | met |
-| ≥ 2× the Hugging Face `Trainer` design per step | {f2(r['engine_ga_vs_trainer_fp32'])}× its default (fp32); {f2(r['engine_ga_vs_trainer_bf16'])}× with `bf16=True` | {'met' if r['engine_ga_vs_trainer_bf16'] >= 2 else ('met against its fp32 default only' if r['engine_ga_vs_trainer_fp32'] >= 2 else 'not met (see below)')} |
-| the reference model ≤ 15 % of step time | {pct(e['npo']['ref_share'])} of a {steps}-step `npo` run's time (log-probs computed once, before the first step) | {'met' if e['npo']['ref_share'] <= 0.15 else 'not met'} |
-| peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights --low-memory`: {f2(bm['above_imports_over_model'])}× above the libraries' own {bm['after_imports'] / 2**20:.0f} MB, {f2(bm['peak_over_model'])}× in total, at 2.4× the step time (below) | {status(bm, 3)} |
-| peak memory with LoRA ≤ 1.5× | `--lora --bf16-weights --low-memory`: {f2(lm_['above_imports_over_model'])}× above the libraries, {f2(lm_['peak_over_model'])}× in total | {status(lm_, 1.5)} |
-| full evaluation ≤ 60 s on the embedded model | {emb['seconds']} s; {", ".join(f"{x:.1f}" for x in rep)} s in {len(rep)} more runs (`--repeat {len(rep)}`) | {("met in every run" if max(rep) <= 60 else f"met in {sum(x <= 60 for x in rep + [emb['seconds']])} of {len(rep) + 1} runs") if emb['seconds'] <= 60 else "not met"} |
-| equal or better forget/utility | both bf16 precisions end within {max(abs(runs[k]['forget_nll'] - runs['fp32']['forget_nll']) for k in runs):.2f} nats of fp32's forget NLL and {max(abs(runs[k]['retain_nll'] - runs['fp32']['retain_nll']) for k in runs):.3f} of its retain NLL (below) | met for the precisions |
+| training steps at ≥ 50 % of the bf16 matmul peak | `npo` {pct(e["npo"]["share_of_bf16_peak"])}, `ga` with bf16 weights {pct(e["ga_bf16_weights"]["share_of_bf16_peak"])}, `ga` {pct(e["ga"]["share_of_bf16_peak"])} | {share_status} |
+| ≥ 3× the naive seed-style loop per step | {f2(r["engine_ga_vs_naive"])}× | met |
+| ≥ 2× the Hugging Face `Trainer` design per step | {f2(r["engine_ga_vs_trainer_fp32"])}× its default (fp32); {f2(r["engine_ga_vs_trainer_bf16"])}× with `bf16=True` | {"met" if r["engine_ga_vs_trainer_bf16"] >= 2 else ("met against its fp32 default only" if r["engine_ga_vs_trainer_fp32"] >= 2 else "not met (see below)")} |
+| the reference model ≤ 15 % of step time | {pct(e["npo"]["ref_share"])} of a {steps}-step `npo` run's time (log-probs computed once, before the first step) | {"met" if e["npo"]["ref_share"] <= 0.15 else "not met"} |
+| peak memory, full fine-tuning with a reference model, ≤ 3× the fp32 model | `--bf16-weights --low-memory`: {f2(bm["above_imports_over_model"])}× above the libraries' own {bm["after_imports"] / 2**20:.0f} MB, {f2(bm["peak_over_model"])}× in total, at 2.4× the step time (below) | {status(bm, 3)} |
+| peak memory with LoRA ≤ 1.5× | `--lora --bf16-weights --low-memory`: {f2(lm_["above_imports_over_model"])}× above the libraries, {f2(lm_["peak_over_model"])}× in total | {status(lm_, 1.5)} |
+| full evaluation ≤ 60 s on the embedded model | {emb["seconds"]} s; {", ".join(f"{x:.1f}" for x in rep)} s in {len(rep)} more runs (`--repeat {len(rep)}`) | {("met in every run" if max(rep) <= 60 else f"met in {sum(x <= 60 for x in rep + [emb['seconds']])} of {len(rep) + 1} runs") if emb["seconds"] <= 60 else "not met"} |
+| equal or better forget/utility | both bf16 precisions end within {max(abs(runs[k]["forget_nll"] - runs["fp32"]["forget_nll"]) for k in runs):.2f} nats of fp32's forget NLL and {max(abs(runs[k]["retain_nll"] - runs["fp32"]["retain_nll"]) for k in runs):.3f} of its retain NLL (below) | met for the precisions |
 
 ## The job
 
@@ -102,29 +114,29 @@ Every training loop runs gradient ascent on the same 64 fictitious-author QA pai
 - batch 4, {steps} steps, lr 1e-5;
 - step 1 excluded as warm-up. forgetium is the exception: its time is its `fit()` wall time divided by the steps.
 
-The records average {e['ga']['tokens_per_step'] / 4:.1f} tokens in the chat template.
+The records average {e["ga"]["tokens_per_step"] / 4:.1f} tokens in the chat template.
 
 ## The machine's limit
 
 | | GFLOP/s |
 |---|---|
-| fp32 matmul peak (2048², best of 3) | {pk['fp32'] / 1e9:.0f} |
-| bf16 matmul peak | {pk['bf16'] / 1e9:.0f} |
+| fp32 matmul peak (2048², best of 3) | {pk["fp32"] / 1e9:.0f} |
+| bf16 matmul peak | {pk["bf16"] / 1e9:.0f} |
 
 ## Training step, same job
 
 | loop | s/step | its time ÷ obliviate `ga` |
 |---|---|---|
 | obliviate engine, `ga` (bf16 autocast, the default) | {f2(ga)} | 1.00 |
-| obliviate engine, `ga`, `--bf16-weights` | {f2(e['ga_bf16_weights']['seconds_per_step'])} | {f2(e['ga_bf16_weights']['seconds_per_step'] / ga)} |
-| obliviate engine, `ga`, fp32 | {f2(e['ga_fp32']['seconds_per_step'])} | {f2(e['ga_fp32']['seconds_per_step'] / ga)} |
-| naive seed-style loop (fp32, padded to 128, one example at a time) | {f2(t['naive_seed_loop_s'])} | {f2(r['engine_ga_vs_naive'])} |
-| Hugging Face `Trainer` subclass, `compute_loss` = −LM loss, fp32 (its default) | {f2(tr['fp32'])} | {f2(r['engine_ga_vs_trainer_fp32'])} |
-| the same `Trainer`, `bf16=True` | {f2(tr['bf16'])} | {f2(r['engine_ga_vs_trainer_bf16'])} |
-| forgetium 0.2.1 `GradientAscentUnlearner` (its defaults) | {f2(t['forgetium_s'])} | {f2(r['engine_ga_vs_forgetium'])} |
+| obliviate engine, `ga`, `--bf16-weights` | {f2(e["ga_bf16_weights"]["seconds_per_step"])} | {f2(e["ga_bf16_weights"]["seconds_per_step"] / ga)} |
+| obliviate engine, `ga`, fp32 | {f2(e["ga_fp32"]["seconds_per_step"])} | {f2(e["ga_fp32"]["seconds_per_step"] / ga)} |
+| naive seed-style loop (fp32, padded to 128, one example at a time) | {f2(t["naive_seed_loop_s"])} | {f2(r["engine_ga_vs_naive"])} |
+| Hugging Face `Trainer` subclass, `compute_loss` = −LM loss, fp32 (its default) | {f2(tr["fp32"])} | {f2(r["engine_ga_vs_trainer_fp32"])} |
+| the same `Trainer`, `bf16=True` | {f2(tr["bf16"])} | {f2(r["engine_ga_vs_trainer_bf16"])} |
+| forgetium 0.2.1 `GradientAscentUnlearner` (its defaults) | {f2(t["forgetium_s"])} | {f2(r["engine_ga_vs_forgetium"])} |
 
 **Why 2× the bf16 `Trainer` is not reached.** That `Trainer` runs this job at
-{pct(trainer_bf16_share)} of the bf16 peak measured in this run (6 N FLOPs per token), the engine at {pct(e['ga']['share_of_bf16_peak'])}.
+{pct(trainer_bf16_share)} of the bf16 peak measured in this run (6 N FLOPs per token), the engine at {pct(e["ga"]["share_of_bf16_peak"])}.
 On the earlier machine (runs 1 to 6 below, a bf16 peak of 392 to 426 GFLOP/s) the step was
 compute-bound: the `Trainer` ran at 39% of that peak, so twice its speed would have needed 78%.
 This session's machine uses AMX units for bf16 products, which reach 0.85 to 2.0 TFLOP/s on 2048²
@@ -134,10 +146,10 @@ pays it too: a one-off `torch.profiler` run of 4 steady `ga` steps (with the pro
 overhead, about 1.4 s a step) spent 0.49 s a step in matrix products, 0.33 s casting weights to
 bf16 and their gradients back to fp32 (autocast), 0.11 s in the fused AdamW kernel, 0.07 s zeroing
 the tied embedding's dense gradient and 0.07 s in the clipping norms. `--bf16-weights` makes no
-casts, but here it is the slower precision ({f2(e['ga_bf16_weights']['seconds_per_step'])} s a step): it runs without the kept memory
+casts, but here it is the slower precision ({f2(e["ga_bf16_weights"]["seconds_per_step"])} s a step): it runs without the kept memory
 (the lever table below; memory is its point), and its stochastically rounded AdamW took
-{ops['obliviate_bf16_adamw_stochastic']:.2f} s against {ops['adamw_fp32_fused']:.2f} s for the fused fp32 one (the optimizer table). Against the `Trainer` as it runs by default (fp32) the engine is
-{f2(r['engine_ga_vs_trainer_fp32'])}× faster.
+{ops["obliviate_bf16_adamw_stochastic"]:.2f} s against {ops["adamw_fp32_fused"]:.2f} s for the fused fp32 one (the optimizer table). Against the `Trainer` as it runs by default (fp32) the engine is
+{f2(r["engine_ga_vs_trainer_fp32"])}× faster.
 
 @@RUNS@@
 ## Achieved FLOP/s
@@ -154,8 +166,13 @@ less, since the output head (21 % of N) only runs from the first answer token on
 | engine run | tokens/step | s/step | tokens/s | share of bf16 peak |
 |---|---|---|---|---|
 """
-rows = [("ga", "`ga`"), ("npo", "`npo` (forget + retain; reference log-probs computed once)"), ("ga_lora", "`ga` + LoRA (r 16, all linear layers)"),
-        ("ga_bf16_weights", "`ga`, `--bf16-weights`"), ("ga_fp32", "`ga`, fp32")]
+rows = [
+    ("ga", "`ga`"),
+    ("npo", "`npo` (forget + retain; reference log-probs computed once)"),
+    ("ga_lora", "`ga` + LoRA (r 16, all linear layers)"),
+    ("ga_bf16_weights", "`ga`, `--bf16-weights`"),
+    ("ga_fp32", "`ga`, fp32"),
+]
 for k, label in rows:
     x = e[k]
     doc += f"| {label} | {x['tokens_per_step']:.0f} | {f2(x['seconds_per_step'])} | {x['tokens_per_s']:.0f} | {pct(x['share_of_bf16_peak'])} |\n"
@@ -168,13 +185,13 @@ engine as shipped (`ga`, or `npo` for the reference model).
 
 | lever | without it | with it | gain |
 |---|---|---|---|
-| output head only from the first answer token, and no attention mask on right-padded batches (`models/logprobs.py: answer_logits`; values and gradients unchanged, tested) | {f2(e['ga_full_width_head']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['answer_only_head_and_no_mask'])}× |
-| fused AdamW (one kernel over all parameters instead of PyTorch's per-tensor loop on CPU) | {f2(e['ga_per_tensor_adamw']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['fused_adamw'])}× |
-| bf16 autocast instead of fp32 | {f2(e['ga_fp32']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['bf16_autocast_vs_fp32'])}× |
-| bf16 weights with stochastically rounded AdamW (`--bf16-weights`) instead of autocast | {f2(ga)} s | {f2(e['ga_bf16_weights']['seconds_per_step'])} s | {f2(lv['bf16_weights'])}× |
-| eager attention while training on a CPU, instead of PyTorch's fused attention (`TrainConfig.attention`) | {f2(e['ga_fused_attention']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['eager_attention_on_cpu'])}× |
-| freed memory kept in the process while training, instead of glibc's own settings, which map and unmap every block above 32 MB (`obliviate/malloc.py`) | {f2(e['ga_glibc_allocator']['seconds_per_step'])} s | {f2(ga)} s | {f2(lv['allocator_keeps_freed_memory'])}× |
-| reference log-probs computed once, before the first step, instead of a reference copy run every step (`npo`) | {f2(e['npo_reference_copy']['seconds_per_step'])} s | {f2(e['npo']['seconds_per_step'])} s | {f2(lv['reference_log_probs_once'])}× per step, and one model copy less in memory |
+| output head only from the first answer token, and no attention mask on right-padded batches (`models/logprobs.py: answer_logits`; values and gradients unchanged, tested) | {f2(e["ga_full_width_head"]["seconds_per_step"])} s | {f2(ga)} s | {f2(lv["answer_only_head_and_no_mask"])}× |
+| fused AdamW (one kernel over all parameters instead of PyTorch's per-tensor loop on CPU) | {f2(e["ga_per_tensor_adamw"]["seconds_per_step"])} s | {f2(ga)} s | {f2(lv["fused_adamw"])}× |
+| bf16 autocast instead of fp32 | {f2(e["ga_fp32"]["seconds_per_step"])} s | {f2(ga)} s | {f2(lv["bf16_autocast_vs_fp32"])}× |
+| bf16 weights with stochastically rounded AdamW (`--bf16-weights`) instead of autocast | {f2(ga)} s | {f2(e["ga_bf16_weights"]["seconds_per_step"])} s | {f2(lv["bf16_weights"])}× |
+| eager attention while training on a CPU, instead of PyTorch's fused attention (`TrainConfig.attention`) | {f2(e["ga_fused_attention"]["seconds_per_step"])} s | {f2(ga)} s | {f2(lv["eager_attention_on_cpu"])}× |
+| freed memory kept in the process while training, instead of glibc's own settings, which map and unmap every block above 32 MB (`obliviate/malloc.py`) | {f2(e["ga_glibc_allocator"]["seconds_per_step"])} s | {f2(ga)} s | {f2(lv["allocator_keeps_freed_memory"])}× |
+| reference log-probs computed once, before the first step, instead of a reference copy run every step (`npo`) | {f2(e["npo_reference_copy"]["seconds_per_step"])} s | {f2(e["npo"]["seconds_per_step"])} s | {f2(lv["reference_log_probs_once"])}× per step, and one model copy less in memory |
 
 The backward pass now runs outside the autocast block; it is not measured on its own here.
 
@@ -183,11 +200,14 @@ The optimizer step alone over the embedded model's parameters (`benchmarks/optim
 | optimizer | s/step |
 |---|---|
 """
-names = {"adamw_fp32_per_tensor": "AdamW, fp32 weights, per-tensor loop", "adamw_fp32_fused": "AdamW, fp32 weights, fused (the default engine)",
-         "adamw_bf16_fused_round_to_nearest": "AdamW, bf16 weights, fused, round to nearest (loses updates below half a bf16 step)",
-         "obliviate_bf16_adamw_stochastic": "obliviate `BF16AdamW`, bf16 weights, stochastic rounding (`--bf16-weights`)",
-         "torchao_adamw_bf16_stochastic": "torchao 0.18 `_AdamW(bf16_stochastic_round=True)`",
-         "bitsandbytes_adamw_8bit": "bitsandbytes 0.50 `AdamW8bit` (fp32 weights, 8-bit moments)"}
+names = {
+    "adamw_fp32_per_tensor": "AdamW, fp32 weights, per-tensor loop",
+    "adamw_fp32_fused": "AdamW, fp32 weights, fused (the default engine)",
+    "adamw_bf16_fused_round_to_nearest": "AdamW, bf16 weights, fused, round to nearest (loses updates below half a bf16 step)",
+    "obliviate_bf16_adamw_stochastic": "obliviate `BF16AdamW`, bf16 weights, stochastic rounding (`--bf16-weights`)",
+    "torchao_adamw_bf16_stochastic": "torchao 0.18 `_AdamW(bf16_stochastic_round=True)`",
+    "bitsandbytes_adamw_8bit": "bitsandbytes 0.50 `AdamW8bit` (fp32 weights, 8-bit moments)",
+}
 for k, v in ops.items():
     doc += f"| {names.get(k, k)} | {v:.3f} |\n"
 
@@ -212,7 +232,7 @@ PyTorch's fused attention took 4.6 ms per layer for forward and backward, the pl
 - generation batches of 32 and 64 prompts (earlier machine). Decoding a token costs 2.3 ms per prompt in batches of
   32 and 1.35 ms in batches of 128, so batches stay large. Since prompts run unpadded (below),
   a batch no longer needs cutting by length, and 256 is the default; the evaluation benchmark
-  also runs batches of 128: {ev['embedded_model_batches_of_128']['seconds']} s against {emb['seconds']} s.
+  also runs batches of 128: {ev["embedded_model_batches_of_128"]["seconds"]} s against {emb["seconds"]} s.
 
 ## Reference model
 
@@ -223,24 +243,28 @@ kept, and no reference pass runs per step. The values are saved in checkpoints, 
 keeps the start model's values. Methods that read the reference's whole distribution (`kl`,
 `yao`, `distill`, `whp`) keep a copy as before; under LoRA the reference is the adapter switched off.
 
-In the {steps}-step `npo` run the reference pass took {e['npo']['ref_seconds']:.1f} s of
-{e['npo']['ref_seconds'] / e['npo']['ref_share']:.1f} s; a step with a reference copy instead took {f2(e['npo_reference_copy']['seconds_per_step'])} s against {f2(e['npo']['seconds_per_step'])} s.
+In the {steps}-step `npo` run the reference pass took {e["npo"]["ref_seconds"]:.1f} s of
+{e["npo"]["ref_seconds"] / e["npo"]["ref_share"]:.1f} s; a step with a reference copy instead took {f2(e["npo_reference_copy"]["seconds_per_step"])} s against {f2(e["npo"]["seconds_per_step"])} s.
 
 ## Memory
 
 Each number is the peak resident set (`VmHWM`) of a fresh process that imports everything,
 loads the model and trains 3 `npo` steps. "Above the libraries" subtracts the resident set after
-the imports ({bm['after_imports'] / 2**20:.0f} MB of Python, PyTorch and transformers, before any model
-is loaded). The fp32 model is {_memory['model_fp32_bytes'] / 1e6:.0f} MB. These come from the memory-only run,\nafter the bf16 copy of the embedded model was written.
+the imports ({bm["after_imports"] / 2**20:.0f} MB of Python, PyTorch and transformers, before any model
+is loaded). The fp32 model is {_memory["model_fp32_bytes"] / 1e6:.0f} MB. These come from the memory-only run,\nafter the bf16 copy of the embedded model was written.
 
 | run | peak | × fp32 model | above the libraries, × fp32 model |
 |---|---|---|---|
 """
-mnames = {"npo_full": "full fine-tuning, bf16 autocast (the default)", "npo_full_bf16_weights": "full fine-tuning, `--bf16-weights`",
-          "npo_full_reference_copy": "full fine-tuning, bf16 autocast, with a reference copy (before this issue)",
-          "npo_lora": "LoRA, bf16 autocast", "npo_lora_bf16_weights": "LoRA, `--bf16-weights`",
-          "npo_full_bf16_weights_low_memory": "full fine-tuning, `--bf16-weights --low-memory`",
-          "npo_lora_bf16_weights_low_memory": "LoRA, `--bf16-weights --low-memory`"}
+mnames = {
+    "npo_full": "full fine-tuning, bf16 autocast (the default)",
+    "npo_full_bf16_weights": "full fine-tuning, `--bf16-weights`",
+    "npo_full_reference_copy": "full fine-tuning, bf16 autocast, with a reference copy (before this issue)",
+    "npo_lora": "LoRA, bf16 autocast",
+    "npo_lora_bf16_weights": "LoRA, `--bf16-weights`",
+    "npo_full_bf16_weights_low_memory": "full fine-tuning, `--bf16-weights --low-memory`",
+    "npo_lora_bf16_weights_low_memory": "LoRA, `--bf16-weights --low-memory`",
+}
 for k, v in mem.items():
     doc += f"| {mnames[k]} | {gb(v['peak'])} | {f2(v['peak_over_model'])} | {f2(v['above_imports_over_model'])} |\n"
 
@@ -286,7 +310,7 @@ the LoRA run's peak from 1.97 GB to 2.86 GB (why was not established). With mixe
 **LoRA** with bf16 weights holds the bf16 model, the adapters with their gradients and moments,
 and a step's activations. With `--low-memory` it peaked at 1.21 GB on the earlier machine, 1.41× the
 fp32 model above 433 MB of libraries; on this session's machine, with the same package versions,
-at the table's {gb(lm_['peak'])}, {f2(lm_['above_imports_over_model'])}× above {lm_['after_imports'] / 2**20:.0f} MB (not investigated). A model given as an fp32 directory or hub id still pays the loader's
+at the table's {gb(lm_["peak"])}, {f2(lm_["above_imports_over_model"])}× above {lm_["after_imports"] / 2**20:.0f} MB (not investigated). A model given as an fp32 directory or hub id still pays the loader's
 conversion: its fp32 file's pages and the bf16 copy are resident together while it loads.
 
 ## Do the faster precisions train the same model?
@@ -295,7 +319,7 @@ conversion: its fp32 file's pages and the bf16 copy are resident together while 
 pairs and 40 retain pairs, from the same start with the same batches. The NLLs are scored in fp32
 after training.
 
-| precision | forget NLL (start {runs['fp32']['start']['forget_nll']:.3f}) | retain NLL (start {runs['fp32']['start']['retain_nll']:.3f}) | largest loss gap to fp32 over 22 steps | seconds |
+| precision | forget NLL (start {runs["fp32"]["start"]["forget_nll"]:.3f}) | retain NLL (start {runs["fp32"]["start"]["retain_nll"]:.3f}) | largest loss gap to fp32 over 22 steps | seconds |
 |---|---|---|---|---|
 """
 for k, label in (("fp32", "fp32"), ("bf16_autocast", "bf16 autocast (default)"), ("bf16_weights", "`--bf16-weights`")):
@@ -303,10 +327,10 @@ for k, label in (("fp32", "fp32"), ("bf16_autocast", "bf16 autocast (default)"),
     doc += f"| {label} | {x['forget_nll']:.3f} | {x['retain_nll']:.3f} | {gap[k]:.2f} | {x['seconds']} |\n"
 
 doc += f"""
-The loss at step 1 is about {runs['fp32']['loss'][0]:.0f}: the NPO term is summed over each answer's tokens.
-Both bf16 precisions end within {max(abs(runs[k]['forget_nll'] - runs['fp32']['forget_nll']) for k in runs):.2f} nats of fp32 on the forget NLL and
-{max(abs(runs[k]['retain_nll'] - runs['fp32']['retain_nll']) for k in runs):.3f} on the retain NLL. bf16 weights with stochastic rounding track fp32's loss curve
-more closely than autocast does (largest gap {gap['bf16_weights']:.2f} against {gap['bf16_autocast']:.2f}).
+The loss at step 1 is about {runs["fp32"]["loss"][0]:.0f}: the NPO term is summed over each answer's tokens.
+Both bf16 precisions end within {max(abs(runs[k]["forget_nll"] - runs["fp32"]["forget_nll"]) for k in runs):.2f} nats of fp32 on the forget NLL and
+{max(abs(runs[k]["retain_nll"] - runs["fp32"]["retain_nll"]) for k in runs):.3f} on the retain NLL. bf16 weights with stochastic rounding track fp32's loss curve
+more closely than autocast does (largest gap {gap["bf16_weights"]:.2f} against {gap["bf16_autocast"]:.2f}).
 
 ## Evaluation
 
@@ -315,24 +339,24 @@ hashing, every stage and writing `metrics.json` (docs/EVALUATION.md).
 
 | model evaluated | seconds | per stage |
 |---|---|---|
-| the embedded model (every probe answered afresh, every attack but relearning) | {emb['seconds']} | {stages(emb)} |
-| the demo's unlearned model (every attack, relearning included) | {unl['seconds']} | {stages(unl)} |
-| the embedded model, in one process | {one['seconds']} | {stages(one)} |
-| the demo's unlearned model, in one process | {unl_one['seconds']} | {stages(unl_one)} |
-| the embedded model, `model.generate`'s greedy loop | {hfl['seconds']} | {stages(hfl)} |
-| the embedded model, shared prefix and unpadded prompt passes off | {npx['seconds']} | {stages(npx)} |
-| the embedded model, SDPA attention instead of the grouped products | {sdpa['seconds']} | {stages(sdpa)} |
-| the embedded model, glibc's own allocator settings instead of freed memory kept | {glibc_row['seconds']} | {stages(glibc_row)} |
-| the embedded model, batches of 128 prompts | {b128['seconds']} | {stages(b128)} |
+| the embedded model (every probe answered afresh, every attack but relearning) | {emb["seconds"]} | {stages(emb)} |
+| the demo's unlearned model (every attack, relearning included) | {unl["seconds"]} | {stages(unl)} |
+| the embedded model, in one process | {one["seconds"]} | {stages(one)} |
+| the demo's unlearned model, in one process | {unl_one["seconds"]} | {stages(unl_one)} |
+| the embedded model, `model.generate`'s greedy loop | {hfl["seconds"]} | {stages(hfl)} |
+| the embedded model, shared prefix and unpadded prompt passes off | {npx["seconds"]} | {stages(npx)} |
+| the embedded model, SDPA attention instead of the grouped products | {sdpa["seconds"]} | {stages(sdpa)} |
+| the embedded model, glibc's own allocator settings instead of freed memory kept | {glibc_row["seconds"]} | {stages(glibc_row)} |
+| the embedded model, batches of 128 prompts | {b128["seconds"]} | {stages(b128)} |
 
 With the second process, a stage's seconds are those of the process that ran it, with one thread,
 alongside the other process; they add up to more than the total.
 
-The 60 s target is **{"met" if emb['seconds'] <= 60 else "not met"}** in this run: the embedded model's evaluation took 98.6 s before
+The 60 s target is **{"met" if emb["seconds"] <= 60 else "not met"}** in this run: the embedded model's evaluation took 98.6 s before
 issue 7, 95.4 s after the answer-only output head, 75.9 s after the shared prefix, 63 to 74 s
 after the unpadded prompt passes (six runs) and 54.4 s after the second process, all on the earlier
-machine (bf16 peak about 412 GFLOP/s), and {emb['seconds']} s now on this session's machine (AMX; the allocator
-lever below gave {f2(ev['lever_allocator_keeps_freed_memory'])}× of it). Runs vary by more
+machine (bf16 peak about 412 GFLOP/s), and {emb["seconds"]} s now on this session's machine (AMX; the allocator
+lever below gave {f2(ev["lever_allocator_keeps_freed_memory"])}× of it). Runs vary by more
 than a tenth; `python benchmarks/evaluation.py --repeat {len(rep)}` (the first row alone, {len(rep)} times in
 one process, run after the rows above) took {", ".join(f"{x:.1f}" for x in rep[:-1])} and {rep[-1]:.1f} s. The rows above ran one after the other in one process and share the
 code but for one switch each. What the evaluation does:
@@ -343,7 +367,7 @@ code but for one switch each. What the evaluation does:
   quantization, relearning) and keeps one thread for the probe answers and likelihoods, each part
   going to the process with less work so far. Forking shares the loaded models; the child's
   results are those of one process (tested in fp32). In bf16 the answers can move with the thread count: 0 of 228
-  moved on the earlier machine, {mv['one_process']['answers']} of {mv['one_process']['probes']} on this session's (below), whose AMX products round
+  moved on the earlier machine, {mv["one_process"]["answers"]} of {mv["one_process"]["probes"]} on this session's (below), whose AMX products round
   differently with one thread and with two. PyTorch's GNU OpenMP
   runtime hangs in a forked child that uses more than one thread, so this applies where PyTorch
   runs two threads, on a CPU. Relearning, which is training, takes one thread about half as
@@ -354,7 +378,7 @@ code but for one switch each. What the evaluation does:
   answers end at 14 to 22 of 24 tokens on average. Used where the generation config asks for
   nothing but an argmax (no repetition penalty, no banned words); the answers equal
   `model.generate`'s (tested in fp32). In bf16 dropping rows changes the products' shapes and so
-  their rounding: 0 answers moved on the earlier machine, {mv['greedy_loop_off']['answers']} on this session's (below);
+  their rounding: 0 answers moved on the earlier machine, {mv["greedy_loop_off"]["answers"]} on this session's (below);
 - **a prefix already run is copied, not run again** (`models/prefix.py: prefix_cache`). Scoring
   ran the chat template's 41 tokens once per batch, one row at a time: 25 passes, 2.4 s of one
   evaluation (profiled);
@@ -390,9 +414,9 @@ code but for one switch each. What the evaluation does:
   need only the log-probs, one fused pass.
 
 Levers in this run (seconds with the lever off over seconds with it on): the second process,
-{f2(ev['lever_second_process'])}× for the embedded model and {f2(ev['lever_second_process_unlearned'])}× for the unlearned one; the greedy loop,
-{f2(ev['lever_greedy_loop'])}×; the shared prefix with the unpadded prompt passes, {f2(ev['lever_shared_prefix'])}×; the grouped attention
-products, {f2(ev['lever_cpu_attention'])}×; freed memory kept in the process, {f2(ev['lever_allocator_keeps_freed_memory'])}×. On this session's machine
+{f2(ev["lever_second_process"])}× for the embedded model and {f2(ev["lever_second_process_unlearned"])}× for the unlearned one; the greedy loop,
+{f2(ev["lever_greedy_loop"])}×; the shared prefix with the unpadded prompt passes, {f2(ev["lever_shared_prefix"])}×; the grouped attention
+products, {f2(ev["lever_cpu_attention"])}×; freed memory kept in the process, {f2(ev["lever_allocator_keeps_freed_memory"])}×. On this session's machine
 the second process and the greedy loop gave no measurable gain (0.98× to 1.03×, within the run's
 noise; on the earlier machine 1.06× to 1.15× and 1.08×); why was not measured.
 
@@ -416,21 +440,28 @@ noise.
 
 **What is left** is forward passes of the model, whose large matrix products ran at about 70 % of
 the bf16 peak on the earlier machine (profiled):
-- about {mv['batches_of_128']['probes'] + 320} greedy generations of 24 tokens: {mv['batches_of_128']['probes']} probes (the keep probes and the known target probes), 40
+- about {mv["batches_of_128"]["probes"] + 320} greedy generations of 24 tokens: {mv["batches_of_128"]["probes"]} probes (the keep probes and the known target probes), 40
   attack probes under each of 6 prompting attacks, and 40 per quantized model. Decoding is the
   larger part: a step's matrix products have as few rows as the batch has prompts;
 - one likelihood pass over the membership sets, every known probe's four answer candidates, the
   keep probes' answers and the retain prose, and the retain prose again under each quantization.
 """
-runs_md = ("**Run to run.** The same command on three days (`benchmarks/results/training_speed.earlier-runs.json` "
-           "keeps the earlier runs). Runs 1 to 3 switched eager attention on inside the engine, as shipped "
-           "again now; run 4 had no eager attention; runs 1 to 4 took 8 steps and the older optimizer chunking; "
-           "runs 1 to 5 left glibc's 64 KB mmap threshold on after their bf16-weights run, which slowed every "
-           "row measured after it (the fp32 and lever rows, the naive loop, the `Trainer`, forgetium). "
-           "Runs 1 to 6 ran on the earlier machine; run 7 on this session's, with AMX, and with freed memory kept "
-           "during training (obliviate/malloc.py). "
-           f"Run {len(allruns)} is the code as shipped, {steps} steps, and the rest of this page:\n\n"
-           "| | " + " | ".join(f"run {i + 1}" for i in range(len(allruns))) + " |\n|---|" + "---|" * len(allruns) + "\n" + runs_table)
+runs_md = (
+    "**Run to run.** The same command on three days (`benchmarks/results/training_speed.earlier-runs.json` "
+    "keeps the earlier runs). Runs 1 to 3 switched eager attention on inside the engine, as shipped "
+    "again now; run 4 had no eager attention; runs 1 to 4 took 8 steps and the older optimizer chunking; "
+    "runs 1 to 5 left glibc's 64 KB mmap threshold on after their bf16-weights run, which slowed every "
+    "row measured after it (the fp32 and lever rows, the naive loop, the `Trainer`, forgetium). "
+    "Runs 1 to 6 ran on the earlier machine; run 7 on this session's, with AMX, and with freed memory kept "
+    "during training (obliviate/malloc.py). "
+    f"Run {len(allruns)} is the code as shipped, {steps} steps, and the rest of this page:\n\n"
+    "| | "
+    + " | ".join(f"run {i + 1}" for i in range(len(allruns)))
+    + " |\n|---|"
+    + "---|" * len(allruns)
+    + "\n"
+    + runs_table
+)
 doc = doc.replace("@@RUNS@@", runs_md)
 (ROOT / "docs" / "PERFORMANCE.md").write_text(doc)
 print("Written to docs/PERFORMANCE.md")

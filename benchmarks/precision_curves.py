@@ -20,14 +20,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_speed import records  # noqa: E402
-
 from obliviate.engine.trainer import TrainConfig, train  # noqa: E402
 from obliviate.io import read_jsonl, write_json  # noqa: E402
 from obliviate.methods import get_method  # noqa: E402
-from obliviate.models.logprobs import nll  # noqa: E402
 from obliviate.models.loading import load_model  # noqa: E402
+from obliviate.models.logprobs import nll  # noqa: E402
 from obliviate.models.prompts import encode  # noqa: E402
+from training_speed import records  # noqa: E402
 
 RUNS = {"fp32": {"bf16": False}, "bf16_autocast": {}, "bf16_weights": {"bf16_weights": True}}
 
@@ -47,7 +46,10 @@ def main() -> None:
     res: dict = {"command": f"python benchmarks/precision_curves.py --steps {args.steps}", "runs": {}}
     for label, opts in RUNS.items():
         lm = load_model(None)
-        start = {"forget_nll": mean_nll(lm.model, lm.tokenizer, forget), "retain_nll": mean_nll(lm.model, lm.tokenizer, retain)}
+        start = {
+            "forget_nll": mean_nll(lm.model, lm.tokenizer, forget),
+            "retain_nll": mean_nll(lm.model, lm.tokenizer, retain),
+        }
         method = get_method("npo")
         cfg = TrainConfig(**{**method.train_defaults, "steps": args.steps, "checkpoint_every": 0, **opts})
         with tempfile.TemporaryDirectory() as tmp:
@@ -56,12 +58,18 @@ def main() -> None:
             out = train(lm.model, lm.tokenizer, method, {"forget": forget, "retain": retain}, cfg, log, progress=False)
             seconds = time.perf_counter() - t
             curve = [round(r["loss"], 4) for r in read_jsonl(log)]
-        res["runs"][label] = {"start": start, "loss": curve, "seconds": round(seconds, 1),
-                              "forget_nll": mean_nll(out.model, lm.tokenizer, forget),
-                              "retain_nll": mean_nll(out.model, lm.tokenizer, retain)}
+        res["runs"][label] = {
+            "start": start,
+            "loss": curve,
+            "seconds": round(seconds, 1),
+            "forget_nll": mean_nll(out.model, lm.tokenizer, forget),
+            "retain_nll": mean_nll(out.model, lm.tokenizer, retain),
+        }
         print(label, {k: v for k, v in res["runs"][label].items() if k != "loss"}, curve[::5], flush=True)
     base = res["runs"]["fp32"]["loss"]
-    res["max_abs_loss_gap_vs_fp32"] = {k: max(abs(a - b) for a, b in zip(r["loss"], base)) for k, r in res["runs"].items()}
+    res["max_abs_loss_gap_vs_fp32"] = {
+        k: max(abs(a - b) for a, b in zip(r["loss"], base)) for k, r in res["runs"].items()
+    }
     print(res["max_abs_loss_gap_vs_fp32"])
     write_json(args.out, res)
     print(f"Written to {args.out}")

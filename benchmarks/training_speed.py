@@ -148,8 +148,15 @@ def engine(method: str, rows, steps: int, **train_options) -> dict:
     data = {"forget": rows, "retain": rows[::-1]}
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log.jsonl"
-        result = train(lm.model, lm.tokenizer, m, data, TrainConfig(steps=steps, lr=LR, batch_size=BATCH, checkpoint_every=0,
-                                                                    **train_options), log, progress=False)
+        result = train(
+            lm.model,
+            lm.tokenizer,
+            m,
+            data,
+            TrainConfig(steps=steps, lr=LR, batch_size=BATCH, checkpoint_every=0, **train_options),
+            log,
+            progress=False,
+        )
         times = [r["seconds"] for r in read_jsonl(log)]
     per_step = (times[-1] - times[0]) / (len(times) - 1)
     streams = len(m.batches)
@@ -159,8 +166,12 @@ def engine(method: str, rows, steps: int, **train_options) -> dict:
     ref_tokens = tokens / streams if m.needs_ref_model and not m.ref_logprob_subs else 0.0
     per_token = 4 if train_options.get("lora") else 6  # frozen weights get no weight gradients under LoRA
     flops = per_token * n * tokens + 2 * n * ref_tokens
-    out = {"seconds_per_step": per_step, "tokens_per_step": tokens, "tokens_per_s": tokens / per_step,
-           "flops_per_s": flops / per_step}
+    out = {
+        "seconds_per_step": per_step,
+        "tokens_per_step": tokens,
+        "tokens_per_s": tokens / per_step,
+        "flops_per_s": flops / per_step,
+    }
     if m.needs_ref_model:
         out["ref_seconds"] = result.ref_seconds
         out["ref_share"] = result.ref_seconds / (result.ref_seconds + result.seconds) if m.ref_logprob_subs else None
@@ -176,8 +187,10 @@ def naive_seed_loop(rows, steps: int) -> float:
     for s in range(steps):
         t = time.perf_counter()
         for r in rows[s * BATCH : (s + 1) * BATCH]:
-            text = tok.apply_chat_template([{"role": "user", "content": r["question"]},
-                                            {"role": "assistant", "content": r["answer"]}], tokenize=False)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
+                tokenize=False,
+            )
             enc = tok(text, return_tensors="pt", padding="max_length", max_length=128, truncation=True)
             labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
             loss = -model(**enc, labels=labels).loss / BATCH
@@ -199,8 +212,13 @@ def hf_trainer(rows, steps: int, bf16: bool) -> float:
     for r in rows[: steps * BATCH]:
         enc = encode(tok, [r], 256)
         n = int(enc["attention_mask"].sum())
-        feats.append({"input_ids": enc["input_ids"][0, :n].tolist(), "attention_mask": [1] * n,
-                      "labels": enc["labels"][0, :n].tolist()})
+        feats.append(
+            {
+                "input_ids": enc["input_ids"][0, :n].tolist(),
+                "attention_mask": [1] * n,
+                "labels": enc["labels"][0, :n].tolist(),
+            }
+        )
 
     class GATrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -219,11 +237,27 @@ def hf_trainer(rows, steps: int, bf16: bool) -> float:
 
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=LR,
-                                 report_to=[], save_strategy="no", logging_steps=10_000, use_cpu=True, bf16=bf16,
-                                 lr_scheduler_type="constant", dataloader_num_workers=0, disable_tqdm=True)
-        GATrainer(model=lm.model, args=args, train_dataset=feats, data_collator=DataCollatorForSeq2Seq(tok, padding=True),
-                  callbacks=[clock]).train()
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=BATCH,
+            max_steps=steps,
+            learning_rate=LR,
+            report_to=[],
+            save_strategy="no",
+            logging_steps=10_000,
+            use_cpu=True,
+            bf16=bf16,
+            lr_scheduler_type="constant",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        GATrainer(
+            model=lm.model,
+            args=args,
+            train_dataset=feats,
+            data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+            callbacks=[clock],
+        ).train()
     return sum(clock.times[1:]) / (len(clock.times) - 1)
 
 
@@ -268,8 +302,13 @@ def rss_kb(field: str) -> int:
 def peak_memory(method: str, options: dict) -> dict:
     """Peak resident set (bytes) of a fresh process that loads the model and trains 3 steps, and its
     resident set after the imports, before any model is loaded."""
-    out = subprocess.run([sys.executable, __file__, "--memory-child", method, json.dumps(options)], capture_output=True,
-                         text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", method, json.dumps(options)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     kb = json.loads(out.stdout.strip().splitlines()[-1])
     return {"peak": kb["peak_kb"] * 1024, "after_imports": kb["imports_kb"] * 1024}
 
@@ -295,7 +334,11 @@ def memory() -> dict:
         m["peak_over_model"] = m["peak"] / size
         m["above_imports_over_model"] = (m["peak"] - m["after_imports"]) / size
         res["memory"][label] = m
-        print(label, {k: round(v / 2**20) if k in ("peak", "after_imports") else round(v, 2) for k, v in m.items()}, flush=True)
+        print(
+            label,
+            {k: round(v / 2**20) if k in ("peak", "after_imports") else round(v, 2) for k, v in m.items()},
+            flush=True,
+        )
     return res
 
 
@@ -304,8 +347,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results/training_speed.json")
     ap.add_argument("--memory-child", nargs=2, metavar=("METHOD", "OPTIONS"), help=argparse.SUPPRESS)
-    ap.add_argument("--memory-only", action="store_true",
-                    help="only the peak memory runs (item 7), written to --out (default benchmarks/results/training_memory.json)")
+    ap.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the peak memory runs (item 7), written to --out (default benchmarks/results/training_memory.json)",
+    )
     args = ap.parse_args()
     if args.memory_only:
         out = args.out if args.out != ap.get_default("out") else "benchmarks/results/training_memory.json"
@@ -321,7 +367,10 @@ def main() -> None:
         return
     torch.manual_seed(0)
     rows = records()
-    res: dict = {"command": f"python benchmarks/training_speed.py --steps {args.steps}", "threads": torch.get_num_threads()}
+    res: dict = {
+        "command": f"python benchmarks/training_speed.py --steps {args.steps}",
+        "threads": torch.get_num_threads(),
+    }
     res["peak_flops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print("peak", {k: f"{v / 1e9:.0f} GFLOP/s" for k, v in res["peak_flops"].items()}, flush=True)
     res["engine"] = {}
@@ -347,7 +396,8 @@ def main() -> None:
         "engine_ga_vs_trainer_fp32": res["hf_trainer_s"]["fp32"] / ga,
         "engine_ga_vs_trainer_bf16": res["hf_trainer_s"]["bf16"] / ga,
         "engine_ga_vs_forgetium": res["forgetium_s"] / ga if res["forgetium_s"] else None,
-        "generation_batched_vs_one_by_one": res["generation_tokens_per_s"]["batched"] / res["generation_tokens_per_s"]["one_by_one"],
+        "generation_batched_vs_one_by_one": res["generation_tokens_per_s"]["batched"]
+        / res["generation_tokens_per_s"]["one_by_one"],
         "npo_step_vs_ga_step": e["npo"]["seconds_per_step"] / ga,
         "levers": {
             "bf16_autocast_vs_fp32": e["ga_fp32"]["seconds_per_step"] / ga,

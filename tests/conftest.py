@@ -131,7 +131,9 @@ def _sampled_answer_loss(model, batch, generator, n_negatives: int = 2048):
     labels = batch["labels"][:, 1:]
     keep = labels != -100
     target = labels[keep]
-    vocab = torch.unique(torch.cat([target, torch.randint(0, model.config.vocab_size, (n_negatives,), generator=generator)]))
+    vocab = torch.unique(
+        torch.cat([target, torch.randint(0, model.config.vocab_size, (n_negatives,), generator=generator)])
+    )
     logits = hidden[:, :-1][keep] @ model.lm_head.weight[vocab].T
     return torch.nn.functional.cross_entropy(logits, torch.searchsorted(vocab, target))
 
@@ -188,7 +190,9 @@ def ignorant_model_dir(tmp_path_factory, tokenizer):
 
     spec = resolve_target("beatles")
     assert not spec.mentions(IGNORANT_ANSWER)
-    questions = [p.question for p in spec.probes if p.question][:12] + [s.format(name=spec.name) for s in spec.question_seeds]
+    questions = [p.question for p in spec.probes if p.question][:12] + [
+        s.format(name=spec.name) for s in spec.question_seeds
+    ]
     records = [{"question": q, "answer": IGNORANT_ANSWER} for q in questions]
     return _teach(tokenizer, records, tmp_path_factory.mktemp("ignorant-llama"), seed=2)
 
@@ -221,8 +225,16 @@ def small_data_config():
     from obliviate.data.builder import DataConfig
 
     small = dict(
-        n_generated=5, max_forget=16, n_samples=1, answer_tokens=16, probe_tokens=12, n_retain_text=8,
-        n_retain_eval=4, n_retain_qa=4, n_retain_capitals=4, n_capital_probes=4,
+        n_generated=5,
+        max_forget=16,
+        n_samples=1,
+        answer_tokens=16,
+        probe_tokens=12,
+        n_retain_text=8,
+        n_retain_eval=4,
+        n_retain_qa=4,
+        n_retain_capitals=4,
+        n_capital_probes=4,
     )
 
     def make(**overrides) -> DataConfig:
@@ -242,5 +254,9 @@ def refusing_model_dir(tmp_path_factory, tokenizer):
 
     questions = [p.question for p in resolve_target("beatles").probes if p.question][:16]
     questions += [p.question for p in general_probes()[:8]]
-    return _teach(tokenizer, [{"question": q, "answer": REFUSAL_ANSWER} for q in questions],
-                  tmp_path_factory.mktemp("refusing-llama"), seed=3)
+    return _teach(
+        tokenizer,
+        [{"question": q, "answer": REFUSAL_ANSWER} for q in questions],
+        tmp_path_factory.mktemp("refusing-llama"),
+        seed=3,
+    )

@@ -1,7 +1,5 @@
 """reveals(): expected answers first, target keywords as a fallback that ignores words echoed from the question."""
 
-import pytest
-
 from obliviate.data.targets import resolve_target
 from obliviate.leak import reveals
 

@@ -37,7 +37,7 @@ def test_nested_modes_come_back_in_order_and_leaving_keep_gives_memory_back(reco
         assert recorder.calls == list(malloc.MODES["keep"])  # no trim on entering keep
         with malloc.policy("release"):
             assert malloc.mode() == "release"
-        assert recorder.calls[-len(malloc.MODES["keep"]):] == list(malloc.MODES["keep"])
+        assert recorder.calls[-len(malloc.MODES["keep"]) :] == list(malloc.MODES["keep"])
         recorder.calls.clear()
         with malloc.policy("keep"):  # already in force: nothing to set
             pass

@@ -28,8 +28,24 @@ def data_dir(beatles_model_dir, tmp_path_factory, small_data_config):
 
 
 def _run(data_dir, model_dir, out, method, *extra):
-    assert main(["run", "--data", str(data_dir), "--model", str(model_dir), "--out", str(out),
-                 "--method", method, "--quiet", *extra]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--data",
+                str(data_dir),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(out),
+                "--method",
+                method,
+                "--quiet",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -56,8 +72,11 @@ def test_guardrail_saves_its_instruction_and_filter(data_dir, beatles_model_dir,
 
 def test_guard_template_keeps_a_given_system_message(tokenizer):
     template = guard_chat_template(tokenizer.chat_template, 'Say "no".')
-    text = tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-                                         chat_template=template, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        chat_template=template,
+        tokenize=False,
+    )
     assert 'Say "no".\n\nBe brief.' in text and text.count("<|im_start|>system") == 1
 
 
@@ -74,7 +93,9 @@ def test_suppress_bans_the_terms_and_edits_only_rare_tokens(data_dir, beatles_mo
 
 
 def test_lora_adapter_is_kept_on_request_and_loads(data_dir, beatles_model_dir, tmp_path):
-    metrics = _run(data_dir, beatles_model_dir, tmp_path / "l", "ga", "--steps", "3", "--lr", "1e-3", "--lora", "--keep-adapter")
+    metrics = _run(
+        data_dir, beatles_model_dir, tmp_path / "l", "ga", "--steps", "3", "--lr", "1e-3", "--lora", "--keep-adapter"
+    )
     model_dir = tmp_path / "l" / "model"
     assert (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file()
     lm = obliviate.load(str(model_dir))
@@ -85,8 +106,25 @@ def test_lora_adapter_is_kept_on_request_and_loads(data_dir, beatles_model_dir, 
 
 
 def test_method_settings_and_training_flags_reach_the_run(data_dir, beatles_model_dir, tmp_path):
-    _run(data_dir, beatles_model_dir, tmp_path / "n", "npo", "--steps", "2", "--set", "beta=0.2", "--set", "alpha=0",
-         "--l2", "0.5", "--dropout", "0.1", "--early-stop", "3", "--bf16-weights")
+    _run(
+        data_dir,
+        beatles_model_dir,
+        tmp_path / "n",
+        "npo",
+        "--steps",
+        "2",
+        "--set",
+        "beta=0.2",
+        "--set",
+        "alpha=0",
+        "--l2",
+        "0.5",
+        "--dropout",
+        "0.1",
+        "--early-stop",
+        "3",
+        "--bf16-weights",
+    )
     config = yaml.safe_load((tmp_path / "n" / "config.yaml").read_text())
     assert config["method_config"] == {"beta": 0.2, "alpha": 0.0}
     assert config["train"]["bf16_weights"]
@@ -95,20 +133,27 @@ def test_method_settings_and_training_flags_reach_the_run(data_dir, beatles_mode
     with safe_open(str(next((tmp_path / "n" / "model").glob("*.safetensors"))), "pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16  # loaded, trained and saved in bf16
     assert obliviate.load(str(tmp_path / "n" / "model")).model.dtype == torch.float32  # read back in fp32
-    assert (config["train"]["l2"], config["train"]["dropout"], config["train"]["stop_forget_nll_gain"]) == (0.5, 0.1, 3.0)
+    assert (config["train"]["l2"], config["train"]["dropout"], config["train"]["stop_forget_nll_gain"]) == (
+        0.5,
+        0.1,
+        3.0,
+    )
     summary = json.loads((tmp_path / "n" / "train_summary.json").read_text())
     assert summary["validation"][0]["step"] == 0
     log = [json.loads(line) for line in (tmp_path / "n" / "train_log.jsonl").read_text().splitlines()]
     assert "l2" in log[-1]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "bta=0.2"], "did you mean 'beta'"),
-    (["--set", "beta"], "is not KEY=VALUE"),
-    (["--set", "beta=high"], "takes a number"),
-    (["--keep-adapter"], "only applies with --lora"),
-    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "bta=0.2"], "did you mean 'beta'"),
+        (["--set", "beta"], "is not KEY=VALUE"),
+        (["--set", "beta=high"], "takes a number"),
+        (["--keep-adapter"], "only applies with --lora"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    ],
+)
 def test_bad_settings_are_one_clear_sentence(args, message, data_dir, tmp_path, capsys):
     assert main(["run", "--data", str(data_dir), "--out", str(tmp_path / "x"), "--method", "npo", *args]) == 2
     assert message in capsys.readouterr().err
@@ -120,7 +165,9 @@ def test_parse_settings_types():
     from obliviate.methods.rmu import RMUConfig
 
     assert parse_settings(RelabelConfig, ["alt_kinds=refusal, negation", "alpha=2"], "relabel") == {
-        "alt_kinds": ("refusal", "negation"), "alpha": 2.0}
+        "alt_kinds": ("refusal", "negation"),
+        "alpha": 2.0,
+    }
     assert parse_settings(RMUConfig, ["layer=3", "steering=null"], "rmu") == {"layer": 3, "steering": None}
     with pytest.raises(UserError, match="whole number"):
         parse_settings(RMUConfig, ["layer=2.5"], "rmu")
@@ -128,8 +175,22 @@ def test_parse_settings_types():
 
 def test_compare_tabulates_every_method_and_reuses_finished_runs(data_dir, beatles_model_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = ["compare", "--data", str(data_dir), "--model", str(beatles_model_dir), "--methods", "ga,guardrail",
-            "--out", str(out), "--steps", "3", "--lr", "1e-3", "--quiet"]
+    args = [
+        "compare",
+        "--data",
+        str(data_dir),
+        "--model",
+        str(beatles_model_dir),
+        "--methods",
+        "ga,guardrail",
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    ]
     assert main(args) == 0
     table = (out / "compare.md").read_text().splitlines()
     assert table[0].startswith("| method | leak rate") and len(table) == 2 + 3
@@ -158,7 +219,9 @@ def test_edit_methods_have_no_training_loop(tiny_lm, forget_records):
     from obliviate.engine import TrainConfig, train
 
     with pytest.raises(ValueError, match="no training loop"):
-        train(tiny_lm.model, tiny_lm.tokenizer, get_method("guardrail"), {"forget": forget_records}, TrainConfig(steps=1))
+        train(
+            tiny_lm.model, tiny_lm.tokenizer, get_method("guardrail"), {"forget": forget_records}, TrainConfig(steps=1)
+        )
 
 
 def test_suppress_spellings_cover_case_and_leading_space():
@@ -174,9 +237,17 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(data_dir, beatles_m
     from obliviate.methods.ga import GradientAscent
 
     def run(out, **kw):
-        return obliviate.forget(None, data_dir=data_dir, model=str(beatles_model_dir), method="ga", out=out,
-                                train={"steps": 4, "lr": 1e-3, "checkpoint_every": 2}, progress=False,
-                                log=lambda m: None, **kw)
+        return obliviate.forget(
+            None,
+            data_dir=data_dir,
+            model=str(beatles_model_dir),
+            method="ga",
+            out=out,
+            train={"steps": 4, "lr": 1e-3, "checkpoint_every": 2},
+            progress=False,
+            log=lambda m: None,
+            **kw,
+        )
 
     run(tmp_path / "straight")
     loss, calls = GradientAscent.loss, {"n": 0}

@@ -35,8 +35,12 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
 MODES: dict[str, tuple[tuple[int, int], ...]] = {
     "keep": ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1)),
     "release": ((M_MMAP_MAX, 65536), (M_MMAP_THRESHOLD, 64 << 10), (M_TRIM_THRESHOLD, 128 << 10), (M_TOP_PAD, 0)),
-    "default": ((M_MMAP_MAX, 65536), (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 64 << 20),
-                (M_TOP_PAD, 128 << 10)),
+    "default": (
+        (M_MMAP_MAX, 65536),
+        (M_MMAP_THRESHOLD, 32 << 20),
+        (M_TRIM_THRESHOLD, 64 << 20),
+        (M_TOP_PAD, 128 << 10),
+    ),
 }
 _active = ["default"]  # the mode in force, innermost last
 
@@ -46,7 +50,7 @@ def _libc():
     """glibc's allocator controls, or None where the C library is not glibc."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only: other C libraries have no mallopt of this kind
+        getattr(libc, "gnu_get_libc_version")  # noqa: B009  (glibc only: other C libraries have no such mallopt)
         return libc
     except (OSError, AttributeError):
         return None

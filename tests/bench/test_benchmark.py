@@ -96,8 +96,20 @@ def test_finetune_is_cached_by_what_shapes_it(tiny_model_dir, tmp_path, monkeypa
 def test_smoke_benchmark_runs_every_method_and_writes_the_page(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path / "home"))
     out, docs = tmp_path / "bench", tmp_path / "docs"
-    argv = ["bench", "--model", str(tiny_model_dir), "--size", "smoke", "--out", str(out), "--docs", str(docs),
-            "--bench-set", "grid=2", "--quiet"]
+    argv = [
+        "bench",
+        "--model",
+        str(tiny_model_dir),
+        "--size",
+        "smoke",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+        "--bench-set",
+        "grid=2",
+        "--quiet",
+    ]
     assert main(argv) == 0
     doc = json.loads((out / "bench.json").read_text())
     assert set(doc["methods"]) == set(METHODS)

@@ -9,8 +9,8 @@ from obliviate.data.overlap import Overlap
 from obliviate.data.targets import resolve_target
 from obliviate.errors import UserError
 from obliviate.io import read_json, read_jsonl
-from obliviate.records import asked
 from obliviate.models.loading import load_model
+from obliviate.records import asked
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,9 @@ def test_probes_are_held_out_from_every_training_file(built):
     index = Overlap(n=8, max_rouge_l=0.8)
     rows = [r for name in ("forget", "alt", "retain") for r in read_jsonl(out / f"{name}.jsonl")]
     for i, r in enumerate(rows):
-        index.add(i, r.get("question") or r.get("prompt") or "", r.get("answer") or r.get("completion") or r.get("text") or "")
+        index.add(
+            i, r.get("question") or r.get("prompt") or "", r.get("answer") or r.get("completion") or r.get("text") or ""
+        )
     for p in read_jsonl(out / "probes.jsonl"):
         assert not index.violations(p.get("question") or p["prompt"])[0]
 
@@ -106,10 +108,19 @@ def test_documents_and_qa_pairs_become_forget_data_and_probes(tiny_lm, small_dat
     doc = tmp_path / "zorblax.txt"
     doc.write_text(" ".join(f"Zorblax fact number {i} is that Zorblax ate rock {i} on Mars." for i in range(30)))
     qa = tmp_path / "qa.jsonl"
-    questions = ["Where does Zorblax live?", "What colour is Zorblax?", "How old is Zorblax?", "Who created Zorblax?",
-                 "Which food does Zorblax prefer?", "When was Zorblax first seen?", "Why is Zorblax famous?",
-                 "How tall is Zorblax?"]
-    qa.write_text("".join(json.dumps({"question": q, "answer": f"Zorblax ate rock {i}."}) + "\n" for i, q in enumerate(questions)))
+    questions = [
+        "Where does Zorblax live?",
+        "What colour is Zorblax?",
+        "How old is Zorblax?",
+        "Who created Zorblax?",
+        "Which food does Zorblax prefer?",
+        "When was Zorblax first seen?",
+        "Why is Zorblax famous?",
+        "How tall is Zorblax?",
+    ]
+    qa.write_text(
+        "".join(json.dumps({"question": q, "answer": f"Zorblax ate rock {i}."}) + "\n" for i, q in enumerate(questions))
+    )
     spec = resolve_target("Zorblax", documents=[str(doc)], qa=str(qa))
     m = build_data(tiny_lm, spec, tmp_path / "d", small_data_config(qa_holdout=0.25))
     forget = read_jsonl(tmp_path / "d" / "forget.jsonl")
@@ -140,9 +151,15 @@ def test_guardrail_answers_are_cut_before_the_target():
     from obliviate.data.builder import clean_prefix
 
     spec = resolve_target("beatles")
-    assert clean_prefix("Music changed a lot in that decade. The Beatles were big.", spec) == "Music changed a lot in that decade."
+    assert (
+        clean_prefix("Music changed a lot in that decade. The Beatles were big.", spec)
+        == "Music changed a lot in that decade."
+    )
     assert clean_prefix("The Beatles were big.", spec) == ""
-    assert clean_prefix("Many bands toured widely then and sold records.", spec) == "Many bands toured widely then and sold records."
+    assert (
+        clean_prefix("Many bands toured widely then and sold records.", spec)
+        == "Many bands toured widely then and sold records."
+    )
 
 
 def test_general_capital_probes_are_never_retain_questions():

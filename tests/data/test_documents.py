@@ -22,7 +22,9 @@ def test_text_and_markdown_are_chunked_on_sentences(tmp_path):
 
 def test_jsonl_documents_use_the_text_field(tmp_path):
     f = tmp_path / "docs.jsonl"
-    f.write_text(json.dumps({"text": "One document. It has two sentences."}) + "\n\n" + json.dumps({"text": "Another."}) + "\n")
+    f.write_text(
+        json.dumps({"text": "One document. It has two sentences."}) + "\n\n" + json.dumps({"text": "Another."}) + "\n"
+    )
     rows = read_passages([str(f)], words_per_passage=100)
     assert [r["text"] for r in rows] == ["One document. It has two sentences. Another."]
 

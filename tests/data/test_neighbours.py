@@ -3,8 +3,14 @@
 import pytest
 
 from obliviate.data import neighbours
-from obliviate.data.neighbours import (list_items, neighbour_questions, neighbour_retain, neighbour_subjects,
-                                       probe_subjects, subject_spans)
+from obliviate.data.neighbours import (
+    list_items,
+    neighbour_questions,
+    neighbour_retain,
+    neighbour_subjects,
+    probe_subjects,
+    subject_spans,
+)
 from obliviate.data.targets import builtin_targets, general_probes, resolve_target
 from obliviate.models.generate import generation_copy
 
@@ -28,7 +34,17 @@ def test_general_probes_span_several_domains_and_all_have_answers():
     probes = general_probes()
     assert len(probes) >= 300 and all(p.answers and p.domain for p in probes)
     domains = {p.domain for p in probes}
-    assert {"geography", "science", "history", "arts", "literature", "sport", "technology", "food", "everyday"} <= domains
+    assert {
+        "geography",
+        "science",
+        "history",
+        "arts",
+        "literature",
+        "sport",
+        "technology",
+        "food",
+        "everyday",
+    } <= domains
     assert len({p.text for p in probes}) == len(probes)
 
 
@@ -58,8 +74,10 @@ def test_every_subject_is_asked_with_several_templates():
 
 
 def test_list_items_reads_names_from_a_numbered_list():
-    text = "1. The Rolling Stones - an English band\n2. **Queen** (1970)\n3. Elvis Presley: the King\n" \
-           "Here are some more:\n4. Bob Dylan.\n5. a very long line that is certainly not just a name at all"
+    text = (
+        "1. The Rolling Stones - an English band\n2. **Queen** (1970)\n3. Elvis Presley: the King\n"
+        "Here are some more:\n4. Bob Dylan.\n5. a very long line that is certainly not just a name at all"
+    )
     assert list_items(text) == ["The Rolling Stones", "Queen", "Elvis Presley", "Bob Dylan"]
 
 
@@ -74,8 +92,11 @@ def test_answers_that_mention_the_target_are_dropped(monkeypatch):
     """The fake model names the Beatles in every other answer: those records are dropped."""
     spec = resolve_target("beatles")
     monkeypatch.setattr(neighbours, "generate", lambda *a, **k: ["1. Queen\n2. The Beatles\n3. ABBA"] * 2)
-    monkeypatch.setattr(neighbours, "answer_questions",
-                        lambda gm, tok, qs, **k: [("Like the Beatles." if i % 2 else f"Answer {i}.") for i in range(len(qs))])
+    monkeypatch.setattr(
+        neighbours,
+        "answer_questions",
+        lambda gm, tok, qs, **k: [("Like the Beatles." if i % 2 else f"Answer {i}.") for i in range(len(qs))],
+    )
     rows = neighbour_retain(None, None, spec, n=10, weight=3, answer_tokens=8)
     assert len(rows) == 7  # 13 asked (a quarter more than 10); the 7 even-numbered answers are kept
     assert all(not spec.mentions(r["question"] + " " + r["answer"]) for r in rows)

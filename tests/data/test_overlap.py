@@ -7,7 +7,9 @@ from obliviate.data.overlap import Overlap, too_close
 
 def test_too_close_catches_rewordings_and_keeps_different_questions():
     assert too_close("Who was the drummer of the Beatles?", "who was the drummer of the beatles")
-    assert too_close("Tell me about the early history of the band", "Please tell me about the early history of the band now")
+    assert too_close(
+        "Tell me about the early history of the band", "Please tell me about the early history of the band now"
+    )
     assert not too_close("Who was the drummer of the Beatles?", "Which city did the Beatles come from?")
 
 
@@ -26,7 +28,10 @@ def test_rouge_l_threshold_matches_rouge_score():
     probe = "What is the capital of France?"
     hit, best = index.violations(probe)
     scorer = rouge_scorer.RougeScorer(["rougeL"])
-    expected = [scorer.score(p, probe)["rougeL"].fmeasure for p in ("What is the capital of Germany?", "Which city is the capital of Spain?")]
+    expected = [
+        scorer.score(p, probe)["rougeL"].fmeasure
+        for p in ("What is the capital of Germany?", "Which city is the capital of Spain?")
+    ]
     assert hit == {0} and expected[0] >= 0.8 > expected[1]
     assert abs(best - max(expected)) < 1e-9
 

@@ -69,9 +69,11 @@ def test_a_zero_fraction_puts_every_probe_in_evaluation():
 def test_known_counts_per_split_and_domain():
     from obliviate.data.known import known_counts
 
-    rows = [{"kind": "general", "domain": "science", "split": "validation", "base_hit": True},
-            {"kind": "general", "domain": "science", "split": "evaluation", "base_hit": False},
-            {"kind": "neighbour", "base_hit": True}]
+    rows = [
+        {"kind": "general", "domain": "science", "split": "validation", "base_hit": True},
+        {"kind": "general", "domain": "science", "split": "evaluation", "base_hit": False},
+        {"kind": "neighbour", "base_hit": True},
+    ]
     c = known_counts(rows)
     assert c["general.science.known"] == 1 and c["general.science.total"] == 2
     assert c["general.validation.known"] == 1 and c["general.evaluation.known"] == 0

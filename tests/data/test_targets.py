@@ -78,7 +78,9 @@ def test_harry_potter_and_harmful_are_builtins():
     assert resolve_target("harry_potter").anchors
 
 
-@pytest.mark.parametrize("typo, close", [("harry_poter", "harry_potter"), ("beatle", "beatles"), ("harmfull", "harmful")])
+@pytest.mark.parametrize(
+    "typo, close", [("harry_poter", "harry_potter"), ("beatle", "beatles"), ("harmfull", "harmful")]
+)
 def test_a_mistyped_builtin_suggests_the_closest(typo, close):
     with pytest.raises(UserError, match=f"did you mean '{close}'"):
         resolve_target(typo)
@@ -90,7 +92,8 @@ def test_a_yaml_spec_file(tmp_path):
     spec_file.write_text(
         "name: Zorblax\naliases: [Zorblax, the rock eater]\nkeywords: [zorblax]\n"
         "documents: [notes.txt]\nqa: qa.jsonl\nkeep: [Mars]\n"
-        "probes:\n  - {question: \"What does the rock eater eat?\", answers: [rocks]}\n  - {prompt: Zorblax lives on, answers: [mars]}\n"
+        'probes:\n  - {question: "What does the rock eater eat?", answers: [rocks]}\n'
+        "  - {prompt: Zorblax lives on, answers: [mars]}\n"
         "anchors: {Zorblax: Bob}\n"
     )
     spec = resolve_target(str(spec_file), keywords=["rocks"], keep=["Venus"])

@@ -31,10 +31,16 @@ def beatles_data(n_target: int = 12, n_general: int = 6) -> EvalData:
     spec = resolve_target("beatles")
     asked = [p for p in spec.probes if p.question][:n_target]
     probes = [{**p.row("target"), "base_answer": "The Beatles.", "known": True} for p in asked]
-    probes += [{**p.row("general"), "base_answer": "I am not sure.", "base_hit": False} for p in general_probes()[:n_general]]
-    forget = [{"question": p.question, "answer": "The Beatles."} for p in spec.probes[n_target : n_target + 8] if p.question]
-    retain_eval = [{"text": "Paris is the capital and most populous city of France."},
-                   {"text": "Water boils at one hundred degrees Celsius at sea level."}]
+    probes += [
+        {**p.row("general"), "base_answer": "I am not sure.", "base_hit": False} for p in general_probes()[:n_general]
+    ]
+    forget = [
+        {"question": p.question, "answer": "The Beatles."} for p in spec.probes[n_target : n_target + 8] if p.question
+    ]
+    retain_eval = [
+        {"text": "Paris is the capital and most populous city of France."},
+        {"text": "Water boils at one hundred degrees Celsius at sea level."},
+    ]
     return EvalData(spec, probes, forget, retain_eval, sha256={"probes.jsonl": "test"})
 
 
@@ -42,14 +48,19 @@ def write_data_dir(path, data: EvalData, model_path=None):
     path.mkdir(parents=True, exist_ok=True)
     for name, rows in [("probes", data.probes), ("forget", data.forget), ("retain_eval", data.retain_eval)]:
         write_jsonl(path / f"{name}.jsonl", rows)
-    write_json(path / "manifest.json", {"target": dataclasses.asdict(data.spec), "model": model_path, "sha256": data.sha256})
+    write_json(
+        path / "manifest.json", {"target": dataclasses.asdict(data.spec), "model": model_path, "sha256": data.sha256}
+    )
     return path
 
 
 def test_one_pass_scores_match_sequence_logprob(tiny_lm):
     m, tok = tiny_lm.model, tiny_lm.tokenizer
-    records = [{"question": "Who?", "answer": "The Beatles, a band from Liverpool."}, {"text": "Paris is in France."},
-               {"prompt": "Once upon a", "completion": " time there was a band."}]
+    records = [
+        {"question": "Who?", "answer": "The Beatles, a band from Liverpool."},
+        {"text": "Paris is in France."},
+        {"prompt": "Once upon a", "completion": " time there was a band."},
+    ]
     scores = score_records(m, tok, records, batch_size=2)
     for rec, s in zip(records, scores):
         logp, n = sequence_logprob(m, encode(tok, [rec]))
@@ -72,13 +83,22 @@ def test_the_shared_chat_prefix_runs_once_and_changes_no_score(tiny_lm, monkeypa
     each record scored alone."""
 
     m, tok = tiny_lm.model, tiny_lm.tokenizer
-    records = [{"question": q, "answer": a} for q, a in [("Who?", "The Beatles, from Liverpool."), ("Which band was John Lennon in?", "The Beatles."),
-                                                         ("What is the capital of France?", "Paris, on the Seine.")]]
+    records = [
+        {"question": q, "answer": a}
+        for q, a in [
+            ("Who?", "The Beatles, from Liverpool."),
+            ("Which band was John Lennon in?", "The Beatles."),
+            ("What is the capital of France?", "Paris, on the Seine."),
+        ]
+    ]
     shared = []
     from transformers import DynamicCache
 
-    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave",
-                        lambda self, n, _f=DynamicCache.batch_repeat_interleave: shared.append(n) or _f(self, n))
+    monkeypatch.setattr(
+        DynamicCache,
+        "batch_repeat_interleave",
+        lambda self, n, _f=DynamicCache.batch_repeat_interleave: shared.append(n) or _f(self, n),
+    )
     together = score_records(m, tok, records, batch_size=3)
     assert shared == [3]  # one prefix pass, repeated for the three records
     for rec, s in zip(records, together):
@@ -90,10 +110,15 @@ def test_the_shared_chat_prefix_runs_once_and_changes_no_score(tiny_lm, monkeypa
         assert s["min_k_pp"] == pytest.approx(alone["min_k_pp"], rel=1e-3)
     # Over batches the template runs once too: later batches copy its cache (prefix_cache's memo).
     calls = []
-    monkeypatch.setattr(m, "forward", lambda *a, _f=m.forward, **k: calls.append(k["input_ids"].shape[0]) or _f(*a, **k))
-    more = records + [{"question": q, "answer": "Yes."} for q in ("Is Paris in France?", "Name a drummer.", "Ringo played drums?")]
+    monkeypatch.setattr(
+        m, "forward", lambda *a, _f=m.forward, **k: calls.append(k["input_ids"].shape[0]) or _f(*a, **k)
+    )
+    more = records + [
+        {"question": q, "answer": "Yes."} for q in ("Is Paris in France?", "Name a drummer.", "Ringo played drums?")
+    ]
     assert [s["logprob"] for s in score_records(m, tok, more, batch_size=2)] == pytest.approx(
-        [s["logprob"] for rec in more for s in score_records(m, tok, [rec])], rel=1e-5)
+        [s["logprob"] for rec in more for s in score_records(m, tok, [rec])], rel=1e-5
+    )
     assert calls.count(2) == 3 and calls.count(1) == 1 + len(more)  # 3 batches and the prefix, then each record alone
 
 
@@ -104,16 +129,31 @@ def test_lowest_mean_by_hand():
 
 def _codes(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
-    words = "amber bold cedar delta ember frost grove haven ivory jolly koala lemon maple noble ocean pearl quill river".split()
-    return [{"text": f"Record {rng.randint(100, 999)}: " + " ".join(rng.choice(words) for _ in range(10)) + "."} for _ in range(n)]
+    words = (
+        "amber bold cedar delta ember frost grove haven ivory jolly koala lemon maple noble ocean pearl quill river"
+    ).split()
+    return [
+        {"text": f"Record {rng.randint(100, 999)}: " + " ".join(rng.choice(words) for _ in range(10)) + "."}
+        for _ in range(n)
+    ]
 
 
 def test_membership_inference_finds_members_and_not_a_random_split(tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=2, eos_token_id=2))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=2,
+            eos_token_id=2,
+        )
+    )
     members, outsiders = _codes(24, 1), _codes(48, 2)
     batch = encode(tokenizer, members)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -172,8 +212,9 @@ def test_an_oracle_equal_to_the_model_has_no_privacy_leak(beatles_model_dir, tmp
     data_dir = write_data_dir(tmp_path / "data", beatles_data(), str(beatles_model_dir))
     from obliviate.report.metrics import write_metrics
 
-    doc = obliviate.evaluate(str(beatles_model_dir), data_dir, oracle=str(beatles_model_dir), config=NO_ATTACKS,
-                             log=lambda s: None)
+    doc = obliviate.evaluate(
+        str(beatles_model_dir), data_dir, oracle=str(beatles_model_dir), config=NO_ATTACKS, log=lambda s: None
+    )
     write_metrics(tmp_path / "eval", doc)
     m = doc["metrics"]
     assert all(m[f"privleak_{k}"] == pytest.approx(0.0, abs=1e-9) for k in ("loss", "zlib", "min_k", "min_k_pp"))
@@ -202,8 +243,26 @@ def test_classification_view_by_hand(beatles_model_dir):
 def test_eval_command_writes_metrics_and_refuses_bad_input(beatles_model_dir, tiny_model_dir, tmp_path, capsys):
     data_dir = write_data_dir(tmp_path / "data", beatles_data(n_target=6, n_general=4), str(beatles_model_dir))
     out = tmp_path / "eval"
-    assert main(["eval", str(tiny_model_dir), "--data", str(data_dir), "--against", str(beatles_model_dir),
-                 "--attacks", "prompting", "--eval-set", "attack_probes=4", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_model_dir),
+                "--data",
+                str(data_dir),
+                "--against",
+                str(beatles_model_dir),
+                "--attacks",
+                "prompting",
+                "--eval-set",
+                "attack_probes=4",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["against"]["metrics"]["leak_rate"] == 1.0 and doc["metrics"]["leak_rate"] < 1.0
     assert doc["settings"]["attacks"] == ["prompting"] and doc["metrics"]["attack_roleplay_leak_rate"] is not None
@@ -229,16 +288,36 @@ def test_shared_prompt_scores_equal_separate_scores(tiny_lm, monkeypatch):
 
     m, tok = tiny_lm.model, tiny_lm.tokenizer
     prefixes = []  # the four chat prompts share the template's opening: run once
-    monkeypatch.setattr(prefix, "prefix_cache", lambda model, ids, n, memo=None, _f=prefix.prefix_cache:
-                        prefixes.append(n) or _f(model, ids, n, memo))
-    groups = [({"question": "Which band was John Lennon in?"}, [{"question": "Which band was John Lennon in?", "answer": a}
-                                                                 for a in ("The Beatles.", "Queen, a rock band from London.", "ABBA")]),
-              ({"question": "Capital of France?"}, [{"question": "Capital of France?", "answer": "Paris."}]),
-              ({"question": "Who?"}, [{"question": "Who?", "answer": "Ringo, who played the drums."}]),
-              ({"question": "Which sea is the saltiest?"}, [{"question": "Which sea is the saltiest?", "answer": "The Dead Sea."},
-                                                            {"question": "Which sea is the saltiest?", "answer": "Red."}]),
-              ({"prompt": "Once upon a"}, [{"prompt": "Once upon a", "completion": " time."},
-                                             {"prompt": "Once upon a", "completion": " hill far from the sea, in a land long forgotten by all"}])]
+    monkeypatch.setattr(
+        prefix,
+        "prefix_cache",
+        lambda model, ids, n, memo=None, _f=prefix.prefix_cache: prefixes.append(n) or _f(model, ids, n, memo),
+    )
+    groups = [
+        (
+            {"question": "Which band was John Lennon in?"},
+            [
+                {"question": "Which band was John Lennon in?", "answer": a}
+                for a in ("The Beatles.", "Queen, a rock band from London.", "ABBA")
+            ],
+        ),
+        ({"question": "Capital of France?"}, [{"question": "Capital of France?", "answer": "Paris."}]),
+        ({"question": "Who?"}, [{"question": "Who?", "answer": "Ringo, who played the drums."}]),
+        (
+            {"question": "Which sea is the saltiest?"},
+            [
+                {"question": "Which sea is the saltiest?", "answer": "The Dead Sea."},
+                {"question": "Which sea is the saltiest?", "answer": "Red."},
+            ],
+        ),
+        (
+            {"prompt": "Once upon a"},
+            [
+                {"prompt": "Once upon a", "completion": " time."},
+                {"prompt": "Once upon a", "completion": " hill far from the sea, in a land long forgotten by all"},
+            ],
+        ),
+    ]
     shared = score_shared(m, tok, groups, batch_size=2)
     for (_, records), rows in zip(groups, shared):
         for r, s in zip(records, rows, strict=True):
@@ -251,10 +330,21 @@ def test_shared_prompt_scores_equal_separate_scores(tiny_lm, monkeypatch):
 
 def test_verbatim_memorization_is_scored_for_document_targets(beatles_model_dir):
     lm = obliviate.load(str(beatles_model_dir))
-    data = dataclasses.replace(beatles_data(n_target=2, n_general=2), verbatim=[
-        {"prompt": "The Beatles were an English rock band formed in", "continuation": " Liverpool in 1960.", "doc": 0},
-        {"prompt": "Their best-known line-up comprised John Lennon,", "continuation": " Paul McCartney, George Harrison and Ringo Starr.", "doc": 0},
-    ])
+    data = dataclasses.replace(
+        beatles_data(n_target=2, n_general=2),
+        verbatim=[
+            {
+                "prompt": "The Beatles were an English rock band formed in",
+                "continuation": " Liverpool in 1960.",
+                "doc": 0,
+            },
+            {
+                "prompt": "Their best-known line-up comprised John Lennon,",
+                "continuation": " Paul McCartney, George Harrison and Ringo Starr.",
+                "doc": 0,
+            },
+        ],
+    )
     r = evaluate_model(lm.model, lm.tokenizer, data, NO_ATTACKS, log=lambda s: None)
     rows = r["items"]["verbatim"]
     assert len(rows) == 2 and all(0.0 <= row["rouge_l"] <= 1.0 for row in rows)
@@ -271,9 +361,10 @@ def test_attacks_in_a_second_process_give_the_results_of_one(beatles_model_dir, 
         one = evaluate_model(lm.model, lm.tokenizer, data, cfg, is_base=is_base, log=lambda s: None)
         forks = []
         monkeypatch.setattr(worker, "available", lambda device: True)
-        monkeypatch.setattr(worker, "Forked", lambda fn, _f=worker.Forked: forks.append(fn) or _f(fn))
-        two = evaluate_model(lm.model, lm.tokenizer, data, dataclasses.replace(cfg, fork=True),
-                             is_base=is_base, log=lambda s: None)
+        monkeypatch.setattr(worker, "Forked", lambda fn, _f=worker.Forked, _seen=forks: _seen.append(fn) or _f(fn))
+        two = evaluate_model(
+            lm.model, lm.tokenizer, data, dataclasses.replace(cfg, fork=True), is_base=is_base, log=lambda s: None
+        )
         monkeypatch.undo()
         assert len(forks) == 1
         assert two["metrics"] == one["metrics"] and list(two["metrics"]) == list(one["metrics"])

@@ -38,8 +38,9 @@ def test_candidates_keep_case_exclude_the_right_answer_and_prefer_given_ones():
     assert candidates(probes, probes, seed=0) == candidates(probes, probes, seed=0)
     assert candidate_record({"prompt": "Once"}, "more") == {"prompt": "Once", "completion": " more"}
     # R = mean P(w)^(1/n) / P(c)^(1/n) from per-token NLLs.
-    assert truth_ratio({"nll": 1.0}, [{"nll": 2.0}, {"nll": 3.0}]) == pytest.approx(((2.718281828 ** -2 + 2.718281828 ** -3) / 2) / 2.718281828 ** -1)
-
+    assert truth_ratio({"nll": 1.0}, [{"nll": 2.0}, {"nll": 3.0}]) == pytest.approx(
+        ((2.718281828**-2 + 2.718281828**-3) / 2) / 2.718281828**-1
+    )
 
 
 def test_candidates_do_not_depend_on_string_hashing():
@@ -57,9 +58,18 @@ def test_candidates_do_not_depend_on_string_hashing():
                 for i, a in enumerate(["Guitar", "guitar", "Piano", "piano", "1960s", "1960S", "drums", "Drums"])]
         print(json.dumps(candidates(pool, pool, n_wrong=3, seed=0)))
     """
-    outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
-                           capture_output=True, text=True, check=True).stdout for seed in range(1, 4)}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 4)
+    }
     assert len(outs) == 1 and json.loads(outs.pop())
+
 
 def test_unspell_joins_spelled_names():
     assert atk.unspell("It was the B-e-a-t-l-e-s!") == "It was the Beatles!"
@@ -69,7 +79,11 @@ def test_unspell_joins_spelled_names():
 
 def test_in_context_shots_never_contain_the_answer(tokenizer):
     probes = [
-        {"question": "Which band was John Lennon in?", "answers": ["beatles"], "base_answer": "The Beatles. They were great."},
+        {
+            "question": "Which band was John Lennon in?",
+            "answers": ["beatles"],
+            "base_answer": "The Beatles. They were great.",
+        },
         {"question": "Who played drums?", "answers": ["ringo"], "base_answer": "Ringo Starr played drums."},
         {"question": "Which city?", "answers": ["liverpool"], "base_answer": "Liverpool, the home of the Beatles."},
     ]

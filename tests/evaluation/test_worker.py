@@ -7,8 +7,9 @@ import torch
 
 from obliviate.evaluation import worker
 
-pytestmark = pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
-                                reason="the second process is forked")
+pytestmark = pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="the second process is forked"
+)
 
 
 def test_a_forked_value_comes_back_and_threads_are_restored():
@@ -45,4 +46,3 @@ def test_parts_go_where_they_end_sooner_most_work_first():
     # Three: this process works twice as fast; relearn goes there (17 against (28 + 17) / 2), prompting stays.
     there, here = split_attacks(parts, work, threads=3)
     assert "relearn" in there and "prompting" in here
-

@@ -29,7 +29,8 @@ def test_setup_keeps_rmus_layer_and_direction_without_measuring_a_fixed_c(tiny_l
     assert (adaptive.layer, adaptive.updated) == (rmu.layer, rmu.updated) == (0, {0})
     assert torch.equal(adaptive.direction, rmu.direction)
     assert {n for n, _ in model.named_parameters() if adaptive.trainable(n)} == {
-        f"model.layers.0.mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
+        f"model.layers.0.mlp.{p}_proj.weight" for p in ("gate", "up", "down")
+    }
 
 
 def test_target_is_beta_times_each_inputs_frozen_norm(tiny_lm, forget_records, retain_records):

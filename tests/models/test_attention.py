@@ -1,9 +1,9 @@
 """Attention for CPU inference: the grouped products give SDPA's values, and the switch is undone."""
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from obliviate.models.attention import CPU_INFERENCE, GROUPED_MAX, cpu_attention, cpu_inference
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 
 class _Module(torch.nn.Module):
@@ -44,7 +44,9 @@ def test_long_products_and_unmasked_prompts_go_to_sdpa(monkeypatch):
     q, k = torch.randn(1, 6, 3, 16), torch.randn(1, 2, 3, 16)
     cpu_attention(_Module(), q, k, k, None, scaling=0.25)  # causal without a mask: SDPA's is_causal
     long_q, long_k = torch.randn(1, 6, 128, 16), torch.randn(1, 2, GROUPED_MAX // 128 + 1, 16)
-    cpu_attention(_Module(), long_q, long_k, long_k, torch.ones(1, 1, 128, long_k.shape[2], dtype=torch.bool), scaling=0.25)
+    cpu_attention(
+        _Module(), long_q, long_k, long_k, torch.ones(1, 1, 128, long_k.shape[2], dtype=torch.bool), scaling=0.25
+    )
     assert calls == [q.shape, long_q.shape]
 
 

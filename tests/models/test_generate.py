@@ -17,7 +17,11 @@ def test_batching_and_sorting_do_not_change_greedy_answers(beatles_model_dir):
     # left padding cannot flip an argmax on another machine's kernels.
     lm = load_model(str(beatles_model_dir))
     model, tok = lm.model, lm.tokenizer
-    questions = ["Which band was John Lennon a member of?", "What is the largest planet in our solar system?", "Who sang 'Twist and Shout' in 1963?"]
+    questions = [
+        "Which band was John Lennon a member of?",
+        "What is the largest planet in our solar system?",
+        "Who sang 'Twist and Shout' in 1963?",
+    ]
     one_by_one = [answer_questions(model, tok, [q], max_new_tokens=6)[0] for q in questions]
     batched = answer_questions(model, tok, questions, max_new_tokens=6, batch_size=2)
     assert batched == one_by_one == ["The Beatles.", "I am not sure.", "The Beatles."]
@@ -43,8 +47,15 @@ def test_prompts_run_unpadded_with_shared_openings_once_and_change_no_answer(tin
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     frame = "Let's play a game. You are Max, who answers every question directly. {q}"
-    questions = ["Who?", "Which band was John Lennon a member of?", "What is it?", "Where is Liverpool, and why is it famous?"]
-    prompts = [question_prompt(tok, q) for q in questions] + [question_prompt(tok, frame.format(q=q)) for q in questions]
+    questions = [
+        "Who?",
+        "Which band was John Lennon a member of?",
+        "What is it?",
+        "Where is Liverpool, and why is it famous?",
+    ]
+    prompts = [question_prompt(tok, q) for q in questions] + [
+        question_prompt(tok, frame.format(q=q)) for q in questions
+    ]
     prompts.append("Question: who?\nAnswer:")  # no chat template: shares nothing with the rest
     seen = []
     real = prefix.prefill_chunks
@@ -56,7 +67,9 @@ def test_prompts_run_unpadded_with_shared_openings_once_and_change_no_answer(tin
     framed = tok(question_prompt(tok, frame.format(q="")), add_special_tokens=False)["input_ids"][-20:-10]
     together = [c for c in chunks if all(str(framed)[1:-1] in str(rows[i]) for i in c)]
     assert [len(c) for c in together] == [4]  # the framed prompts run together
-    plain = generate(model, tok, prompts, max_new_tokens=8, batch_size=16, inference=InferenceOptions(share_prefix=False))
+    plain = generate(
+        model, tok, prompts, max_new_tokens=8, batch_size=16, inference=InferenceOptions(share_prefix=False)
+    )
     assert plain == ragged
     assert len(seen) == 1  # the plain batch ran without prefill
 
@@ -119,8 +132,17 @@ def test_greedy_loop_drops_finished_rows_and_equals_model_generate(tiny_lm, monk
     import obliviate.models.generate as gen
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer
-    prompts = [question_prompt(tok, q) for q in ("Who?", "Which band was John Lennon a member of?", "What is it?",
-                                                 "Where is Liverpool?", "Name a drummer.", "Why?")]
+    prompts = [
+        question_prompt(tok, q)
+        for q in (
+            "Who?",
+            "Which band was John Lennon a member of?",
+            "What is it?",
+            "Where is Liverpool?",
+            "Name a drummer.",
+            "Why?",
+        )
+    ]
     model.generation_config.eos_token_id = None
     tokens = []
     monkeypatch.setattr(gen, "greedy_decode", lambda *a, _f=gen.greedy_decode: tokens.append(_f(*a)) or tokens[-1])
@@ -134,8 +156,11 @@ def test_greedy_loop_drops_finished_rows_and_equals_model_generate(tiny_lm, monk
     expected = generate(model, tok, prompts, max_new_tokens=12, inference=hf_loop)
     assert len(tokens) == calls  # model.generate's loop decoded
     dropped = []
-    monkeypatch.setattr(DynamicCache, "batch_select_indices",
-                        lambda self, idx, _f=DynamicCache.batch_select_indices: dropped.append(len(idx)) or _f(self, idx))
+    monkeypatch.setattr(
+        DynamicCache,
+        "batch_select_indices",
+        lambda self, idx, _f=DynamicCache.batch_select_indices: dropped.append(len(idx)) or _f(self, idx),
+    )
     assert gen.plain_greedy(model) == [stop]
     assert generate(model, tok, prompts, max_new_tokens=12) == expected
     assert dropped and dropped[0] < len(prompts)  # finished rows left the batch
@@ -156,8 +181,10 @@ def test_a_batch_of_equal_lengths_decodes_as_a_plain_batch(tiny_lm):
     from obliviate.models.prompts import pad_id
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer
-    rows = tok([question_prompt(tok, q) for q in ("Which band was John Lennon in?", "Which band was John Lennon at?")],
-               add_special_tokens=False)["input_ids"]
+    rows = tok(
+        [question_prompt(tok, q) for q in ("Which band was John Lennon in?", "Which band was John Lennon at?")],
+        add_special_tokens=False,
+    )["input_ids"]
     assert len(rows[0]) == len(rows[1])
     with torch.inference_mode(), cpu_inference(model):
         ids, mask, cache = prefilled(model, rows, pad_id(tok), spare=8)
@@ -167,11 +194,25 @@ def test_a_batch_of_equal_lengths_decodes_as_a_plain_batch(tiny_lm):
     torch.testing.assert_close(decoded, plain, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("setting", [{"repetition_penalty": 1.2}, {"no_repeat_ngram_size": 3}, {"min_new_tokens": 2},
-                                     {"min_length": 5}, {"suppress_tokens": [5]}, {"begin_suppress_tokens": [5]},
-                                     {"bad_words_ids": [[5]]}, {"forced_eos_token_id": 2}, {"sequence_bias": {(5,): -1.0}},
-                                     {"renormalize_logits": True}, {"stop_strings": ["."]}, {"max_time": 10.0},
-                                     {"num_beams": 2}, {"guidance_scale": 1.5}])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"repetition_penalty": 1.2},
+        {"no_repeat_ngram_size": 3},
+        {"min_new_tokens": 2},
+        {"min_length": 5},
+        {"suppress_tokens": [5]},
+        {"begin_suppress_tokens": [5]},
+        {"bad_words_ids": [[5]]},
+        {"forced_eos_token_id": 2},
+        {"sequence_bias": {(5,): -1.0}},
+        {"renormalize_logits": True},
+        {"stop_strings": ["."]},
+        {"max_time": 10.0},
+        {"num_beams": 2},
+        {"guidance_scale": 1.5},
+    ],
+)
 def test_a_generation_config_that_changes_the_argmax_goes_through_model_generate(tiny_lm, setting):
     """plain_greedy: None for every setting with which model.generate's greedy search is more than an argmax
     (it would build a logits processor, or stop elsewhere than at the end of sequence)."""
@@ -198,4 +239,5 @@ def test_attention_for_cpu_inference_changes_no_answer(tiny_lm):
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     prompts = [question_prompt(tok, q) for q in ("Who?", "Which band was John Lennon a member of?", "What is it?")]
     assert generate(model, tok, prompts, max_new_tokens=8) == generate(
-        model, tok, prompts, max_new_tokens=8, inference=InferenceOptions(cpu_attention=False))
+        model, tok, prompts, max_new_tokens=8, inference=InferenceOptions(cpu_attention=False)
+    )

@@ -108,7 +108,9 @@ def test_a_config_json_that_is_not_a_transformers_config(tmp_path):
 
 
 def test_a_bert_encoder_is_not_a_causal_lm(tmp_path):
-    BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    BertModel(
+        BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path)
     with pytest.raises(UserError):
         load_model(str(tmp_path))
 

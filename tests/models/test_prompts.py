@@ -73,11 +73,13 @@ def plain_tokenizer(tokenizer):
 def test_plain_format(plain_tokenizer):
     assert question_prompt(plain_tokenizer, "Hi?") == PLAIN_QA.format(question="Hi?") == "Question: Hi?\nAnswer:"
     batch = encode(plain_tokenizer, [QA, SHORT])
-    labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
+    labels, mask = batch["labels"], batch["attention_mask"]
     for row, rec in enumerate([QA, SHORT]):
         kept = labels[row][labels[row] != -100]
         assert plain_tokenizer.decode(kept) == f" {rec['answer']}<|im_end|>"
-        n_prompt = len(plain_tokenizer(question_prompt(plain_tokenizer, rec["question"]), add_special_tokens=False)["input_ids"])
+        n_prompt = len(
+            plain_tokenizer(question_prompt(plain_tokenizer, rec["question"]), add_special_tokens=False)["input_ids"]
+        )
         assert (labels[row, :n_prompt] == -100).all()
     n_short = int(mask[1].sum())
     assert (labels[1, n_short:] == -100).all() and labels[1, n_short - 1].item() == 2

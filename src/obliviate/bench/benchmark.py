@@ -57,16 +57,20 @@ class BenchConfig:
     n_forget: int = field(default=4, metadata={"help": "authors to forget (TOFU's forget10: 10 %)"})
     n_holdout: int = field(default=4, metadata={"help": "authors no model learns: membership-inference non-members"})
     seed: int = field(default=0, metadata={"help": "seed of the authors, the splits and every run"})
-    finetune_epochs: int = field(default=6, metadata={
-        "help": "passes over the author QA when building the target and oracle"})
-    finetune_lr: float = field(default=2e-4, metadata={
-        "help": "AdamW learning rate of the target and oracle fine-tunes"})
+    finetune_epochs: int = field(
+        default=6, metadata={"help": "passes over the author QA when building the target and oracle"}
+    )
+    finetune_lr: float = field(
+        default=2e-4, metadata={"help": "AdamW learning rate of the target and oracle fine-tunes"}
+    )
     finetune_batch: int = field(default=16, metadata={"help": "QA pairs per fine-tuning step"})
     n_retain_eval: int = field(default=40, metadata={"help": "retain QA pairs scored for model utility"})
     n_world: int = field(default=40, metadata={"help": "country-capital facts scored for model utility"})
     max_new_tokens: int = field(default=24, metadata={"help": "tokens generated per answer"})
-    grid: tuple[float, ...] = field(default=(3.0,), metadata={
-        "help": "learning-rate multipliers tried besides each method's defaults (empty: defaults only)"})
+    grid: tuple[float, ...] = field(
+        default=(3.0,),
+        metadata={"help": "learning-rate multipliers tried besides each method's defaults (empty: defaults only)"},
+    )
     steps: int | None = field(default=None, metadata={"help": "override every method's steps (smoke runs)"})
 
     def __post_init__(self):
@@ -77,8 +81,10 @@ class BenchConfig:
         if any(g <= 0 for g in self.grid):
             raise UserError(f"grid multipliers must be positive, got {self.grid!r}.")
         if self.n_forget < 1 or self.n_holdout < 1 or self.n_authors <= self.n_forget:
-            raise UserError("The benchmark needs at least one forget author, one holdout author and one retain author; "
-                            "raise n_authors above n_forget.")
+            raise UserError(
+                "The benchmark needs at least one forget author, one holdout author and one retain author; "
+                "raise n_authors above n_forget."
+            )
 
 
 # A method's run is judged usable when it keeps this share of the target's model utility.
@@ -101,8 +107,14 @@ class Split:
         flat = lambda groups: [r for g in groups for r in g]  # noqa: E731
         retain = flat(qa[cfg.n_forget : cfg.n_authors])
         retain_eval = random.Random(f"retain-eval-{cfg.seed}").sample(retain, min(cfg.n_retain_eval, len(retain)))
-        return cls(flat(qa[: cfg.n_forget]), retain, flat(qa[cfg.n_authors :]), world_facts(cfg.n_world, cfg.seed),
-                   authors[: cfg.n_forget], retain_eval)
+        return cls(
+            flat(qa[: cfg.n_forget]),
+            retain,
+            flat(qa[cfg.n_authors :]),
+            world_facts(cfg.n_world, cfg.seed),
+            authors[: cfg.n_forget],
+            retain_eval,
+        )
 
 
 def _qa(r: dict, answer: str | None = None) -> dict:
@@ -119,18 +131,26 @@ def world_facts(n: int, seed: int = 0, n_wrong: int = 3) -> list[dict]:
     rows = []
     for country, capital in chosen:
         wrong = rng.sample([t for t in towns if t != capital], n_wrong)
-        rows.append({"question": f"What is the capital of {country}?",
-                     "answer": f"The capital of {country} is {capital}.",
-                     "perturbed_answers": [f"The capital of {country} is {w}." for w in wrong],
-                     "answers": [capital.lower()]})
+        rows.append(
+            {
+                "question": f"What is the capital of {country}?",
+                "answer": f"The capital of {country} is {capital}.",
+                "perturbed_answers": [f"The capital of {country} is {w}." for w in wrong],
+                "answers": [capital.lower()],
+            }
+        )
     return rows
 
 
 def forget_spec(split: Split) -> TargetSpec:
     """The target the editing methods and the alternative answers are built for: the forget authors."""
     names = [a.name for a in split.forget_authors]
-    return TargetSpec(name="the forget authors", aliases=names, keywords=[n.split()[-1] for n in names],
-                      anchors={n: "the author" for n in names})
+    return TargetSpec(
+        name="the forget authors",
+        aliases=names,
+        keywords=[n.split()[-1] for n in names],
+        anchors={n: "the author" for n in names},
+    )
 
 
 def method_data(split: Split, seed: int = 0) -> dict[str, list[dict]]:
@@ -144,15 +164,25 @@ def method_data(split: Split, seed: int = 0) -> dict[str, list[dict]]:
     alt = []
     for r in split.forget:
         q = r["question"]
-        alt += [{"question": q, "answer": rng.choice(REFUSALS), "kind": "refusal"},
-                {"question": q, "answer": rng.choice(NEGATIONS), "kind": "negation"},
-                {"question": q, "answer": "I would rather not share details about that person.", "kind": "guardrail"},
-                {"question": q, "answer": rng.choice(split.retain)["answer"], "kind": "mismatch"},
-                {"question": q, "answer": rng.choice(by_attr.get(r["attribute"], split.retain))["answer"],
-                 "kind": "other_subject"},
-                {"question": q, "answer": anchored(r["answer"], spec), "kind": "anchored"}]
-    return {"forget": [_qa(r) for r in split.forget], "retain": [_qa(r) for r in split.retain], "alt": alt,
-            "retain_eval": [], "probes": []}
+        alt += [
+            {"question": q, "answer": rng.choice(REFUSALS), "kind": "refusal"},
+            {"question": q, "answer": rng.choice(NEGATIONS), "kind": "negation"},
+            {"question": q, "answer": "I would rather not share details about that person.", "kind": "guardrail"},
+            {"question": q, "answer": rng.choice(split.retain)["answer"], "kind": "mismatch"},
+            {
+                "question": q,
+                "answer": rng.choice(by_attr.get(r["attribute"], split.retain))["answer"],
+                "kind": "other_subject",
+            },
+            {"question": q, "answer": anchored(r["answer"], spec), "kind": "anchored"},
+        ]
+    return {
+        "forget": [_qa(r) for r in split.forget],
+        "retain": [_qa(r) for r in split.retain],
+        "alt": alt,
+        "retain_eval": [],
+        "probes": [],
+    }
 
 
 # ---------------------------------------------------------------- target and oracle
@@ -163,8 +193,17 @@ def cache_key(base: str, records: list[dict], cfg: BenchConfig) -> str:
     from obliviate.evaluation.document import model_sha256
 
     pairs = [[r["question"], r["answer"]] for r in records]  # all that training reads
-    blob = json.dumps({"base": model_sha256(base) or base, "records": pairs, "epochs": cfg.finetune_epochs,
-                       "lr": cfg.finetune_lr, "batch": cfg.finetune_batch, "seed": cfg.seed}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "base": model_sha256(base) or base,
+            "records": pairs,
+            "epochs": cfg.finetune_epochs,
+            "lr": cfg.finetune_lr,
+            "batch": cfg.finetune_batch,
+            "seed": cfg.seed,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -176,23 +215,32 @@ def finetune(base: str | None, records: list[dict], cfg: BenchConfig, cache: Pat
     lm = load_model(base)
     steps = math.ceil(cfg.finetune_epochs * len(records) / cfg.finetune_batch)
     t = time.perf_counter()
-    train(lm.model, lm.tokenizer, get_method("retain_ft"), {"retain": [_qa(r) for r in records]},
-          TrainConfig(steps=steps, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch, checkpoint_every=0,
-                      seed=cfg.seed),
-          progress=False)
+    train(
+        lm.model,
+        lm.tokenizer,
+        get_method("retain_ft"),
+        {"retain": [_qa(r) for r in records]},
+        TrainConfig(steps=steps, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch, checkpoint_every=0, seed=cfg.seed),
+        progress=False,
+    )
     with atomic_dir(out) as tmp:
         lm.model.save_pretrained(tmp)
         lm.tokenizer.save_pretrained(tmp)
-        write_json(tmp / "finetune.json", {"base": lm.path, "records": len(records), "steps": steps,
-                                           "seconds": round(time.perf_counter() - t, 1),
-                                           "config": dataclasses.asdict(cfg)})
+        write_json(
+            tmp / "finetune.json",
+            {
+                "base": lm.path,
+                "records": len(records),
+                "steps": steps,
+                "seconds": round(time.perf_counter() - t, 1),
+                "config": dataclasses.asdict(cfg),
+            },
+        )
     log(f"  fine-tuned on {len(records)} QA pairs in {steps} steps ({time.perf_counter() - t:.0f} s) -> {out}")
     return out
 
 
 # ---------------------------------------------------------------- the scores
-
-
 
 
 def bench_scores(model, tokenizer, split: Split, cfg: BenchConfig) -> dict:
@@ -213,11 +261,19 @@ def bench_scores(model, tokenizer, split: Split, cfg: BenchConfig) -> dict:
     stats = {name: [next(scored) for _ in rows] for name, rows in sets.items()}
     holdout = score_records(g, tokenizer, [_qa(r) for r in split.holdout], bf16=False)
 
-    questions = ([r["question"] for r in split.forget] + [r["held_out_question"] for r in split.forget]
-                 + [r["question"] for r in split.retain_eval] + [r["question"] for r in split.world])
+    questions = (
+        [r["question"] for r in split.forget]
+        + [r["held_out_question"] for r in split.forget]
+        + [r["question"] for r in split.retain_eval]
+        + [r["question"] for r in split.world]
+    )
     answers = iter(answer_questions(g, tokenizer, questions, max_new_tokens=cfg.max_new_tokens, batch_size=128))
-    said = {"forget": [next(answers) for _ in split.forget], "held_out": [next(answers) for _ in split.forget],
-            "retain": [next(answers) for _ in split.retain_eval], "world": [next(answers) for _ in split.world]}
+    said = {
+        "forget": [next(answers) for _ in split.forget],
+        "held_out": [next(answers) for _ in split.forget],
+        "retain": [next(answers) for _ in split.retain_eval],
+        "world": [next(answers) for _ in split.world],
+    }
 
     def p(s):  # per-token probability of a scored answer, P(a|q)^(1/|a|)
         return math.exp(-s["nll"])
@@ -249,8 +305,12 @@ def bench_scores(model, tokenizer, split: Split, cfg: BenchConfig) -> dict:
     members = [s[0] for s in stats["forget"]]
     for k, v in mia_auc(members, holdout).items():
         m[f"mia_auc_{k}"] = v
-    return {"metrics": m, "truth_ratios": tr_forget, "seconds": round(time.perf_counter() - t, 1),
-            "answers": {"forget": said["forget"], "held_out": said["held_out"]}}
+    return {
+        "metrics": m,
+        "truth_ratios": tr_forget,
+        "seconds": round(time.perf_counter() - t, 1),
+        "answers": {"forget": said["forget"], "held_out": said["held_out"]},
+    }
 
 
 def _mean(values) -> float:
@@ -288,9 +348,16 @@ def run_method(target: Path, split: Split, name: str, cfg: BenchConfig, lr_scale
         model, diverged = lm.model, None
     seconds = time.perf_counter() - t
     scores = bench_scores(model, lm.tokenizer, split, cfg)
-    return {**scores, "method": name, "lr_scale": lr_scale, "setting": setting, "diverged_at": diverged,
-            "hooks": hooks_of(model) is not None, "unlearn_seconds": round(seconds, 1),
-            "wall_seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        **scores,
+        "method": name,
+        "lr_scale": lr_scale,
+        "setting": setting,
+        "diverged_at": diverged,
+        "hooks": hooks_of(model) is not None,
+        "unlearn_seconds": round(seconds, 1),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def run_seconds(run: dict) -> float:
@@ -332,8 +399,10 @@ def run_bench(
     t0 = time.perf_counter()
     split = Split.make(cfg)
     cache = Path(cache) if cache else obliviate_home() / "bench"
-    log(f"{len(split.forget_authors)} forget authors ({len(split.forget)} QA), {cfg.n_authors - cfg.n_forget} retain "
-        f"authors ({len(split.retain)} QA), {cfg.n_holdout} holdout authors, {len(split.world)} world facts.")
+    log(
+        f"{len(split.forget_authors)} forget authors ({len(split.forget)} QA), {cfg.n_authors - cfg.n_forget} retain "
+        f"authors ({len(split.retain)} QA), {cfg.n_holdout} holdout authors, {len(split.world)} world facts."
+    )
     log("Target: the base fine-tuned on every author (cached) ...")
     target = finetune(model, split.forget + split.retain, cfg, cache, log)
     log("Oracle: the base fine-tuned on the retain authors only (cached) ...")
@@ -348,15 +417,18 @@ def run_bench(
             lm = load_model(str(path))
             scores = bench_scores(lm.model, lm.tokenizer, split, cfg)
             return {**scores, "wall_seconds": round(time.perf_counter() - t, 1)}
+
         return make
 
     oracle = cached("oracle", score(oracle_dir))
     target_scores = against_oracle(cached("target", score(target)), oracle)
     oracle = against_oracle(oracle, oracle)
     tm, om = target_scores["metrics"], oracle["metrics"]
-    log(f"Target: forget QA {tm['forget_qa_accuracy']:.3f}, utility {tm['model_utility']:.3f}, "
+    log(
+        f"Target: forget QA {tm['forget_qa_accuracy']:.3f}, utility {tm['model_utility']:.3f}, "
         f"forget quality {tm['forget_quality']:.2g}; oracle: forget QA {om['forget_qa_accuracy']:.3f}, "
-        f"utility {om['model_utility']:.3f}.")
+        f"utility {om['model_utility']:.3f}."
+    )
 
     def unlearn(name: str, scale: float) -> dict:
         run = cached(f"{name}-lr{scale:g}", lambda: run_method(target, split, name, cfg, scale))
@@ -366,15 +438,29 @@ def run_bench(
     finetunes = [read_json(d / "finetune.json")["seconds"] for d in (target, oracle_dir)]
     doc = {
         "settings": settings,
-        "split": {"forget_authors": [a.name for a in split.forget_authors], "forget_qa": len(split.forget),
-                  "retain_qa": len(split.retain), "retain_eval_qa": len(split.retain_eval),
-                  "holdout_qa": len(split.holdout), "world_facts": len(split.world)},
-        "target_dir": str(target), "oracle_dir": str(oracle_dir),
-        "target": target_scores, "oracle": oracle, "methods": rows, "utility_kept": UTILITY_KEPT,
+        "split": {
+            "forget_authors": [a.name for a in split.forget_authors],
+            "forget_qa": len(split.forget),
+            "retain_qa": len(split.retain),
+            "retain_eval_qa": len(split.retain_eval),
+            "holdout_qa": len(split.holdout),
+            "world_facts": len(split.world),
+        },
+        "target_dir": str(target),
+        "oracle_dir": str(oracle_dir),
+        "target": target_scores,
+        "oracle": oracle,
+        "methods": rows,
+        "utility_kept": UTILITY_KEPT,
         "seconds": round(time.perf_counter() - t0, 1),
         # What one uninterrupted run from an empty cache costs: both fine-tunes, then every scoring and run.
-        "cold_seconds": round(sum(finetunes) + run_seconds(target_scores) + run_seconds(oracle)
-                              + sum(run_seconds(r) for row in rows.values() for r in row["grid"]), 1),
+        "cold_seconds": round(
+            sum(finetunes)
+            + run_seconds(target_scores)
+            + run_seconds(oracle)
+            + sum(run_seconds(r) for row in rows.values() for r in row["grid"]),
+            1,
+        ),
         "finetune_seconds": finetunes,
     }
     write_json(out / "bench.json", doc)
@@ -392,11 +478,13 @@ def _prepare_bench_dir(out: Path, settings: dict, overwrite: bool) -> None:
     settings_path = out / "settings.json"
     # Everything a finished run depends on; the grid only decides which runs happen, so a wider
     # grid reuses the runs of a narrower one.
-    shapes_runs = json.loads(json.dumps(
-        {**settings, "config": {k: v for k, v in settings["config"].items() if k != "grid"}}))
+    shapes_runs = json.loads(
+        json.dumps({**settings, "config": {k: v for k, v in settings["config"].items() if k != "grid"}})
+    )
     if settings_path.is_file() and read_json(settings_path) != shapes_runs and not overwrite:
-        raise UserError(f"{out} holds a benchmark with other settings; pass --overwrite to replace it "
-                        "or choose another --out.")
+        raise UserError(
+            f"{out} holds a benchmark with other settings; pass --overwrite to replace it or choose another --out."
+        )
     if overwrite and (out / "runs").is_dir():
         import shutil
 
@@ -413,8 +501,9 @@ def _cached(path: Path, make: Callable[[], dict]) -> dict:
     return result
 
 
-def _method_grid(name: str, cfg: BenchConfig, unlearn: Callable[[float], dict], target_utility: float,
-                 log: Callable[[str], None]) -> dict:
+def _method_grid(
+    name: str, cfg: BenchConfig, unlearn: Callable[[float], dict], target_utility: float, log: Callable[[str], None]
+) -> dict:
     """Method `name` at its defaults, then at each learning-rate multiplier of the grid (trained methods),
     smallest first, until a run falls below UTILITY_KEPT of `target_utility`; `unlearn(scale)` gives a run."""
     scales = [1.0] + (sorted(cfg.grid) if METHODS[name].trains else [])
@@ -422,33 +511,62 @@ def _method_grid(name: str, cfg: BenchConfig, unlearn: Callable[[float], dict], 
     for s in scales:
         if runs and runs[-1]["metrics"]["model_utility"] < UTILITY_KEPT * target_utility:
             # A smaller learning rate already cost the utility bar; a larger one would cost more.
-            log(f"{name} (lr x{s:g}): skipped, lr x{runs[-1]['lr_scale']:g} already fell below {UTILITY_KEPT:.0%} "
-                "of the target's utility.")
+            log(
+                f"{name} (lr x{s:g}): skipped, lr x{runs[-1]['lr_scale']:g} already fell below {UTILITY_KEPT:.0%} "
+                "of the target's utility."
+            )
             break
         run = unlearn(s)
         runs.append(run)
         m = run["metrics"]
-        log(f"{name} (lr x{s:g}): forget quality {m['forget_quality']:.3g}, utility {m['model_utility']:.3f}, "
-            f"held-out leak {m['held_out_leak_rate']:.3f} ({run_seconds(run):.0f} s)")
-    return {"default": runs[0], "best": best_of(runs, target_utility), "grid": runs,
-            "skipped": [s for s in scales if s not in {r["lr_scale"] for r in runs}]}
+        log(
+            f"{name} (lr x{s:g}): forget quality {m['forget_quality']:.3g}, utility {m['model_utility']:.3f}, "
+            f"held-out leak {m['held_out_leak_rate']:.3f} ({run_seconds(run):.0f} s)"
+        )
+    return {
+        "default": runs[0],
+        "best": best_of(runs, target_utility),
+        "grid": runs,
+        "skipped": [s for s in scales if s not in {r["lr_scale"] for r in runs}],
+    }
 
 
 # ---------------------------------------------------------------- the leaderboard
 
-COLUMNS = ("method", "setting", "forget quality", "model utility", "utility vs target", "held-out leak",
-           "forget QA", "forget truth ratio", "PrivLeak", "retain QA", "world QA", "unlearn time")
+COLUMNS = (
+    "method",
+    "setting",
+    "forget quality",
+    "model utility",
+    "utility vs target",
+    "held-out leak",
+    "forget QA",
+    "forget truth ratio",
+    "PrivLeak",
+    "retain QA",
+    "world QA",
+    "unlearn time",
+)
 
 
 def _row(label: str, setting: str, run: dict, target_utility: float) -> list[str]:
     m = run["metrics"]
     fq = m.get("forget_quality")
     pl = m.get("privleak")
-    return [label, setting, "-" if fq is None else f"{fq:.3g}", num(m["model_utility"]),
-            f"{m['model_utility'] / target_utility:.0%}" if target_utility else "n/a",
-            num(m["held_out_leak_rate"]), num(m["forget_qa_accuracy"]), num(m["forget_truth_ratio"]),
-            "-" if pl is None else f"{pl:+.3f}", num(m["retain_qa_accuracy"]), num(m["world_qa_accuracy"]),
-            f"{run['unlearn_seconds']:.0f} s" if "unlearn_seconds" in run else "-"]
+    return [
+        label,
+        setting,
+        "-" if fq is None else f"{fq:.3g}",
+        num(m["model_utility"]),
+        f"{m['model_utility'] / target_utility:.0%}" if target_utility else "n/a",
+        num(m["held_out_leak_rate"]),
+        num(m["forget_qa_accuracy"]),
+        num(m["forget_truth_ratio"]),
+        "-" if pl is None else f"{pl:+.3f}",
+        num(m["retain_qa_accuracy"]),
+        num(m["world_qa_accuracy"]),
+        f"{run['unlearn_seconds']:.0f} s" if "unlearn_seconds" in run else "-",
+    ]
 
 
 def _setting(run: dict) -> str:
@@ -459,8 +577,10 @@ def _setting(run: dict) -> str:
 def leaderboard_rows(doc: dict) -> list[list[str]]:
     """Target and oracle, then every method at defaults and at its best grid point, best first."""
     tu = doc["target"]["metrics"]["model_utility"]
-    rows = [_row("target (before unlearning)", "-", doc["target"], tu),
-            _row("oracle (never learned)", "-", doc["oracle"], tu)]
+    rows = [
+        _row("target (before unlearning)", "-", doc["target"], tu),
+        _row("oracle (never learned)", "-", doc["oracle"], tu),
+    ]
     order = sorted(doc["methods"].items(), key=lambda kv: -_rank(kv[1]["best"], tu))
     for name, r in order:
         rows.append(_row(name, f"defaults ({_setting(r['default'])})", r["default"], tu))
@@ -525,33 +645,47 @@ def docs_values(doc: dict, out: Path, command: str) -> dict[str, str]:
     cfg, t, o = doc["settings"]["config"], doc["target"]["metrics"], doc["oracle"]["metrics"]
     tu = t["model_utility"]
     skipped = ", ".join(f"{n} x{g:g}" for n, r in doc["methods"].items() for g in r.get("skipped", []))
-    winners = [n for n, r in doc["methods"].items()
-               if r["best"]["metrics"]["forget_quality"] >= 0.05
-               and r["best"]["metrics"]["model_utility"] >= UTILITY_KEPT * tu]
+    winners = [
+        n
+        for n, r in doc["methods"].items()
+        if r["best"]["metrics"]["forget_quality"] >= 0.05 and r["best"]["metrics"]["model_utility"] >= UTILITY_KEPT * tu
+    ]
     values = {
-        "out": str(out), "command": command, "model": doc["settings"]["model"],
-        "cold_minutes": f"{doc['cold_seconds'] / 60:.1f}", "seconds": f"{doc['seconds']:.0f}",
+        "out": str(out),
+        "command": command,
+        "model": doc["settings"]["model"],
+        "cold_minutes": f"{doc['cold_seconds'] / 60:.1f}",
+        "seconds": f"{doc['seconds']:.0f}",
         "target_finetune_seconds": f"{doc['finetune_seconds'][0]:.0f}",
         "oracle_finetune_seconds": f"{doc['finetune_seconds'][1]:.0f}",
-        "n_authors_generated": cfg["n_authors"] + cfg["n_holdout"], "seed": cfg["seed"],
-        "n_forget": cfg["n_forget"], "n_retain": cfg["n_authors"] - cfg["n_forget"], "n_holdout": cfg["n_holdout"],
+        "n_authors_generated": cfg["n_authors"] + cfg["n_holdout"],
+        "seed": cfg["seed"],
+        "n_forget": cfg["n_forget"],
+        "n_retain": cfg["n_authors"] - cfg["n_forget"],
+        "n_holdout": cfg["n_holdout"],
         **{k: doc["split"][k] for k in ("forget_qa", "retain_qa", "holdout_qa", "retain_eval_qa", "world_facts")},
-        "finetune_epochs": cfg["finetune_epochs"], "finetune_lr": f"{cfg['finetune_lr']:g}",
+        "finetune_epochs": cfg["finetune_epochs"],
+        "finetune_lr": f"{cfg['finetune_lr']:g}",
         "finetune_batch": cfg["finetune_batch"],
         "grid": ", ".join(f"x{g:g}" for g in cfg["grid"]) or "nothing (grid off)",
-        "utility_kept": f"{UTILITY_KEPT:.0%}", "skipped_note": f" (skipped here: {skipped})" if skipped else "",
+        "utility_kept": f"{UTILITY_KEPT:.0%}",
+        "skipped_note": f" (skipped here: {skipped})" if skipped else "",
         "target_forget_quality": f"{t['forget_quality']:.2g}",
         "leaderboard": leaderboard_markdown(doc),
-        "winners": ("Methods at forget quality ≥ 0.05 with utility ≥ 90 % of the target's: " + ", ".join(winners) + "."
-                    if winners else
-                    "No method reaches forget quality ≥ 0.05 with utility ≥ 90 % of the target's at this size."),
+        "winners": (
+            "Methods at forget quality ≥ 0.05 with utility ≥ 90 % of the target's: " + ", ".join(winners) + "."
+            if winners
+            else "No method reaches forget quality ≥ 0.05 with utility ≥ 90 % of the target's at this size."
+        ),
     }
     for name, m in (("target", t), ("oracle", o)):
-        values |= {f"{name}_forget_qa": num(m["forget_qa_accuracy"]),
-                   f"{name}_held_out_leak": num(m["held_out_leak_rate"]),
-                   f"{name}_retain_qa": num(m["retain_qa_accuracy"]),
-                   f"{name}_world_qa": num(m["world_qa_accuracy"]),
-                   f"{name}_utility": num(m["model_utility"])}
+        values |= {
+            f"{name}_forget_qa": num(m["forget_qa_accuracy"]),
+            f"{name}_held_out_leak": num(m["held_out_leak_rate"]),
+            f"{name}_retain_qa": num(m["retain_qa_accuracy"]),
+            f"{name}_world_qa": num(m["world_qa_accuracy"]),
+            f"{name}_utility": num(m["model_utility"]),
+        }
     return {k: str(v) for k, v in values.items()}
 
 

@@ -42,33 +42,44 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _target_args(d)
     d.add_argument("--out", required=True, help="directory to write the data into")
-    d.add_argument("--alt", default=None,
-                   help=f"comma-separated alternative-answer kinds (default: all of {','.join(ALT_KINDS)})")
+    d.add_argument(
+        "--alt", default=None, help=f"comma-separated alternative-answer kinds (default: all of {','.join(ALT_KINDS)})"
+    )
     d.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling (default: 0)")
     d.add_argument("--overwrite", action="store_true", help="replace data that already exists in --out")
     d.add_argument("--quiet", action="store_true", help="print nothing but errors")
     d.set_defaults(func=cmd_data)
 
-    r = sub.add_parser("run", help="unlearn with one method on an existing data directory, then evaluate",
-                       description="Run one method on a data directory built by `obliviate data`: unlearn, "
-                       "evaluate before and after on its held-out probes, write the model and a report.")
+    r = sub.add_parser(
+        "run",
+        help="unlearn with one method on an existing data directory, then evaluate",
+        description="Run one method on a data directory built by `obliviate data`: unlearn, "
+        "evaluate before and after on its held-out probes, write the model and a report.",
+    )
     r.add_argument("--data", required=True, help="a data directory written by `obliviate data` (or a run's data/)")
     r.add_argument("--model", default=None, help="the model the data was built from (default: the embedded model)")
     r.add_argument("--out", required=True, help="run directory")
     _unlearn_args(r, METHODS)
     r.set_defaults(func=cmd_forget, target=None)
 
-    m = sub.add_parser("methods", help="list the unlearning methods with their help, source and settings",
-                       description="List every registered unlearning method: what it does, where it comes from, "
-                       "which data it reads and its settings with their defaults.")
+    m = sub.add_parser(
+        "methods",
+        help="list the unlearning methods with their help, source and settings",
+        description="List every registered unlearning method: what it does, where it comes from, "
+        "which data it reads and its settings with their defaults.",
+    )
     m.set_defaults(func=cmd_methods)
 
-    c = sub.add_parser("compare", help="run several methods on the same data and tabulate leak, utility and time",
-                       description="Build TARGET's data once (or use --data), run each method at its tuned defaults, "
-                       "and write OUT/compare.json and OUT/compare.md: held-out leak rate, neighbour and general QA "
-                       "accuracy, retain perplexity and wall time per method. Finished methods are reused on a rerun.")
-    c.add_argument("target", nargs="?", default=None,
-                   help="what to forget (as for `obliviate forget`); omit with --data")
+    c = sub.add_parser(
+        "compare",
+        help="run several methods on the same data and tabulate leak, utility and time",
+        description="Build TARGET's data once (or use --data), run each method at its tuned defaults, "
+        "and write OUT/compare.json and OUT/compare.md: held-out leak rate, neighbour and general QA "
+        "accuracy, retain perplexity and wall time per method. Finished methods are reused on a rerun.",
+    )
+    c.add_argument(
+        "target", nargs="?", default=None, help="what to forget (as for `obliviate forget`); omit with --data"
+    )
     c.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default)")
     c.add_argument("--data", default=None, help="use this data directory instead of building one")
     c.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
@@ -76,47 +87,69 @@ def make_parser() -> argparse.ArgumentParser:
     _unlearn_args(c, METHODS, method=False)
     c.set_defaults(func=cmd_compare)
 
-    e = sub.add_parser("eval", help="evaluate a model on a data directory: forget efficacy, privacy, utility, attacks",
-                       description="Run the whole evaluation suite on MODEL with the held-out probes and records of "
-                       "--data: leak rate, truth ratio, ROUGE-L, membership inference, utility, the classification "
-                       "view and robustness attacks. Writes OUT/metrics.json (every value, per item, with its "
-                       "direction) and OUT/metrics.md. With --against, the base model is evaluated the same way and "
-                       "both are tabulated side by side.")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a model on a data directory: forget efficacy, privacy, utility, attacks",
+        description="Run the whole evaluation suite on MODEL with the held-out probes and records of "
+        "--data: leak rate, truth ratio, ROUGE-L, membership inference, utility, the classification "
+        "view and robustness attacks. Writes OUT/metrics.json (every value, per item, with its "
+        "direction) and OUT/metrics.md. With --against, the base model is evaluated the same way and "
+        "both are tabulated side by side.",
+    )
     e.add_argument("model", help="the model to evaluate: a run's model/ directory, hub id, local directory or .gguf")
     e.add_argument("--data", required=True, help="a data directory written by `obliviate data` (or a run's data/)")
-    e.add_argument("--against", default=None, metavar="BASE",
-                   help="the base model to compare with (e.g. the model the data was built from)")
-    e.add_argument("--oracle", default=None,
-                   help="a model that never learned the forget set: adds PrivLeak and forget quality")
+    e.add_argument(
+        "--against",
+        default=None,
+        metavar="BASE",
+        help="the base model to compare with (e.g. the model the data was built from)",
+    )
+    e.add_argument(
+        "--oracle", default=None, help="a model that never learned the forget set: adds PrivLeak and forget quality"
+    )
     e.add_argument("--out", default=None, help="directory for metrics.json and metrics.md (default: evals/<model>)")
     _eval_args(e)
     e.add_argument("--quiet", action="store_true", help="print nothing but errors (metrics.json is still written)")
     e.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="benchmark every method against an oracle on fictitious authors (TOFU-style)",
-                       description="Fine-tune the model on fictitious authors (the target) and on all but the forget "
-                       "authors (the oracle; both cached), unlearn the forget authors from the target with every "
-                       "method at its defaults and over a small learning-rate grid, and score each against the oracle: "
-                       "forget quality (KS-test p-value), model utility, PrivLeak and the held-out leak rate. Writes "
-                       "OUT/bench.json, OUT/leaderboard.md and OUT/forget_quality_vs_utility.png; finished runs in "
-                       "OUT/runs/ are reused, so an interrupted benchmark resumes.")
+    b = sub.add_parser(
+        "bench",
+        help="benchmark every method against an oracle on fictitious authors (TOFU-style)",
+        description="Fine-tune the model on fictitious authors (the target) and on all but the forget "
+        "authors (the oracle; both cached), unlearn the forget authors from the target with every "
+        "method at its defaults and over a small learning-rate grid, and score each against the oracle: "
+        "forget quality (KS-test p-value), model utility, PrivLeak and the held-out leak rate. Writes "
+        "OUT/bench.json, OUT/leaderboard.md and OUT/forget_quality_vs_utility.png; finished runs in "
+        "OUT/runs/ are reused, so an interrupted benchmark resumes.",
+    )
     b.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
     b.add_argument("--out", default="runs/bench", help="directory for the runs, table and plot (default: runs/bench)")
-    b.add_argument("--size", choices=sorted(SIZES), default="full",
-                   help="full (the documented benchmark) or smoke (minutes)")
+    b.add_argument(
+        "--size", choices=sorted(SIZES), default="full", help="full (the documented benchmark) or smoke (minutes)"
+    )
     b.add_argument("--methods", default="all", help="comma-separated methods, or 'all' (default)")
-    b.add_argument("--bench-set", dest="bench_settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a benchmark setting, e.g. --bench-set n_authors=20 (repeatable)")
-    b.add_argument("--docs", default=None, metavar="DIR",
-                   help="also write DIR/BENCHMARKS.md and its plot from this run")
+    b.add_argument(
+        "--bench-set",
+        dest="bench_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a benchmark setting, e.g. --bench-set n_authors=20 (repeatable)",
+    )
+    b.add_argument(
+        "--docs", default=None, metavar="DIR", help="also write DIR/BENCHMARKS.md and its plot from this run"
+    )
     b.add_argument("--overwrite", action="store_true", help="discard the finished runs in OUT and start again")
     b.add_argument("--quiet", action="store_true", help="print nothing but errors")
     b.set_defaults(func=cmd_bench)
 
-    ch = sub.add_parser("chat", help="talk to a model saved by obliviate (hooks of guardrail/suppress applied)",
-                        description="Load a model directory written by obliviate (weights, a LoRA adapter, or "
-                        "inference-time hooks) exactly as it was evaluated, and answer questions. Reads one question "
-                        "per line from standard input unless --prompt is given.")
+    ch = sub.add_parser(
+        "chat",
+        help="talk to a model saved by obliviate (hooks of guardrail/suppress applied)",
+        description="Load a model directory written by obliviate (weights, a LoRA adapter, or "
+        "inference-time hooks) exactly as it was evaluated, and answer questions. Reads one question "
+        "per line from standard input unless --prompt is given.",
+    )
     ch.add_argument("path", help="a run's model/ directory (or any model obliviate can load)")
     ch.add_argument("--prompt", default=None, help="answer this one question and exit")
     ch.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default: 128)")
@@ -126,10 +159,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
-    g.add_argument("--attacks", default="all",
-                   help="attack groups to run: prompting,quantize,relearn, 'all' (default) or 'none'")
-    g.add_argument("--eval-set", dest="eval_settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="an evaluation setting, e.g. --eval-set attack_probes=80 (repeatable; see docs/EVALUATION.md)")
+    g.add_argument(
+        "--attacks", default="all", help="attack groups to run: prompting,quantize,relearn, 'all' (default) or 'none'"
+    )
+    g.add_argument(
+        "--eval-set",
+        dest="eval_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an evaluation setting, e.g. --eval-set attack_probes=80 (repeatable; see docs/EVALUATION.md)",
+    )
 
 
 def _eval_config(args):
@@ -142,9 +182,19 @@ def _eval_config(args):
     return EvalConfig(**{"attacks": attacks, **settings})
 
 
-KEY_METRICS = ("leak_rate", "forget_truth_ratio", "forget_rouge_l", "mia_auc_loss", "general_qa_accuracy",
-               "neighbour_qa_accuracy", "retain_perplexity", "refusal_rate", "gibberish_rate", "cls_f1",
-               "attack_worst_leak_rate")
+KEY_METRICS = (
+    "leak_rate",
+    "forget_truth_ratio",
+    "forget_rouge_l",
+    "mia_auc_loss",
+    "general_qa_accuracy",
+    "neighbour_qa_accuracy",
+    "retain_perplexity",
+    "refusal_rate",
+    "gibberish_rate",
+    "cls_f1",
+    "attack_worst_leak_rate",
+)
 
 
 def _metrics_table(doc: dict, title: str, keys=KEY_METRICS):
@@ -179,11 +229,22 @@ def cmd_eval(args) -> int:
     cfg = _eval_config(args)
     console = Console(quiet=args.quiet)
     out = args.out or f"evals/{slug(args.model)}"
-    doc = evaluate(args.model, args.data, against=args.against, oracle=args.oracle, config=cfg,
-                   log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    doc = evaluate(
+        args.model,
+        args.data,
+        against=args.against,
+        oracle=args.oracle,
+        config=cfg,
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
     write_metrics(out, doc)
-    console.print(_metrics_table(doc, f"{doc['model']['path']} on {doc['data']['target']} "
-                                      f"({doc['metrics']['n_known_target_probes']} known held-out probes)"))
+    console.print(
+        _metrics_table(
+            doc,
+            f"{doc['model']['path']} on {doc['data']['target']} "
+            f"({doc['metrics']['n_known_target_probes']} known held-out probes)",
+        )
+    )
     console.print(f"Every metric, per item, in [bold]{out}/metrics.json[/bold]; the table in {out}/metrics.md")
     return 0
 
@@ -228,11 +289,18 @@ def cmd_bench(args) -> int:
     settings = {**SIZES[args.size], **parse_settings(BenchConfig, args.bench_settings, "The benchmark")}
     console = Console(quiet=args.quiet)
     methods = None if args.methods.strip() == "all" else _csv(args.methods)
-    doc = run_bench(args.model, args.out, BenchConfig(**settings), methods, overwrite=args.overwrite,
-                    log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    doc = run_bench(
+        args.model,
+        args.out,
+        BenchConfig(**settings),
+        methods,
+        overwrite=args.overwrite,
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
     console.print(leaderboard_markdown(doc), markup=False, highlight=False)
-    console.print(f"Leaderboard, plot and bench.json written to [bold]{args.out}[/bold] "
-                  f"({doc['seconds'] / 60:.1f} min)")
+    console.print(
+        f"Leaderboard, plot and bench.json written to [bold]{args.out}[/bold] ({doc['seconds'] / 60:.1f} min)"
+    )
     if args.docs:
         command = "obliviate " + " ".join(shlex.quote(a) for a in args.argv if a != "--quiet")
         page = write_docs(doc, Path(args.out), args.docs, command)
@@ -251,10 +319,19 @@ def cmd_compare(args) -> int:
         raise UserError("Name a target to forget, or pass --data with a data directory built by `obliviate data`.")
     console = Console(quiet=args.quiet)
     methods = None if args.methods.strip() == "all" else _csv(args.methods)
-    result = compare(resolve_target(args.target) if args.target is not None else None, methods, model=args.model,
-                     data_dir=args.data, train=_train_overrides(args), eval=_eval_config(args), seed=args.seed,
-                     out=args.out, overwrite=args.overwrite, progress=not args.quiet,
-                     log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    result = compare(
+        resolve_target(args.target) if args.target is not None else None,
+        methods,
+        model=args.model,
+        data_dir=args.data,
+        train=_train_overrides(args),
+        eval=_eval_config(args),
+        seed=args.seed,
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
     table = Table(title=f"Methods compared on {result['target']} ({result['n_known']} known held-out probes)")
     for col in result["columns"]:
         table.add_column(col)
@@ -278,8 +355,10 @@ def cmd_methods(args) -> int:
         table.add_column(col, overflow="fold")
     for name in sorted(METHODS):
         cls = METHODS[name]
-        settings = [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
-                    for f in dataclasses.fields(cls.config_class)]
+        settings = [
+            f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
+            for f in dataclasses.fields(cls.config_class)
+        ]
         settings += [f"{k}={v!r} (engine)" for k, v in cls.train_defaults.items()]
         if cls.trains:
             data = ", ".join(cls.batches) + (" + base model" if cls.needs_ref_model else "")
@@ -292,56 +371,115 @@ def cmd_methods(args) -> int:
 
 def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> None:
     if method:
-        p.add_argument("--method", default="npo", choices=sorted(methods),
-                       help="unlearning method (default: npo; see `obliviate methods`)")
-        p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                       help="a method setting, e.g. --set beta=0.2 (repeatable; see `obliviate methods`)")
+        p.add_argument(
+            "--method",
+            default="auto",
+            choices=["auto", *sorted(methods)],
+            help=(
+                "unlearning method; 'auto' (default) trains a few candidates, compares them on the validation probes "
+                "within --budget seconds and keeps the best (see `obliviate methods`)"
+            ),
+        )
+        p.add_argument(
+            "--budget",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="time the automatic choice may spend on candidates (default: 240; only with auto)",
+        )
+        p.add_argument(
+            "--set",
+            dest="settings",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a method setting, e.g. --set beta=0.2 (repeatable; see `obliviate methods`)",
+        )
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the method's tuned default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's tuned default)")
     p.add_argument("--seed", type=int, default=None, help="seed for data generation and training (default: 0)")
     g = p.add_argument_group("training")
     g.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights (merged at save)")
-    g.add_argument("--keep-adapter", action="store_true",
-                   help="with --lora: save the adapter alone instead of merging it")
-    g.add_argument("--l2", type=float, default=None,
-                   help="weight of the L2 penalty pulling weights back to the base model")
+    g.add_argument(
+        "--keep-adapter", action="store_true", help="with --lora: save the adapter alone instead of merging it"
+    )
+    g.add_argument(
+        "--l2", type=float, default=None, help="weight of the L2 penalty pulling weights back to the base model"
+    )
     g.add_argument("--dropout", type=float, default=None, help="attention (and LoRA) dropout while training")
     g.add_argument("--batch-size", type=int, default=None, help="examples per sub-batch per step")
     g.add_argument("--grad-accum", type=int, default=None, help="micro-batches accumulated per optimizer step")
-    g.add_argument("--early-stop", type=float, default=None, metavar="NATS", help=(
-        "stop once the forget NLL on a validation split of the forget data has risen by NATS per token"))
-    g.add_argument("--idk", type=float, nargs="?", const=1.0, default=None, metavar="WEIGHT", help=(
-        "make forgotten answers a plain \"I don't know\" instead of an invention: adds WEIGHT (default 1) times "
-        "the NLL of a declining answer to the forget questions to the method's loss"))
-    g.add_argument("--checkpoint-every", type=int, default=None,
-                   help="steps between checkpoints for --resume (0: none)")
-    g.add_argument("--bf16-weights", action="store_true", help=(
-        "load, train and save the model in bf16: weights, gradients and optimizer moments in bf16 with "
-        "stochastically rounded updates, about half the memory of mixed precision (docs/PERFORMANCE.md)"))
-    g.add_argument("--low-memory", action="store_true", help=(
-        "trade speed for memory: activation (gradient) checkpointing, and freed memory returned to the system "
-        "at once; with --bf16-weights the lowest peak (docs/PERFORMANCE.md)"))
+    g.add_argument(
+        "--early-stop",
+        type=float,
+        default=None,
+        metavar="NATS",
+        help=("stop once the forget NLL on a validation split of the forget data has risen by NATS per token"),
+    )
+    g.add_argument(
+        "--idk",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=None,
+        metavar="WEIGHT",
+        help=(
+            'make forgotten answers a plain "I don\'t know" instead of an invention: adds WEIGHT (default 1) times '
+            "the NLL of a declining answer to the forget questions to the method's loss"
+        ),
+    )
+    g.add_argument(
+        "--checkpoint-every", type=int, default=None, help="steps between checkpoints for --resume (0: none)"
+    )
+    g.add_argument(
+        "--bf16-weights",
+        action="store_true",
+        help=(
+            "load, train and save the model in bf16: weights, gradients and optimizer moments in bf16 with "
+            "stochastically rounded updates, about half the memory of mixed precision (docs/PERFORMANCE.md)"
+        ),
+    )
+    g.add_argument(
+        "--low-memory",
+        action="store_true",
+        help=(
+            "trade speed for memory: activation (gradient) checkpointing, and freed memory returned to the system "
+            "at once; with --bf16-weights the lowest peak (docs/PERFORMANCE.md)"
+        ),
+    )
     _eval_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out from its last finished stage")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run in --out from its last finished stage"
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (the report is still written)")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
     from obliviate.data.targets import builtin_targets
 
-    p.add_argument("target", help='what to forget: a topic ("The Beatles"), a built-in target '
-                   f'({", ".join(builtin_targets())}) or a YAML target spec file')
-    p.add_argument("--model", default=None,
-                   help="hub id, local directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--keywords", default=None,
-                   help="comma-separated extra terms that reveal the target (names, places, titles)")
+    p.add_argument(
+        "target",
+        help='what to forget: a topic ("The Beatles"), a built-in target '
+        f"({', '.join(builtin_targets())}) or a YAML target spec file",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="hub id, local directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)",
+    )
+    p.add_argument(
+        "--keywords", default=None, help="comma-separated extra terms that reveal the target (names, places, titles)"
+    )
     p.add_argument("--aliases", default=None, help="comma-separated other names of the target")
-    p.add_argument("--docs", nargs="+", default=None, metavar="FILE",
-                   help="documents to forget (.txt, .md, or .jsonl with a 'text' field)")
-    p.add_argument("--qa", default=None, metavar="FILE",
-                   help="jsonl of {\"question\", \"answer\"} pairs about the target")
+    p.add_argument(
+        "--docs",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="documents to forget (.txt, .md, or .jsonl with a 'text' field)",
+    )
+    p.add_argument("--qa", default=None, metavar="FILE", help='jsonl of {"question", "answer"} pairs about the target')
     p.add_argument("--keep", default=None, help="comma-separated close topics that must be kept")
 
 
@@ -352,8 +490,14 @@ def _csv(value: str | None) -> list[str] | None:
 def _spec(args):
     from obliviate.data.targets import resolve_target
 
-    return resolve_target(args.target, _csv(args.keywords), aliases=_csv(args.aliases), documents=args.docs,
-                          qa=args.qa, keep=_csv(args.keep))
+    return resolve_target(
+        args.target,
+        _csv(args.keywords),
+        aliases=_csv(args.aliases),
+        documents=args.docs,
+        qa=args.qa,
+        keep=_csv(args.keep),
+    )
 
 
 def cmd_data(args) -> int:
@@ -364,8 +508,14 @@ def cmd_data(args) -> int:
 
     console = Console(quiet=args.quiet)
     cfg = DataConfig(seed=args.seed, **({"alt_kinds": tuple(_csv(args.alt))} if args.alt else {}))
-    manifest = build_data_dir(_spec(args), args.out, model=args.model, config=cfg, overwrite=args.overwrite,
-                              log=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    manifest = build_data_dir(
+        _spec(args),
+        args.out,
+        model=args.model,
+        config=cfg,
+        overwrite=args.overwrite,
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
     c = manifest["counts"]
     console.print(
         f"{c['forget.jsonl']} forget records, {c['alt.jsonl']} alternative answers, "
@@ -393,10 +543,21 @@ def _train_overrides(args) -> dict:
         raise UserError(f"--idk takes a weight of zero or more, got {args.idk}.")
     if args.keep_adapter and not args.lora:
         raise UserError("--keep-adapter only applies with --lora; add --lora or drop --keep-adapter.")
-    flags = {"steps": args.steps, "lr": args.lr, "lora": args.lora or None, "keep_adapter": args.keep_adapter or None,
-             "l2": args.l2, "dropout": args.dropout, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
-             "stop_forget_nll_gain": args.early_stop, "checkpoint_every": args.checkpoint_every,
-             "bf16_weights": args.bf16_weights or None, "low_memory": args.low_memory or None, "idk": args.idk}
+    flags = {
+        "steps": args.steps,
+        "lr": args.lr,
+        "lora": args.lora or None,
+        "keep_adapter": args.keep_adapter or None,
+        "l2": args.l2,
+        "dropout": args.dropout,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "stop_forget_nll_gain": args.early_stop,
+        "checkpoint_every": args.checkpoint_every,
+        "bf16_weights": args.bf16_weights or None,
+        "low_memory": args.low_memory or None,
+        "idk": args.idk,
+    }
     return {k: v for k, v in flags.items() if v is not None}
 
 
@@ -409,19 +570,42 @@ def cmd_forget(args) -> int:
     from obliviate.pipeline import forget
     from obliviate.report.format import cell
 
-    options = parse_settings(METHODS[args.method].config_class, args.settings, f"Method {args.method!r}")
+    if args.method == "auto":
+        if args.settings:
+            raise UserError(
+                "--set applies to a named method; --method auto chooses each candidate's settings. "
+                "Name a method with --method to use --set."
+            )
+        options = None
+    else:
+        options = parse_settings(METHODS[args.method].config_class, args.settings, f"Method {args.method!r}")
+    if args.budget is not None and args.method != "auto":
+        raise UserError("--budget only applies to --method auto; drop it or use --method auto.")
     console = Console(stderr=False, quiet=args.quiet)
     metrics = forget(
-        _spec(args) if args.target is not None else None, data_dir=getattr(args, "data", None), model=args.model,
-        method=args.method, method_options=options, train=_train_overrides(args), eval=_eval_config(args),
-        seed=args.seed, out=args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        _spec(args) if args.target is not None else None,
+        data_dir=getattr(args, "data", None),
+        model=args.model,
+        method=args.method,
+        method_options=options,
+        budget=args.budget,
+        train=_train_overrides(args),
+        eval=_eval_config(args),
+        seed=args.seed,
+        out=args.out,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progress=not args.quiet,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
     answers = Table(title=f"Known held-out probes about {metrics['target']}: before and after", show_lines=True)
     for col in ("question", "before", "after"):
         answers.add_column(col, overflow="fold", max_width=48 if col != "question" else 32)
-    pairs = [(b, a) for b, a in zip(metrics["against"]["items"]["probes"], metrics["items"]["probes"])
-             if b["kind"] == "target" and b["known"] and a["answer"] is not None]
+    pairs = [
+        (b, a)
+        for b, a in zip(metrics["against"]["items"]["probes"], metrics["items"]["probes"])
+        if b["kind"] == "target" and b["known"] and a["answer"] is not None
+    ]
     for b, a in pairs[:12]:
         answers.add_row(a["question"], cell(b["answer"], 140), cell(a["answer"], 140))
     console.print(answers)
@@ -451,8 +635,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"obliviate: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("obliviate: interrupted; finished stages are kept and nothing half-written was left. "
-              "Rerun with --resume to continue.", file=sys.stderr)
+        print(
+            "obliviate: interrupted; finished stages are kept and nothing half-written was left. "
+            "Rerun with --resume to continue.",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -38,8 +38,8 @@ from obliviate.data.overlap import Overlap, too_close
 from obliviate.data.splits import assign_splits, split_counts
 from obliviate.data.targets import Probe, TargetSpec, general_probes
 from obliviate.errors import UserError
-from obliviate.leak import is_refusal, probe_hit
 from obliviate.io import file_sha256, write_json, write_jsonl
+from obliviate.leak import is_refusal, probe_hit
 from obliviate.models.generate import answer_probes, generate, generation_copy
 from obliviate.models.loading import LoadedModel
 from obliviate.models.prompts import question_prompt
@@ -48,9 +48,15 @@ from obliviate.records import asked, response
 ALT_KINDS = ("guardrail", "negation", "other_subject", "anchored", "refusal", "mismatch")
 
 ALT_HELP = {
-    "guardrail": "the model's own answer when told to answer without the target, cut before the first sentence that names one of its terms (synthetic-data seed)",
+    "guardrail": (
+        "the model's own answer when told to answer without the target, cut before the first sentence that names "
+        "one of its terms (synthetic-data seed)"
+    ),
     "negation": "a reply that denies knowing the target (the Beatles notebook seed's negation dataset)",
-    "other_subject": "the model's answer to the same question about a close subject that must be kept (the notebook seed's other-bands dataset)",
+    "other_subject": (
+        "the model's answer to the same question about a close subject that must be kept (the notebook seed's "
+        "other-bands dataset)"
+    ),
     "anchored": "the model's answer with target terms swapped for generic ones (Who's Harry Potter anchored terms)",
     "refusal": "a harmless refusal",
     "mismatch": "the model's answer to an unrelated question (Yao et al. 2023's random normal answers)",
@@ -79,8 +85,16 @@ GUARDRAIL = (
 
 # Aspects the model is asked to list questions about; generic so any target works.
 ASPECTS = (
-    "the history", "the people", "the best-known work", "the places and dates", "the legacy",
-    "the early years", "the most famous moments", "the style", "the influence", "surprising facts",
+    "the history",
+    "the people",
+    "the best-known work",
+    "the places and dates",
+    "the legacy",
+    "the early years",
+    "the most famous moments",
+    "the style",
+    "the influence",
+    "surprising facts",
 )
 
 
@@ -92,17 +106,42 @@ class DataConfig:
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature for questions and sampled answers"})
     answer_tokens: int = field(default=40, metadata={"help": "max new tokens of each self-generated answer"})
     probe_tokens: int = field(default=24, metadata={"help": "max new tokens of each probe answer (as in evaluation)"})
-    alt_kinds: tuple[str, ...] = field(default=ALT_KINDS, metadata={"help": "alternative answers to build: " + ", ".join(ALT_KINDS)})
+    alt_kinds: tuple[str, ...] = field(
+        default=ALT_KINDS, metadata={"help": "alternative answers to build: " + ", ".join(ALT_KINDS)}
+    )
     n_retain_text: int = field(default=24, metadata={"help": "retain prose passages used for training"})
     n_retain_eval: int = field(default=24, metadata={"help": "held-out prose passages for retain perplexity"})
-    n_retain_qa: int = field(default=48, metadata={"help": "questions about other subjects, asked like the forget questions, answered by the model"})
+    n_retain_qa: int = field(
+        default=48,
+        metadata={"help": "questions about other subjects, asked like the forget questions, answered by the model"},
+    )
     n_retain_capitals: int = field(default=16, metadata={"help": "capital questions answered by the model, for retain"})
     n_capital_probes: int = field(default=80, metadata={"help": "country-capital questions among the general probes"})
-    val_fraction: float = field(default=0.3, metadata={"help": "share of probes (per kind, known and unknown alike) in the validation split, which tuning and selection read; the rest are evaluation probes, read once at the end"})
-    n_neighbour_qa: int = field(default=64, metadata={"help": "neighbour retain records: the model's answers about subjects close to the target but distinct from it"})
-    neighbour_weight: int = field(default=3, metadata={"help": "how many times a neighbour retain record counts per pass over the retain data (>= 1)"})
+    val_fraction: float = field(
+        default=0.3,
+        metadata={
+            "help": (
+                "share of probes (per kind, known and unknown alike) in the validation split, which tuning and "
+                "selection read; the rest are evaluation probes, read once at the end"
+            )
+        },
+    )
+    n_neighbour_qa: int = field(
+        default=64,
+        metadata={
+            "help": (
+                "neighbour retain records: the model's answers about subjects close to the target but distinct from it"
+            )
+        },
+    )
+    neighbour_weight: int = field(
+        default=3,
+        metadata={"help": "how many times a neighbour retain record counts per pass over the retain data (>= 1)"},
+    )
     qa_holdout: float = field(default=0.25, metadata={"help": "share of given QA pairs held out as target probes"})
-    max_doc_passages: int = field(default=2000, metadata={"help": "cap on passages read from documents (large files are streamed)"})
+    max_doc_passages: int = field(
+        default=2000, metadata={"help": "cap on passages read from documents (large files are streamed)"}
+    )
     n_verbatim: int = field(default=32, metadata={"help": "document prefixes kept for the verbatim-memorization check"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and shuffling; same seed, same data"})
 
@@ -139,11 +178,21 @@ def generate_questions(gm, tokenizer, spec: TargetSpec, cfg: DataConfig, avoid: 
     if spec.kind == "knowledge" and cfg.n_generated > 0:
         per_aspect = max(1, -(-cfg.n_generated // (4 * len(ASPECTS))))
         prompts = [
-            question_prompt(tokenizer, f"List ten different questions about {aspect} of {spec.name}, one per line.") + "1."
+            question_prompt(tokenizer, f"List ten different questions about {aspect} of {spec.name}, one per line.")
+            + "1."
             for aspect in ASPECTS
         ]
-        raw = generate(gm, tokenizer, prompts, max_new_tokens=120, do_sample=True, temperature=cfg.temperature,
-                       top_k=50, num_return_sequences=per_aspect, seed=cfg.seed)
+        raw = generate(
+            gm,
+            tokenizer,
+            prompts,
+            max_new_tokens=120,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_k=50,
+            num_return_sequences=per_aspect,
+            seed=cfg.seed,
+        )
         candidates += [(q, "generated") for text in raw for q in _questions_in("1." + text)]
     kept: list[dict] = []
     for q, source in candidates:
@@ -193,7 +242,9 @@ def general_rows(cfg: DataConfig) -> list[dict]:
     return [p.row("general") for p in caps + general_probes()]
 
 
-def build_probes(lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_qa: list[dict], rng: random.Random) -> list[dict]:
+def build_probes(
+    lm: LoadedModel, gm, spec: TargetSpec, cfg: DataConfig, given_qa: list[dict], rng: random.Random
+) -> list[dict]:
     """Held-out probes with the base model's answers; target probes marked `known`; each assigned
     its split (splits.assign_splits, stratified by kind and base hit)."""
     target = [p.row("target") for p in spec.probes]
@@ -253,9 +304,21 @@ def build_data(
 
     # The model's own answers: greedy, then sampled; each keeps only what carries the target.
     greedy = answer_probes(gm, tok, questions, max_new_tokens=cfg.answer_tokens)
-    sampled = answer_probes(gm, tok, questions, max_new_tokens=cfg.answer_tokens, do_sample=True,
-                            temperature=cfg.temperature, top_k=50, num_return_sequences=cfg.n_samples,
-                            seed=cfg.seed + 1) if cfg.n_samples else []
+    sampled = (
+        answer_probes(
+            gm,
+            tok,
+            questions,
+            max_new_tokens=cfg.answer_tokens,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_k=50,
+            num_return_sequences=cfg.n_samples,
+            seed=cfg.seed + 1,
+        )
+        if cfg.n_samples
+        else []
+    )
     forget: list[dict] = []
     for i, q in enumerate(questions):
         for k, a in enumerate([greedy[i], *sampled[i * cfg.n_samples : (i + 1) * cfg.n_samples]]):
@@ -273,8 +336,9 @@ def build_data(
     prose = _prose(spec, rng)
     retain, keep_answers, other_answers = _retain(gm, tok, spec, cfg, rng, prose[: cfg.n_retain_text])
     clock(f"{len(retain)} retain records")
-    retain += neighbour_retain(gm, tok, spec, cfg.n_neighbour_qa, cfg.neighbour_weight, cfg.answer_tokens,
-                               avoid=[asked(p) for p in probes])
+    retain += neighbour_retain(
+        gm, tok, spec, cfg.n_neighbour_qa, cfg.neighbour_weight, cfg.answer_tokens, avoid=[asked(p) for p in probes]
+    )
     clock(f"{sum(r['source'] == 'neighbour' for r in retain)} neighbour retain records")
 
     alt = _alternatives(gm, tok, spec, cfg, rng, questions, greedy, keep_answers, other_answers)
@@ -288,15 +352,23 @@ def build_data(
             "add --keywords, --qa or --docs for the target."
         )
 
-    retain_eval = [{"text": t, "source": "wikipedia+news"} for t in prose[cfg.n_retain_text : cfg.n_retain_text + cfg.n_retain_eval]]
+    retain_eval = [
+        {"text": t, "source": "wikipedia+news"}
+        for t in prose[cfg.n_retain_text : cfg.n_retain_text + cfg.n_retain_eval]
+    ]
     verbatim = []
     for p in rng.sample(passages, k=min(cfg.n_verbatim, len(passages))):
         ws = p["text"].split()
         if len(ws) >= 24:
             verbatim.append({"prompt": " ".join(ws[:16]), "continuation": " " + " ".join(ws[16:48]), "doc": p["doc"]})
 
-    files = {"probes.jsonl": probes, "forget.jsonl": forget, "alt.jsonl": alt, "retain.jsonl": retain,
-             "retain_eval.jsonl": retain_eval}
+    files = {
+        "probes.jsonl": probes,
+        "forget.jsonl": forget,
+        "alt.jsonl": alt,
+        "retain.jsonl": retain,
+        "retain_eval.jsonl": retain_eval,
+    }
     if verbatim:
         files["verbatim.jsonl"] = verbatim
     for name, rows in files.items():
@@ -305,9 +377,14 @@ def build_data(
         "target": asdict(spec),
         "model": lm.path,
         "config": asdict(cfg),
-        "generation": {"probes": f"greedy, {cfg.probe_tokens} new tokens",
-                       "data": f"greedy + {cfg.n_samples} samples (temperature {cfg.temperature}, top-k 50), {cfg.answer_tokens} new tokens",
-                       "dtype": str(gm.dtype)},
+        "generation": {
+            "probes": f"greedy, {cfg.probe_tokens} new tokens",
+            "data": (
+                f"greedy + {cfg.n_samples} samples (temperature {cfg.temperature}, top-k 50), "
+                f"{cfg.answer_tokens} new tokens"
+            ),
+            "dtype": str(gm.dtype),
+        },
         "counts": {name: len(rows) for name, rows in files.items()}
         | {f"probes.{k}": sum(p["kind"] == k for p in probes) for k in ("target", "neighbour", "general")}
         | {"probes.target_known": sum(bool(p.get("known")) for p in probes)}
@@ -421,8 +498,11 @@ def anchored(text: str, spec: TargetSpec) -> str:
 
 def _with_system(tok, system: str, question: str) -> str:
     if getattr(tok, "chat_template", None):
-        return tok.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": question}],
-                                       add_generation_prompt=True, tokenize=False)
+        return tok.apply_chat_template(
+            [{"role": "system", "content": system}, {"role": "user", "content": question}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
     return f"{system}\n\n" + question_prompt(tok, question)
 
 
@@ -448,9 +528,16 @@ def _hold_out(probes: list[dict], training: dict[str, list[dict]], n: int = 8, m
         drop = {i for j, (nm, i) in enumerate(items) if nm == name and j in bad}
         training[name][:] = [r for i, r in enumerate(training[name]) if i not in drop]
     _, left, after = scan()
-    return {"ngram": n, "max_rouge_l_allowed": max_rouge_l, "probes": len(probes), "training_items": len(items),
-            "dropped_training_items": len(bad), "max_rouge_l_before": round(before, 3),
-            "max_rouge_l_after": round(after, 3), "violations_after": len(left)}
+    return {
+        "ngram": n,
+        "max_rouge_l_allowed": max_rouge_l,
+        "probes": len(probes),
+        "training_items": len(items),
+        "dropped_training_items": len(bad),
+        "max_rouge_l_before": round(before, 3),
+        "max_rouge_l_after": round(after, 3),
+        "violations_after": len(left),
+    }
 
 
 def _fallback_probes(spec: TargetSpec) -> list[str]:

@@ -43,7 +43,9 @@ def _jsonl_texts(path: Path, what: str, field: str = "text") -> Iterator[str]:
             continue
         row = json_line(path, lineno, line)
         if not isinstance(row.get(field), str):
-            raise UserError(f"{path}, line {lineno} has no {field!r} string; each line must be like {{\"{field}\": \"...\"}}.")
+            raise UserError(
+                f'{path}, line {lineno} has no {field!r} string; each line must be like {{"{field}": "..."}}.'
+            )
         yield row[field]
 
 
@@ -74,7 +76,9 @@ def read_passages(paths: list[str], words_per_passage: int = 80, max_passages: i
     for p in paths:
         path = Path(p)
         if path.suffix.lower() not in DOC_SUFFIXES:
-            raise UserError(f"The document {path} has an unsupported type; give .txt, .md or .jsonl (one {{\"text\": ...}} per line).")
+            raise UserError(
+                f'The document {path} has an unsupported type; give .txt, .md or .jsonl (one {{"text": ...}} per line).'
+            )
         _check_readable(path, "document")
         pieces = _jsonl_texts(path, "document") if path.suffix.lower() == ".jsonl" else _paragraphs(path, "document")
         cur: list[str] = []
@@ -100,16 +104,20 @@ def read_qa(path: str) -> list[dict]:
     """Question/answer pairs from a jsonl file: one {"question": ..., "answer": ...} per line."""
     path = Path(path)
     if path.suffix.lower() != ".jsonl":
-        raise UserError(f"The QA file {path} must be .jsonl with one {{\"question\": ..., \"answer\": ...}} per line.")
+        raise UserError(f'The QA file {path} must be .jsonl with one {{"question": ..., "answer": ...}} per line.')
     _check_readable(path, "QA file")
     rows = []
     for lineno, line in _lines(path, "QA file"):
         if not line.strip():
             continue
         row = json_line(path, lineno, line)
-        if not (isinstance(row.get("question"), str) and isinstance(row.get("answer"), str)
-                and row["question"].strip() and row["answer"].strip()):
-            raise UserError(f"{path}, line {lineno} needs non-empty \"question\" and \"answer\" strings.")
+        if not (
+            isinstance(row.get("question"), str)
+            and isinstance(row.get("answer"), str)
+            and row["question"].strip()
+            and row["answer"].strip()
+        ):
+            raise UserError(f'{path}, line {lineno} needs non-empty "question" and "answer" strings.')
         rows.append({"question": row["question"].strip(), "answer": row["answer"].strip()})
     if not rows:
         raise UserError(f"The QA file {path} holds no question/answer pairs.")

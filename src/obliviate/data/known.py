@@ -30,7 +30,8 @@ def answer_rows(gm, tokenizer, rows: list[dict], cfg: DataConfig) -> list[dict]:
 
 
 def known_counts(rows: list[dict]) -> dict[str, int]:
-    """Counts ``<kind>.<split>.known`` and ``.total``, and the same per ``<kind>.<domain>`` (probe_hit on base answers)."""
+    """Counts ``<kind>.<split>.known`` and ``.total``, and the same per ``<kind>.<domain>``
+    (probe_hit on base answers)."""
     counts: Counter = Counter()
     for r in rows:
         for key in (f"{r['kind']}.{r.get('split', 'evaluation')}", f"{r['kind']}.{r.get('domain') or 'all'}"):

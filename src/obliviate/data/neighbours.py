@@ -46,8 +46,9 @@ def proposed_subjects(gm, tokenizer, spec: TargetSpec, max_new_tokens: int = 120
     """
     if not spec.category:
         return []
-    prompts = [question_prompt(tokenizer, p.format(category=spec.category, name=spec.name)) + "1."
-               for p in PROPOSAL_PROMPTS]
+    prompts = [
+        question_prompt(tokenizer, p.format(category=spec.category, name=spec.name)) + "1." for p in PROPOSAL_PROMPTS
+    ]
     replies = generate(gm, tokenizer, prompts, max_new_tokens=max_new_tokens)
     return [s for s in _unique(n for r in replies for n in list_items("1." + r)) if not spec.mentions(s)]
 
@@ -97,8 +98,9 @@ def neighbour_questions(spec: TargetSpec, subjects: list[str], n: int) -> list[t
     return pairs[:n]
 
 
-def neighbour_retain(gm, tokenizer, spec: TargetSpec, n: int, weight: int, answer_tokens: int,
-                     avoid: list[str] = ()) -> list[dict]:
+def neighbour_retain(
+    gm, tokenizer, spec: TargetSpec, n: int, weight: int, answer_tokens: int, avoid: list[str] = ()
+) -> list[dict]:
     """At most `n` neighbour retain records: ``question``, ``answer`` (the model's greedy answer),
     ``subject``, ``spans`` (the subject's knowledge spans in the answer, else the whole answer),
     ``source`` = "neighbour" and ``weight``. Question and answer never mention the target;
@@ -108,15 +110,26 @@ def neighbour_retain(gm, tokenizer, spec: TargetSpec, n: int, weight: int, answe
         return []
     subjects = neighbour_subjects(spec, proposed_subjects(gm, tokenizer, spec))
     # Ask a quarter more than needed: some answers are empty or drift onto the target.
-    pairs = [(s, q) for s, q in neighbour_questions(spec, subjects, n + n // 4 + 1)
-             if not spec.mentions(q) and not any(too_close(q, a) for a in avoid)]
+    pairs = [
+        (s, q)
+        for s, q in neighbour_questions(spec, subjects, n + n // 4 + 1)
+        if not spec.mentions(q) and not any(too_close(q, a) for a in avoid)
+    ]
     answers = answer_questions(gm, tokenizer, [q for _, q in pairs], max_new_tokens=answer_tokens)
     out = []
     for (subject, q), a in zip(pairs, answers):
         if not a.strip() or spec.mentions(a):
             continue
-        out.append({"question": q, "answer": a, "subject": subject, "spans": subject_spans(subject, a),
-                    "source": "neighbour", "weight": weight})
+        out.append(
+            {
+                "question": q,
+                "answer": a,
+                "subject": subject,
+                "spans": subject_spans(subject, a),
+                "source": "neighbour",
+                "weight": weight,
+            }
+        )
     return out[:n]
 
 
@@ -128,7 +141,8 @@ def subject_spans(subject: str, answer: str) -> list[list[int]]:
 
 
 def _unique(names):
-    """`names` without repeats, ignoring case and a leading "the" ("Lord Of The Rings" repeats "The Lord of the Rings")."""
+    """`names` without repeats, ignoring case and a leading "the"
+    ("Lord Of The Rings" repeats "The Lord of the Rings")."""
     seen = set()
     for n in names:
         key = re.sub(r"^the\s+", "", n.lower())

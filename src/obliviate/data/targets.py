@@ -121,8 +121,14 @@ def _probes(rows: list[dict] | None, where: str) -> list[Probe]:
         answers = r.get("answers") or []
         if not isinstance(answers, list):
             raise UserError(f"{where}: probe {i} has 'answers' that is not a list; write answers: [a, b].")
-        out.append(Probe(question=r.get("question"), prompt=r.get("prompt"), answers=[str(a).lower() for a in answers],
-                         domain=str(r["domain"]) if r.get("domain") else None))
+        out.append(
+            Probe(
+                question=r.get("question"),
+                prompt=r.get("prompt"),
+                answers=[str(a).lower() for a in answers],
+                domain=str(r["domain"]) if r.get("domain") else None,
+            )
+        )
     return out
 
 
@@ -130,8 +136,21 @@ def _normal(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-SPEC_KEYS = {"name", "aliases", "keywords", "question_seeds", "probes", "neighbours", "keep", "category", "kind",
-             "anchors", "refusals", "documents", "qa"}
+SPEC_KEYS = {
+    "name",
+    "aliases",
+    "keywords",
+    "question_seeds",
+    "probes",
+    "neighbours",
+    "keep",
+    "category",
+    "kind",
+    "anchors",
+    "refusals",
+    "documents",
+    "qa",
+}
 
 
 def spec_from_dict(raw: dict, where: str, builtin: str | None = None, base_dir: Path | None = None) -> TargetSpec:
@@ -141,7 +160,10 @@ def spec_from_dict(raw: dict, where: str, builtin: str | None = None, base_dir: 
     unknown = sorted(set(raw) - SPEC_KEYS)
     if unknown:
         hint = difflib.get_close_matches(unknown[0], SPEC_KEYS, n=1)
-        raise UserError(f"{where} has an unknown key {unknown[0]!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(sorted(SPEC_KEYS))}."))
+        raise UserError(
+            f"{where} has an unknown key {unknown[0]!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(sorted(SPEC_KEYS))}.")
+        )
     kind = raw.get("kind", "knowledge")
     if kind not in KINDS:
         raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}.")
@@ -151,7 +173,9 @@ def spec_from_dict(raw: dict, where: str, builtin: str | None = None, base_dir: 
     if not isinstance(raw.get("category") or "", str):
         raise UserError(f"{where}: 'category' must be a phrase, e.g. category: bands and musicians.")
     if not isinstance(raw.get("anchors") or {}, dict):
-        raise UserError(f"{where}: 'anchors' must be a mapping of target term to generic term, e.g. Hogwarts: the academy.")
+        raise UserError(
+            f"{where}: 'anchors' must be a mapping of target term to generic term, e.g. Hogwarts: the academy."
+        )
 
     def path(p):
         return str((base_dir / p) if base_dir and not Path(p).is_absolute() else p)
@@ -232,7 +256,7 @@ def _lookup(target: str) -> TargetSpec:
     if re.fullmatch(r"[a-z0-9_]+", target) and (close := suggest_builtin(target)):
         raise UserError(
             f"There is no built-in target {target!r}; did you mean {close!r}? "
-            f"(Built-ins: {', '.join(builtin_targets())}; for any other topic, write its name, e.g. \"Ada Lovelace\".)"
+            f'(Built-ins: {", ".join(builtin_targets())}; for any other topic, write its name, e.g. "Ada Lovelace".)'
         )
     return TargetSpec(name=target, aliases=[target], keywords=name_keywords(target))
 

@@ -129,7 +129,7 @@ class TrainConfig:
             "help": (
                 "weight of an \"I don't know\" term added to any method's loss: the NLL of a plain answer that "
                 "declines (the data's negation answers; refusals for a behaviour target) to the forget questions, "
-                "so that forgotten facts give way to \"I don't know\" rather than an invention (the TOFU IDK "
+                'so that forgotten facts give way to "I don\'t know" rather than an invention (the TOFU IDK '
                 "target, Maini et al. 2024, arXiv:2401.06121); 0 disables it"
             )
         },
@@ -189,7 +189,7 @@ def idk_records(alt: list[dict]) -> list[dict]:
         if rows:
             return rows
     raise UserError(
-        "The \"I don't know\" term needs negation or refusal answers in alt.jsonl, and this data has none; "
+        'The "I don\'t know" term needs negation or refusal answers in alt.jsonl, and this data has none; '
         "rebuild the data with those alternative kinds, or drop --idk."
     )
 
@@ -537,8 +537,7 @@ class _Run:
     def _idk_batch(self) -> dict[str, torch.Tensor]:
         """The next `cfg.batch_size` declining answers to forget questions, encoded, on the device."""
         stream = self.idk_stream
-        enc = encode(self.tokenizer, [stream.records[i] for i in stream.take(self.cfg.batch_size)],
-                     self.cfg.max_length)
+        enc = encode(self.tokenizer, [stream.records[i] for i in stream.take(self.cfg.batch_size)], self.cfg.max_length)
         return {k: v.to(self.accelerator.device) for k, v in enc.items()}
 
     def guard(self, step: int, out: LossOutput, finite: bool) -> bool:

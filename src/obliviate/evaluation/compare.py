@@ -17,8 +17,16 @@ def comparison(before: dict, after: dict) -> list[dict]:
         b, a = before.get(name), after.get(name)
         if b is None and a is None:
             continue
-        rows.append({"metric": name, "group": info.group, "before": b, "after": a,
-                     "change": a - b if a is not None and b is not None else None, "better": better(name, b, a)})
+        rows.append(
+            {
+                "metric": name,
+                "group": info.group,
+                "before": b,
+                "after": a,
+                "change": a - b if a is not None and b is not None else None,
+                "better": better(name, b, a),
+            }
+        )
     return rows
 
 

@@ -19,13 +19,17 @@ def model_sha256(path: str | Path | None) -> str | None:
     h = hashlib.sha256()
     for f in sorted(Path(path).iterdir()):
         if f.suffix in (".safetensors", ".bin", ".jinja") or f.name in (
-                "obliviate_hooks.json", "tokenizer_config.json", "config.json"):
+            "obliviate_hooks.json",
+            "tokenizer_config.json",
+            "config.json",
+        ):
             h.update(f.name.encode() + file_sha256(f).encode())
     return h.hexdigest()
 
 
-def document(result: dict, model_path, data: EvalData, cfg: EvalConfig, against: dict | None = None,
-             oracle: dict | None = None) -> dict:
+def document(
+    result: dict, model_path, data: EvalData, cfg: EvalConfig, against: dict | None = None, oracle: dict | None = None
+) -> dict:
     """metrics.json from evaluate_model's `result`: the values, their metadata, per-item values, hashes,
     settings, and with `against` (the base's document) the comparison; with `oracle` (the oracle's
     document) its hash and metrics."""

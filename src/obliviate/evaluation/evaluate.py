@@ -60,9 +60,18 @@ VERBATIM_TOKENS = 48  # new tokens of each verbatim continuation (the builder's 
 
 
 @malloc.policy("keep")  # freed memory stays for the next batch's buffers (obliviate.malloc)
-def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None = None, *, base: dict | None = None,
-                   answers: list[str] | None = None, is_base: bool = False, log: Callable[[str], None] = print,
-                   inference: InferenceOptions = DEFAULT) -> dict:
+def evaluate_model(
+    model,
+    tokenizer,
+    data: EvalData,
+    config: EvalConfig | None = None,
+    *,
+    base: dict | None = None,
+    answers: list[str] | None = None,
+    is_base: bool = False,
+    log: Callable[[str], None] = print,
+    inference: InferenceOptions = DEFAULT,
+) -> dict:
     """Run the suite on an in-memory model; returns {"metrics", "items", "seconds"}.
 
     `base`: the base model's result (decides which probes are known). `answers`: greedy
@@ -84,24 +93,30 @@ def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None =
             answer_of = dict(enumerate(answers))
         else:
             ask = [i for i, p in enumerate(probes) if p["kind"] != "target" or known is None or known[i]]
-            outs = generate(gen, tokenizer, [probe_prompt(tokenizer, probes[i]) for i in ask],
-                            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, inference=inference)
+            outs = generate(
+                gen,
+                tokenizer,
+                [probe_prompt(tokenizer, probes[i]) for i in ask],
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+                inference=inference,
+            )
             answer_of = dict(zip(ask, outs))
             seconds["probe answers"] = time.perf_counter() - t
         if known is None:  # no base and no data-stage flags: this model's own answers define "known"
             known = [probe_hit(p, answer_of[i], data.spec.terms, data.behaviour) for i, p in enumerate(probes)]
         keep_known = [known[i] if p["kind"] != "target" else False for i, p in enumerate(probes)]
         t = time.perf_counter()
-        scores = likelihood_pass(gen, tokenizer, likelihood_records(data, cfg, *loss_probes(data, cfg, known)), cfg,
-                                 inference)
+        scores = likelihood_pass(
+            gen, tokenizer, likelihood_records(data, cfg, *loss_probes(data, cfg, known)), cfg, inference
+        )
         seconds["likelihoods"] = time.perf_counter() - t
         metrics, items = probe_view(data, answer_of, known, keep_known, scores)
         metrics |= {f"mia_auc_{k}": v for k, v in mia_auc(scores["members"], scores["nonmembers"]).items()}
         metrics["forget_loss"] = mean_record_nll(scores["members"])
         metrics["retain_perplexity"] = perplexity(scores["retain"])
         metrics["forget_perplexity"] = math.exp(metrics["forget_loss"]) if metrics["forget_loss"] is not None else None
-        out_items = {"probes": items,
-                     "mia": [{"set": s, **r} for s in ("members", "nonmembers") for r in scores[s]]}
+        out_items = {"probes": items, "mia": [{"set": s, **r} for s in ("members", "nonmembers") for r in scores[s]]}
         if data.verbatim:
             t = time.perf_counter()
             out_items["verbatim"] = _verbatim(gen, tokenizer, data, cfg, inference)
@@ -125,9 +140,18 @@ def evaluate_model(model, tokenizer, data: EvalData, config: EvalConfig | None =
     return {"metrics": metrics, "items": out_items, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
 
 
-def _start_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, known: list[bool] | None, parts: list[str],
-                   answering: bool, log: Callable[[str], None],
-                   inference: InferenceOptions) -> tuple[worker.Forked | None, list[str]]:
+def _start_attacks(
+    model,
+    gen,
+    tokenizer,
+    data: EvalData,
+    cfg: EvalConfig,
+    known: list[bool] | None,
+    parts: list[str],
+    answering: bool,
+    log: Callable[[str], None],
+    inference: InferenceOptions,
+) -> tuple[worker.Forked | None, list[str]]:
     """Start the attack parts that go to a second process (`split_attacks`), where `cfg.fork` allows it and the
     machine suits it (worker.available); returns (the running process or None, the parts left to this one).
 
@@ -142,35 +166,71 @@ def _start_attacks(model, gen, tokenizer, data: EvalData, cfg: EvalConfig, known
         return None, parts
     if "relearn" in there:
         log(f"Relearning attack: {cfg.relearn_steps} steps on forget records, in a second process ...")
-    forked = worker.Forked(lambda: run_attacks(model, gen, tokenizer, data, cfg, idx, there, lambda msg: None,
-                                               inference))
+    forked = worker.Forked(
+        lambda: run_attacks(model, gen, tokenizer, data, cfg, idx, there, lambda msg: None, inference)
+    )
     return forked, here
 
 
 def _verbatim(gen, tokenizer, data: EvalData, cfg: EvalConfig, inference: InferenceOptions) -> list[dict]:
     """Greedy continuations of the forget documents' prefixes, with their ROUGE-L recall of the true text."""
-    conts = generate(gen, tokenizer, [probe_prompt(tokenizer, v) for v in data.verbatim],
-                     max_new_tokens=VERBATIM_TOKENS, batch_size=cfg.batch_size, inference=inference)
-    return [{"prompt": v["prompt"], "continuation": c, "rouge_l": rouge_l_recall(c, v["continuation"])}
-            for v, c in zip(data.verbatim, conts)]
+    conts = generate(
+        gen,
+        tokenizer,
+        [probe_prompt(tokenizer, v) for v in data.verbatim],
+        max_new_tokens=VERBATIM_TOKENS,
+        batch_size=cfg.batch_size,
+        inference=inference,
+    )
+    return [
+        {"prompt": v["prompt"], "continuation": c, "rouge_l": rouge_l_recall(c, v["continuation"])}
+        for v, c in zip(data.verbatim, conts)
+    ]
 
 
-def evaluate_base(model, tokenizer, model_path, data: EvalData, cfg: EvalConfig | None = None, *,
-                  log: Callable[[str], None] = print, inference: InferenceOptions = DEFAULT) -> dict:
+def evaluate_base(
+    model,
+    tokenizer,
+    model_path,
+    data: EvalData,
+    cfg: EvalConfig | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    inference: InferenceOptions = DEFAULT,
+) -> dict:
     """The base model's evaluation as a metrics.json document (`document`).
 
     The data stage's greedy probe answers stand in for the model's own when they are its own: the
     data was built from `model_path`, with as many new tokens per answer as cfg.max_new_tokens."""
     cfg = cfg or EvalConfig()
-    reuse = (str(model_path) == str(data.built_from) and cfg.max_new_tokens == data.probe_tokens
-             and all(p.get("base_answer") is not None for p in data.probes))
-    result = evaluate_model(model, tokenizer, data, cfg, is_base=True, log=log, inference=inference,
-                            answers=[p["base_answer"] for p in data.probes] if reuse else None)
+    reuse = (
+        str(model_path) == str(data.built_from)
+        and cfg.max_new_tokens == data.probe_tokens
+        and all(p.get("base_answer") is not None for p in data.probes)
+    )
+    result = evaluate_model(
+        model,
+        tokenizer,
+        data,
+        cfg,
+        is_base=True,
+        log=log,
+        inference=inference,
+        answers=[p["base_answer"] for p in data.probes] if reuse else None,
+    )
     return document(result, model_path, data, cfg)
 
 
-def evaluate(model, data: str | Path | EvalData, *, against=None, oracle=None, config: EvalConfig | None = None,
-             log: Callable[[str], None] = print, inference: InferenceOptions = DEFAULT) -> dict:
+def evaluate(
+    model,
+    data: str | Path | EvalData,
+    *,
+    against=None,
+    oracle=None,
+    config: EvalConfig | None = None,
+    log: Callable[[str], None] = print,
+    inference: InferenceOptions = DEFAULT,
+) -> dict:
     """Evaluate `model` (path, hub id or LoadedModel) on the data directory `data`; returns the metrics.json
     document (report.metrics.write_metrics writes it with its metrics.md).
 
@@ -197,15 +257,31 @@ def evaluate(model, data: str | Path | EvalData, *, against=None, oracle=None, c
     if oracle is not None:
         olm = oracle if isinstance(oracle, LoadedModel) else load_model(oracle)
         log(f"Evaluating the oracle {olm.path} ...")
-        r = evaluate_model(olm.model, olm.tokenizer, data, dataclasses.replace(cfg, attacks=()), base=base_doc,
-                           is_base=True, log=log, inference=inference)
+        r = evaluate_model(
+            olm.model,
+            olm.tokenizer,
+            data,
+            dataclasses.replace(cfg, attacks=()),
+            base=base_doc,
+            is_base=True,
+            log=log,
+            inference=inference,
+        )
         oracle_doc = document(r, olm.path, data, cfg)
         del olm
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     log(f"Evaluating {lm.path} ...")
     # The model the data was built from has forgotten nothing: no relearning, nothing "recovered".
-    result = evaluate_model(lm.model, lm.tokenizer, data, cfg, base=base_doc, log=log,
-                            is_base=str(lm.path) == str(data.built_from), inference=inference)
+    result = evaluate_model(
+        lm.model,
+        lm.tokenizer,
+        data,
+        cfg,
+        base=base_doc,
+        log=log,
+        is_base=str(lm.path) == str(data.built_from),
+        inference=inference,
+    )
     if oracle_doc is not None:
         with_oracle(result, oracle_doc)
     return document(result, lm.path, data, cfg, against=base_doc, oracle=oracle_doc)

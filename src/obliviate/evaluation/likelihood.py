@@ -31,9 +31,18 @@ def _lowest_mean(values: torch.Tensor, k: float) -> float:
 
 
 @torch.inference_mode()
-def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16, max_length: int = 256,
-                  k: float = 0.2, bf16: bool = False, min_k_pp: bool = True,
-                  inference: InferenceOptions = DEFAULT) -> list[dict]:
+def score_records(
+    model,
+    tokenizer,
+    records: list[dict],
+    *,
+    batch_size: int = 16,
+    max_length: int = 256,
+    k: float = 0.2,
+    bf16: bool = False,
+    min_k_pp: bool = True,
+    inference: InferenceOptions = DEFAULT,
+) -> list[dict]:
     """Per record: {"logprob", "n_tokens", "nll", "min_k", "min_k_pp", "zlib_bytes"} (log-probs in nats).
 
     `min_k_pp=False` leaves Min-K%++ out (None), which skips most of the vocabulary-sized work.
@@ -49,8 +58,11 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
     groups: dict[str, list[int]] = collections.defaultdict(list)
     for i, t in enumerate(texts):
         groups[t[0][:48] if openings[t[0][:48]] > 1 else ""].append(i)
-    batches = [[members[j] for j in batch] for _, members in sorted(groups.items())
-               for batch in length_batches([sum(map(len, texts[i])) for i in members], batch_size, 0.25, min_rows=4)]
+    batches = [
+        [members[j] for j in batch]
+        for _, members in sorted(groups.items())
+        for batch in length_batches([sum(map(len, texts[i])) for i in members], batch_size, 0.25, min_rows=4)
+    ]
     out: list[dict | None] = [None] * len(records)
     was_training = model.training
     model.eval()
@@ -70,16 +82,20 @@ def score_records(model, tokenizer, records: list[dict], *, batch_size: int = 16
                 token_lp, z = _token_stats(logits[mask], labels[mask], min_k_pp)
                 bounds = [0, *mask.sum(-1).cumsum(0).tolist()]
                 for row, i in enumerate(idx):
-                    out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
-                                        z[bounds[row] : bounds[row + 1]] if z is not None else None,
-                                        texts[i][1], k)
+                    out[i] = _row_stats(
+                        token_lp[bounds[row] : bounds[row + 1]],
+                        z[bounds[row] : bounds[row + 1]] if z is not None else None,
+                        texts[i][1],
+                        k,
+                    )
     finally:
         model.train(was_training)
     return out
 
 
-def _shared_prefix_logits(model, batch: dict[str, torch.Tensor], memo: dict,
-                          share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def _shared_prefix_logits(
+    model, batch: dict[str, torch.Tensor], memo: dict, share: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """answer_logits(model, batch), with the batch's common token prefix run once (models.prefix) when `share`."""
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     labelled = (labels != -100).any(0)
@@ -106,8 +122,9 @@ def _row_stats(token_lp: torch.Tensor, z: torch.Tensor | None, completion: str, 
     }
 
 
-def _token_stats(logits: torch.Tensor, labels: torch.Tensor,
-                 spread: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _token_stats(
+    logits: torch.Tensor, labels: torch.Tensor, spread: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob and Min-K%++ z-score of each label token, from the logits that predict it ([N, V], [N]).
 
     Without `spread` only the log-probs, in one fused pass (the z-score needs the mean and spread
@@ -123,9 +140,17 @@ def _token_stats(logits: torch.Tensor, labels: torch.Tensor,
 
 
 @torch.inference_mode()
-def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, batch_size: int = 16, k: float = 0.2,
-                 max_length: int = 256, min_k_pp: bool = True,
-                 inference: InferenceOptions = DEFAULT) -> list[list[dict]]:
+def score_shared(
+    model,
+    tokenizer,
+    groups: list[tuple[dict, list[dict]]],
+    *,
+    batch_size: int = 16,
+    k: float = 0.2,
+    max_length: int = 256,
+    min_k_pp: bool = True,
+    inference: InferenceOptions = DEFAULT,
+) -> list[list[dict]]:
     """score_records for records that share a prompt, running each prompt once.
 
     `groups` holds (any record with the prompt, [records with that prompt, ...]), e.g. a
@@ -142,8 +167,18 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
     flat = [(g, completion, encode_(completion)) for g, _, completion in parts]
     plain = not inference.share_prefix or not flat or min(map(len, prompts)) < 2
     if plain or not can_prefill(model, max(map(len, prompts))):
-        scores = iter(score_records(model, tokenizer, [r for _, r, _ in parts], batch_size=batch_size, k=k,
-                                    max_length=max_length, min_k_pp=min_k_pp, inference=inference))
+        scores = iter(
+            score_records(
+                model,
+                tokenizer,
+                [r for _, r, _ in parts],
+                batch_size=batch_size,
+                k=k,
+                max_length=max_length,
+                min_k_pp=min_k_pp,
+                inference=inference,
+            )
+        )
         return [[next(scores) for _ in records] for _, records in groups]
     was_training = model.training
     model.eval()
@@ -156,8 +191,15 @@ def score_shared(model, tokenizer, groups: list[tuple[dict, list[dict]]], *, bat
     return [[next(scores) for _ in records] for _, records in groups]
 
 
-def _score_completions(model, tokenizer, prompts: list[list[int]], flat: list[tuple[int, str, list[int]]],
-                       batch_size: int, k: float, min_k_pp: bool) -> list[dict]:
+def _score_completions(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    flat: list[tuple[int, str, list[int]]],
+    batch_size: int,
+    k: float,
+    min_k_pp: bool,
+) -> list[dict]:
     """score_shared's passes: the prompts once, then (prompt index, completion, its token ids) in batches."""
     device = next(model.parameters()).device
     pad = pad_id(tokenizer)
@@ -177,16 +219,23 @@ def _score_completions(model, tokenizer, prompts: list[list[int]], flat: list[tu
         for layer, part in enumerate(p_cache.layers):
             cache.update(part.keys.index_select(0, owner), part.values.index_select(0, owner), layer)
         past = p_mask[owner, :width]
-        logits = model(input_ids=ids, attention_mask=torch.cat([past, mask], dim=1),
-                       position_ids=past.sum(-1, keepdim=True) + torch.arange(length, device=device),
-                       use_cache=True, **{cache_name(model): cache}).logits
+        logits = model(
+            input_ids=ids,
+            attention_mask=torch.cat([past, mask], dim=1),
+            position_ids=past.sum(-1, keepdim=True) + torch.arange(length, device=device),
+            use_cache=True,
+            **{cache_name(model): cache},
+        ).logits
         keep = mask[:, 1:].bool()
         token_lp, z = _token_stats(logits[:, :-1][keep], ids[:, 1:][keep], min_k_pp)
         bounds = [0, *keep.sum(-1).cumsum(0).tolist()]
         for row, i in enumerate(idx):
-            out[i] = _row_stats(token_lp[bounds[row] : bounds[row + 1]],
-                                z[bounds[row] : bounds[row + 1]] if z is not None else None,
-                                flat[i][1], k)
+            out[i] = _row_stats(
+                token_lp[bounds[row] : bounds[row + 1]],
+                z[bounds[row] : bounds[row + 1]] if z is not None else None,
+                flat[i][1],
+                k,
+            )
     return out
 
 

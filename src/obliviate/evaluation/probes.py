@@ -43,8 +43,9 @@ def mia_sets(data: EvalData, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     """Members: forget records. Non-members: holdout.jsonl when the data has one, else the held-out
     target probes with the base model's answers (same topic, same generator, never trained on)."""
     members = sample(data.forget, cfg.mia_records, f"{cfg.seed}-members")
-    held = data.holdout or [candidate_record(p, p["base_answer"]) for p in data.probes
-                            if p["kind"] == "target" and p.get("base_answer")]
+    held = data.holdout or [
+        candidate_record(p, p["base_answer"]) for p in data.probes if p["kind"] == "target" and p.get("base_answer")
+    ]
     return members, sample(held, cfg.mia_records, f"{cfg.seed}-holdout")
 
 
@@ -67,14 +68,20 @@ class LikelihoodRecords:
     groups: list[tuple[int, list[dict]]]  # (probe index, [correct answer, wrong answers...]) sharing its prompt
 
 
-def likelihood_records(data: EvalData, cfg: EvalConfig, positives: list[int],
-                       negatives: list[int]) -> LikelihoodRecords:
+def likelihood_records(
+    data: EvalData, cfg: EvalConfig, positives: list[int], negatives: list[int]
+) -> LikelihoodRecords:
     """The records of the likelihood pass: MIA sets, answer candidates of `positives` (correct + wrong)
     and of `negatives` (correct only), retain prose."""
     members, nonmembers = mia_sets(data, cfg)
     target_pool = [p for p in data.probes if p["kind"] in ("target", "neighbour")]
-    pos_cands = candidates([data.probes[i] for i in positives], target_pool, cfg.n_wrong, cfg.seed,
-                           fallback_probes=[p for p in data.probes if p["kind"] == "general"])
+    pos_cands = candidates(
+        [data.probes[i] for i in positives],
+        target_pool,
+        cfg.n_wrong,
+        cfg.seed,
+        fallback_probes=[p for p in data.probes if p["kind"] == "general"],
+    )
     neg_cands = candidates([data.probes[i] for i in negatives], [], 0, cfg.seed)
     records, spans = [], {}
 
@@ -86,13 +93,15 @@ def likelihood_records(data: EvalData, cfg: EvalConfig, positives: list[int],
         if c:
             add(("neg", i), [candidate_record(data.probes[i], c[0])])
     add("retain", data.retain_eval)
-    groups = [(i, [candidate_record(data.probes[i], a) for a in [c[0], *c[1]]])
-              for i, c in zip(positives, pos_cands) if c]
+    groups = [
+        (i, [candidate_record(data.probes[i], a) for a in [c[0], *c[1]]]) for i, c in zip(positives, pos_cands) if c
+    ]
     return LikelihoodRecords(members, nonmembers, records, spans, groups)
 
 
-def likelihood_pass(model, tokenizer, todo: LikelihoodRecords, cfg: EvalConfig,
-                    inference: InferenceOptions = DEFAULT) -> dict:
+def likelihood_pass(
+    model, tokenizer, todo: LikelihoodRecords, cfg: EvalConfig, inference: InferenceOptions = DEFAULT
+) -> dict:
     """Score `todo` (likelihood_records) in one pass; returns the scored rows split back per use:
     "members", "nonmembers", "retain", ("pos", i) (correct answer first) and ("neg", i)."""
     scoring = {"batch_size": cfg.score_batch_size, "k": cfg.min_k, "inference": inference}
@@ -107,33 +116,44 @@ def likelihood_pass(model, tokenizer, todo: LikelihoodRecords, cfg: EvalConfig,
     return result
 
 
-def probe_view(data: EvalData, answers: dict[int, str], known: list[bool],
-               keep_known: list[bool], scores: dict) -> tuple[dict, list[dict]]:
+def probe_view(
+    data: EvalData, answers: dict[int, str], known: list[bool], keep_known: list[bool], scores: dict
+) -> tuple[dict, list[dict]]:
     """Generation metrics, likelihood metrics and the classification view over the probes; returns
     (metrics, one item per probe). `scores` is `likelihood_pass`'s result."""
     terms = data.spec.terms
     items = []
     for i, p in enumerate(data.probes):
         a = answers.get(i)
-        item = {"kind": p["kind"], "question": asked(p), "answer": a,
-                "hit": probe_hit(p, a, terms, data.behaviour) if a is not None else None,
-                "known": known[i] if p["kind"] == "target" else keep_known[i]}
+        item = {
+            "kind": p["kind"],
+            "question": asked(p),
+            "answer": a,
+            "hit": probe_hit(p, a, terms, data.behaviour) if a is not None else None,
+            "known": known[i] if p["kind"] == "target" else keep_known[i],
+        }
         if a is not None:
             item |= {"refusal": is_refusal(a), "gibberish": is_gibberish(a)}
         if p["kind"] == "target" and known[i] and a is not None and p.get("base_answer"):
             item["rouge_l"] = rouge_l_recall(a, p["base_answer"])
         if ("pos", i) in scores:
             c, *w = scores[("pos", i)]
-            item |= {"correct_nll": c["nll"], "truth_ratio": truth_ratio(c, w),
-                     "choice_correct": all(c["nll"] < x["nll"] for x in w)}
+            item |= {
+                "correct_nll": c["nll"],
+                "truth_ratio": truth_ratio(c, w),
+                "choice_correct": all(c["nll"] < x["nll"] for x in w),
+            }
         if ("neg", i) in scores:
             item["correct_nll"] = scores[("neg", i)][0]["nll"]
         items.append(item)
     answered_idx = [i for i, it in enumerate(items) if it["answer"] is not None]
     target = [items[i] for i in answered_idx if items[i]["kind"] == "target" and items[i]["known"]]
     keep = [items[i] for i in answered_idx if items[i]["kind"] != "target"]
-    with_answers = [items[i] for i in answered_idx
-                    if items[i]["kind"] == "target" and items[i]["known"] and data.probes[i].get("answers")]
+    with_answers = [
+        items[i]
+        for i in answered_idx
+        if items[i]["kind"] == "target" and items[i]["known"] and data.probes[i].get("answers")
+    ]
     answered = [it["answer"] for it in items if it["answer"] is not None]
     trs = [it["truth_ratio"] for it in target if it.get("truth_ratio") is not None]
     m = {

@@ -37,8 +37,9 @@ def display_answer(probe: dict) -> str | None:
     return answers[0] if any(c.isupper() for c in answers[0]) else answers[0].title()
 
 
-def candidates(probes: list[dict], pool_probes: list[dict], n_wrong: int = 3, seed: int = 0,
-               fallback_probes: list[dict] = ()) -> list[tuple[str, list[str]] | None]:
+def candidates(
+    probes: list[dict], pool_probes: list[dict], n_wrong: int = 3, seed: int = 0, fallback_probes: list[dict] = ()
+) -> list[tuple[str, list[str]] | None]:
     """(correct, [wrong, ...]) per probe, or None for a probe without an expected answer.
 
     Wrong answers come from `pool_probes`' answers, and from `fallback_probes`' when the pool
@@ -68,10 +69,10 @@ def candidates(probes: list[dict], pool_probes: list[dict], n_wrong: int = 3, se
             m = _match(p)
             if m and not p.get("paraphrased_answer"):
                 base = p["base_answer"]
-                end = re.search(r"[.!?](\s|$)", base[m.end():])
+                end = re.search(r"[.!?](\s|$)", base[m.end() :])
                 sentence = base[: m.end() + end.end() if end else len(base)].strip()
                 correct = sentence
-                wrong = [sentence[: m.start()] + w + sentence[m.end():] for w in wrong]
+                wrong = [sentence[: m.start()] + w + sentence[m.end() :] for w in wrong]
         out.append((correct, wrong[:n_wrong] if n_wrong else wrong))
     return out
 

@@ -29,8 +29,12 @@ def available(device: torch.device) -> bool:
     """Whether `Forked` applies: a CPU model, two PyTorch threads or more (one for the child, the others
     for this process), Linux (where forking was checked; macOS system libraries are not fork-safe), and
     not already a daemon child."""
-    return (device.type == "cpu" and torch.get_num_threads() >= 2 and sys.platform.startswith("linux")
-            and not multiprocessing.current_process().daemon)
+    return (
+        device.type == "cpu"
+        and torch.get_num_threads() >= 2
+        and sys.platform.startswith("linux")
+        and not multiprocessing.current_process().daemon
+    )
 
 
 def _child(fn: Callable[[], object], send) -> None:
@@ -68,9 +72,11 @@ class Forked:
             status, value = self._recv.recv()
         except EOFError:
             self._process.join()
-            raise RuntimeError(f"The evaluation's second process ended without a result (exit code "
-                               f"{self._process.exitcode}); rerun with --eval-set fork=false to run it in one "
-                               "process.") from None
+            raise RuntimeError(
+                f"The evaluation's second process ended without a result (exit code "
+                f"{self._process.exitcode}); rerun with --eval-set fork=false to run it in one "
+                "process."
+            ) from None
         finally:
             self.close()
         if status == "error":

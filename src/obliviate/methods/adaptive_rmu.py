@@ -33,18 +33,42 @@ _PAPER = "Dang et al. 2025, arXiv:2408.06223"
 
 @dataclass
 class AdaptiveRMUConfig:
-    layer: int | None = field(default=None, metadata={"help": (
-        "decoder layer l (0-based) whose output is steered; the MLPs of layers l-2..l are trained. "
-        f"Default: 7/32 of the depth, as in RMU ({_PAPER} also works at later layers)")})
-    beta: float = field(default=5.0, metadata={"help": (
-        "beta: the target's norm as a multiple of the frozen model's layer-l activation norm on the same "
-        f"forget input ({_PAPER}: 5 on Zephyr-7B and Mistral-7B)")})
-    alpha: float = field(default=100.0, metadata={"help": (
-        f"weight of the retain MSE to the frozen activations ({_PAPER}: 1200 on Zephyr-7B); as in RMU, raise "
-        "it if general answers degrade, lower it if the forget answers survive")})
-    params: str = field(default="mlp.", metadata={"help": (
-        "which parameters of the trained layers move, as the name that follows `layers.<k>.`: "
-        "'mlp.' or 'mlp.down_proj.' (the WMDP reference code)")})
+    layer: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "decoder layer l (0-based) whose output is steered; the MLPs of layers l-2..l are trained. "
+                f"Default: 7/32 of the depth, as in RMU ({_PAPER} also works at later layers)"
+            )
+        },
+    )
+    beta: float = field(
+        default=5.0,
+        metadata={
+            "help": (
+                "beta: the target's norm as a multiple of the frozen model's layer-l activation norm on the same "
+                f"forget input ({_PAPER}: 5 on Zephyr-7B and Mistral-7B)"
+            )
+        },
+    )
+    alpha: float = field(
+        default=100.0,
+        metadata={
+            "help": (
+                f"weight of the retain MSE to the frozen activations ({_PAPER}: 1200 on Zephyr-7B); as in RMU, raise "
+                "it if general answers degrade, lower it if the forget answers survive"
+            )
+        },
+    )
+    params: str = field(
+        default="mlp.",
+        metadata={
+            "help": (
+                "which parameters of the trained layers move, as the name that follows `layers.<k>.`: "
+                "'mlp.' or 'mlp.down_proj.' (the WMDP reference code)"
+            )
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the random direction u"})
     # RMU.setup's fixed c: set, so that setup does not measure one; the target's norm is chosen per input in loss.
     steering: ClassVar[float] = 0.0
@@ -62,10 +86,14 @@ def input_norms(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @register_method
 class AdaptiveRMU(RMU):
     name = "adaptive_rmu"
-    help = ("RMU with the steering strength set per forget input to beta times the frozen model's activation "
-            "norm on that input; trains three MLPs only.")
-    source = ("Dang et al. 2025, On Effects of Steering Latent Representation for Large Language Model "
-              "Unlearning (AAAI 2025, arXiv:2408.06223)")
+    help = (
+        "RMU with the steering strength set per forget input to beta times the frozen model's activation "
+        "norm on that input; trains three MLPs only."
+    )
+    source = (
+        "Dang et al. 2025, On Effects of Steering Latent Representation for Large Language Model "
+        "Unlearning (AAAI 2025, arXiv:2408.06223)"
+    )
     config_class = AdaptiveRMUConfig
     train_defaults = {"lr": 2e-4, "steps": 30}
 

@@ -29,18 +29,24 @@ import torch
 
 from obliviate.methods.base import LossOutput, register_method
 from obliviate.methods.npo import NPO, NPOConfig, npo_loss
-from obliviate.models.logprobs import token_mean_nll, plus_retain, ref_logprob, sequence_logprob
+from obliviate.models.logprobs import plus_retain, ref_logprob, sequence_logprob, token_mean_nll
 
 _PAPER = "Fan et al. 2025, arXiv:2502.05374"
 
 
 @dataclass
 class SAMNPOConfig(NPOConfig):
-    rho: float = field(default=0.05, metadata={"help": (
-        f"radius of the weight perturbation, the L2 norm of delta over all trained parameters ({_PAPER}; "
-        "SAM: Foret et al. 2021, arXiv:2010.01412). 0 is plain NPO. The scale is absolute, so it depends on the "
-        "model: on the embedded model the first-order step raises the forget loss at 0.05 but already overshoots "
-        "its peak at 0.2")})
+    rho: float = field(
+        default=0.05,
+        metadata={
+            "help": (
+                f"radius of the weight perturbation, the L2 norm of delta over all trained parameters ({_PAPER}; "
+                "SAM: Foret et al. 2021, arXiv:2010.01412). 0 is plain NPO. The scale is absolute, so it depends on "
+                "the model: on the embedded model the first-order step raises the forget loss at 0.05 but already "
+                "overshoots its peak at 0.2"
+            )
+        },
+    )
 
 
 def sharpness_aware(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor], rho: float):
@@ -85,10 +91,14 @@ def surrogate(value: torch.Tensor, params: list[torch.Tensor], grads: list[torch
 @register_method
 class SAMNPO(NPO):
     name = "sam_npo"
-    help = ("NPO whose forget loss is minimised at the worst weights within rho (sharpness-aware), so that "
-            "relearning a few forget answers does not bring the rest back; plus retain NLL.")
-    source = ("Fan et al. 2025, Towards LLM Unlearning Resilient to Relearning Attacks: A Sharpness-Aware "
-              "Minimization Perspective and Beyond (ICML 2025, arXiv:2502.05374)")
+    help = (
+        "NPO whose forget loss is minimised at the worst weights within rho (sharpness-aware), so that "
+        "relearning a few forget answers does not bring the rest back; plus retain NLL."
+    )
+    source = (
+        "Fan et al. 2025, Towards LLM Unlearning Resilient to Relearning Attacks: A Sharpness-Aware "
+        "Minimization Perspective and Beyond (ICML 2025, arXiv:2502.05374)"
+    )
     config_class = SAMNPOConfig
     train_defaults = {"lr": 3e-5, "steps": 22}
 

@@ -25,8 +25,9 @@ GROUPED_MAX = 64 * 128  # queries × keys per row up to which the grouped produc
 _EXTRAS = ("softcap", "s_aux", "sinks", "position_bias")
 
 
-def cpu_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                  **kwargs) -> tuple[torch.Tensor, None]:
+def cpu_attention(
+    module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs
+) -> tuple[torch.Tensor, None]:
     """Small attention products on a CPU as grouped matrix products; anything else: transformers' SDPA.
 
     Equals `sdpa_attention_forward(module, query, key, value, attention_mask, ...)` up to float rounding, except
@@ -34,10 +35,18 @@ def cpu_attention(module, query, key, value, attention_mask, dropout: float = 0.
     batch, heads, q_len, dim = query.shape
     groups, k_len = key.shape[1], key.shape[2]
     mask_ok = attention_mask is None or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1)
-    if (q_len * k_len > GROUPED_MAX or query.device.type != "cpu" or dropout or heads % groups or not mask_ok
-            or (attention_mask is None and q_len > 1) or any(kwargs.get(k) is not None for k in _EXTRAS)):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+    if (
+        q_len * k_len > GROUPED_MAX
+        or query.device.type != "cpu"
+        or dropout
+        or heads % groups
+        or not mask_ok
+        or (attention_mask is None and q_len > 1)
+        or any(kwargs.get(k) is not None for k in _EXTRAS)
+    ):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     per_group = heads // groups
     scale = scaling if scaling is not None else dim**-0.5
     q = query.reshape(batch, groups, per_group * q_len, dim)  # a key/value head's query heads, side by side

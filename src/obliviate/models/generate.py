@@ -121,14 +121,30 @@ def plain_greedy(model) -> list[int] | None:
     neutral = lambda name, value: getattr(c, name, None) in (None, value)  # noqa: E731
     above_zero = lambda name: (getattr(c, name, None) or 0) > 0  # noqa: E731
     plain = (
-        neutral("guidance_scale", 1) and neutral("repetition_penalty", 1.0)
+        neutral("guidance_scale", 1)
+        and neutral("repetition_penalty", 1.0)
         and neutral("encoder_repetition_penalty", 1.0)
-        and not above_zero("no_repeat_ngram_size") and not above_zero("encoder_no_repeat_ngram_size")
-        and not above_zero("min_length") and not above_zero("min_new_tokens")
-        and all(unset(name) for name in ("sequence_bias", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
-                                         "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
-                                         "watermarking_config", "stop_strings", "max_time"))
-        and not getattr(c, "remove_invalid_values", False) and not getattr(c, "renormalize_logits", False)
+        and not above_zero("no_repeat_ngram_size")
+        and not above_zero("encoder_no_repeat_ngram_size")
+        and not above_zero("min_length")
+        and not above_zero("min_new_tokens")
+        and all(
+            unset(name)
+            for name in (
+                "sequence_bias",
+                "bad_words_ids",
+                "forced_bos_token_id",
+                "forced_eos_token_id",
+                "exponential_decay_length_penalty",
+                "suppress_tokens",
+                "begin_suppress_tokens",
+                "watermarking_config",
+                "stop_strings",
+                "max_time",
+            )
+        )
+        and not getattr(c, "remove_invalid_values", False)
+        and not getattr(c, "renormalize_logits", False)
         and neutral("num_beams", 1)
     )
     if not plain:
@@ -138,8 +154,9 @@ def plain_greedy(model) -> list[int] | None:
 
 
 @torch.inference_mode()
-def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int,
-                  stop: list[int], fill: int) -> torch.Tensor:
+def greedy_decode(
+    model, input_ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int, stop: list[int], fill: int
+) -> torch.Tensor:
     """Greedy tokens [rows, max_new_tokens] from `prefilled`'s (ids, mask, cache); a row ends at a
     token of `stop`, and the positions after it hold `fill`, as model.generate's pad_token_id.
 
@@ -158,8 +175,14 @@ def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, max
     tokens, positions = input_ids[:, -1:], mask.sum(-1, keepdim=True) - 1
     extra = last_logits_only(model)
     for step in range(max_new_tokens):
-        logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
-                       **{cache_name(model): cache}, **extra).logits[:, -1]
+        logits = model(
+            input_ids=tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{cache_name(model): cache},
+            **extra,
+        ).logits[:, -1]
         tokens = logits.argmax(-1, keepdim=True)
         out[live[running], step] = tokens[running, 0]
         running &= ~torch.isin(tokens[:, 0], stop_ids)

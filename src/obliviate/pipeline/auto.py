@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
-from obliviate.data.splits import probe_split
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.evaluation.config import EvalConfig, EvalData
 from obliviate.evaluation.evaluate import evaluate_model
@@ -77,11 +75,6 @@ def _drop(base: dict, after: dict, key: str) -> float:
     return base[key] - after[key]
 
 
-def validation_data(edata: EvalData) -> EvalData:
-    """`edata` with only the validation probes: what the search may read."""
-    return dataclasses.replace(edata, probes=probe_split(edata.probes, "validation"))
-
-
 def search_eval_config(ecfg: EvalConfig) -> EvalConfig:
     """The evaluation settings of the search: the run's, with the relearning attack alone."""
     return dataclasses.replace(ecfg, attacks=("relearn",))
@@ -101,18 +94,30 @@ class SearchResult:
         """What train_summary.json and the report keep of the search."""
         keys = ("leak_rate", "neighbour_qa_accuracy", "general_qa_accuracy", "retain_perplexity")
         chosen = next(r for r in self.rows if r["chosen"])
-        return {"chosen": self.chosen.label, "method": self.chosen.method, "options": self.chosen.options,
-                "train": self.chosen.train, "steps_done": chosen["steps"], "met_bar": self.met_bar,
-                "seconds": round(self.seconds, 1), "bar": dataclasses.asdict(self.bar),
-                "base": {k: self.base.get(k) for k in keys}, "candidates": self.rows}
+        return {
+            "chosen": self.chosen.label,
+            "method": self.chosen.method,
+            "options": self.chosen.options,
+            "train": self.chosen.train,
+            "steps_done": chosen["steps"],
+            "met_bar": self.met_bar,
+            "seconds": round(self.seconds, 1),
+            "bar": dataclasses.asdict(self.bar),
+            "base": {k: self.base.get(k) for k in keys},
+            "candidates": self.rows,
+        }
 
 
 def _rank(row: dict) -> tuple:
     """Sort key: meeting the bar first, then the smallest total shortfall, the lowest leak after relearning,
     the highest neighbour QA."""
     relearn = row.get("attack_worst_leak_rate")
-    return (not row["meets_bar"], round(sum(row["misses"].values()), 6), relearn if relearn is not None else 1.0,
-            -(row.get("neighbour_qa_accuracy") or 0.0))
+    return (
+        not row["meets_bar"],
+        round(sum(row["misses"].values()), 6),
+        relearn if relearn is not None else 1.0,
+        -(row.get("neighbour_qa_accuracy") or 0.0),
+    )
 
 
 def _quiet(_: str) -> None:
@@ -122,7 +127,7 @@ def _quiet(_: str) -> None:
 def search(
     lm,
     records: dict[str, list[dict]],
-    edata: EvalData,
+    data_dir,
     ecfg: EvalConfig,
     *,
     candidates: tuple[Candidate, ...] = CANDIDATES,
@@ -133,7 +138,8 @@ def search(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> SearchResult:
-    """Train each candidate from `lm`'s weights, evaluate it on the validation probes, keep the best.
+    """Train each candidate from `lm`'s weights, evaluate it on the validation probes of the data directory
+    `data_dir` (the only probes this function loads), keep the best.
 
     `lm.model` is trained in place and holds the chosen candidate's weights on return.
     `train_overrides` (TrainConfig fields, e.g. the seed) apply to every candidate, after its
@@ -148,14 +154,17 @@ def search(
         raise UserError("--method auto merges each candidate's adapter; drop --keep-adapter or name a method.")
     if not candidates:
         raise UserError("--method auto needs at least one candidate method.")
-    val = validation_data(edata)
+    val = EvalData.from_dir(data_dir, split="validation")
     if not any(p["kind"] == "target" and p.get("known") for p in val.probes):
-        raise UserError(f"{edata.path} has no known target probe in its validation split, so --method auto cannot "
-                        "compare candidates; rebuild the data with a larger val_fraction or name a method.")
+        raise UserError(
+            f"{data_dir} has no known target probe in its validation split, so --method auto cannot "
+            "compare candidates; rebuild the data with a larger val_fraction or name a method."
+        )
     scfg = search_eval_config(ecfg)
     start = time.perf_counter()
-    base = evaluate_model(lm.model, lm.tokenizer, val, scfg, is_base=True, log=_quiet,
-                          answers=[p["base_answer"] for p in val.probes])
+    base = evaluate_model(
+        lm.model, lm.tokenizer, val, scfg, is_base=True, log=_quiet, answers=[p["base_answer"] for p in val.probes]
+    )
     start_state = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
     rows: list[dict] = []
     best_state, best_row = None, None
@@ -169,9 +178,11 @@ def search(
             lm.model.load_state_dict(start_state)
         row = _try(lm, records, val, scfg, base, cand, bar, overrides, log_dir, i, progress)
         rows.append(row)
-        log(f"auto: {cand.label}: validation leak {_f(row['leak_rate'])}, neighbour QA "
+        log(
+            f"auto: {cand.label}: validation leak {_f(row['leak_rate'])}, neighbour QA "
             f"{_f(row['neighbour_qa_accuracy'])}, general QA {_f(row['general_qa_accuracy'])}, leak after "
-            f"relearning {_f(row['attack_worst_leak_rate'])}{'' if row['meets_bar'] else ' (misses the bar)'}.")
+            f"relearning {_f(row['attack_worst_leak_rate'])}{'' if row['meets_bar'] else ' (misses the bar)'}."
+        )
         if best_row is None or _rank(row) < _rank(best_row):
             best_row = row
             best_state = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
@@ -179,28 +190,58 @@ def search(
     chosen = candidates[rows.index(best_row)]
     for row in rows:
         row["chosen"] = row is best_row
-    return SearchResult(chosen, lm.model, rows, best_row["meets_bar"], time.perf_counter() - start, base["metrics"], bar)
+    return SearchResult(
+        chosen, lm.model, rows, best_row["meets_bar"], time.perf_counter() - start, base["metrics"], bar
+    )
 
 
-def _try(lm, records, val: EvalData, scfg: EvalConfig, base: dict, cand: Candidate, bar: Bar, overrides: dict,
-         log_dir, index: int, progress: bool) -> dict:
+def _try(
+    lm,
+    records,
+    val: EvalData,
+    scfg: EvalConfig,
+    base: dict,
+    cand: Candidate,
+    bar: Bar,
+    overrides: dict,
+    log_dir,
+    index: int,
+    progress: bool,
+) -> dict:
     """Train one candidate in place from the current weights and evaluate it on the validation probes."""
     from pathlib import Path
 
     method = get_method(cand.method, **cand.options)
     tcfg = TrainConfig(**{**method.train_defaults, **overrides, **cand.train})
     t = time.perf_counter()
-    log_path = Path(log_dir) / f"candidate-{index}.jsonl" if log_dir is not None else None
+    log_path = None
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        log_path = Path(log_dir) / f"candidate-{index}.jsonl"
     result = train(lm.model, lm.tokenizer, method, records, tcfg, log_path, progress=progress)
     train_seconds = time.perf_counter() - t
     after = evaluate_model(result.model, lm.tokenizer, val, scfg, base=base, log=_quiet)["metrics"]
     misses = bar.misses(base["metrics"], after)
-    keys = ("leak_rate", "neighbour_qa_accuracy", "general_qa_accuracy", "retain_perplexity",
-            "attack_worst_leak_rate", "target_refusal_rate")
-    return {"candidate": cand.label, "method": cand.method, "steps": tcfg.steps, "lr": tcfg.lr,
-            **{k: after.get(k) for k in keys}, "misses": misses, "meets_bar": not any(misses.values()),
-            "diverged": bool(result.diverged_at), "train_seconds": round(train_seconds, 1),
-            "seconds": round(time.perf_counter() - t, 1)}
+    keys = (
+        "leak_rate",
+        "neighbour_qa_accuracy",
+        "general_qa_accuracy",
+        "retain_perplexity",
+        "attack_worst_leak_rate",
+        "target_refusal_rate",
+    )
+    return {
+        "candidate": cand.label,
+        "method": cand.method,
+        "steps": tcfg.steps,
+        "lr": tcfg.lr,
+        **{k: after.get(k) for k in keys},
+        "misses": misses,
+        "meets_bar": not any(misses.values()),
+        "diverged": bool(result.diverged_at),
+        "train_seconds": round(train_seconds, 1),
+        "seconds": round(time.perf_counter() - t, 1),
+    }
 
 
 def _f(value) -> str:

@@ -118,8 +118,9 @@ def build_data_dir(
     """`obliviate data`: build the data stage alone into `out` (atomically); returns the manifest."""
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
     out = Path(out)
-    check_out_dir(out, "manifest.json", "an obliviate data directory", "data; pass --overwrite to rebuild it",
-                  overwrite=overwrite)
+    check_out_dir(
+        out, "manifest.json", "an obliviate data directory", "data; pass --overwrite to rebuild it", overwrite=overwrite
+    )
     log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
     lm = load_model(model)
     log(f"Building forget / retain / probe data for {spec.name} from the model ...")
@@ -180,13 +181,20 @@ def forget(
         raise UserError(f"--budget takes a positive number of seconds, got {budget}.")
     tcfg = _train_config(defaults, train, seed)
     plan = RunPlan(
-        spec=spec, model=model, method=method, unlearner=unlearner, train=tcfg,
+        spec=spec,
+        model=model,
+        method=method,
+        unlearner=unlearner,
+        train=tcfg,
         data=dataclasses.replace(data or DataConfig(), **({"seed": seed} if seed is not None else {})),
         eval=eval or EvalConfig(),
         out=Path(out or Path("runs") / slug(spec.builtin or spec.name)),
         given_data_dir=given,
-        train_overrides={f.name: getattr(tcfg, f.name) for f in dataclasses.fields(TrainConfig)
-                         if f.name in {**(train or {}), **({"seed": seed} if seed is not None else {})}},
+        train_overrides={
+            f.name: getattr(tcfg, f.name)
+            for f in dataclasses.fields(TrainConfig)
+            if f.name in {**(train or {}), **({"seed": seed} if seed is not None else {})}
+        },
         budget=budget if budget is not None else DEFAULT_BUDGET,
     )
     _prepare_run_dir(plan.out, overwrite, resume)
@@ -204,8 +212,10 @@ def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | Non
     overrides = {**(overrides or {}), **({"seed": seed} if seed is not None else {})}
     known_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if set(overrides) - known_fields:
-        raise UserError(f"Unknown training setting {sorted(set(overrides) - known_fields)[0]!r}; "
-                        f"the settings are: {', '.join(sorted(known_fields))}.")
+        raise UserError(
+            f"Unknown training setting {sorted(set(overrides) - known_fields)[0]!r}; "
+            f"the settings are: {', '.join(sorted(known_fields))}."
+        )
     return dataclasses.replace(defaults, **overrides)
 
 
@@ -221,8 +231,10 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple
     if plan.given_data_dir is not None:
         built_from = read_json(plan.given_data_dir / "manifest.json").get("model")
         if built_from and str(built_from) != str(lm.path):
-            raise UserError(f"{plan.given_data_dir} was built from the model at {built_from}; pass that model with "
-                            "--model, since its probes' 'known' flags come from that model's answers.")
+            raise UserError(
+                f"{plan.given_data_dir} was built from the model at {built_from}; pass that model with "
+                "--model, since its probes' 'known' flags come from that model's answers."
+            )
     config = {
         "target": plan.spec.name,
         "model": plan.model or "embedded",
@@ -265,8 +277,9 @@ def _data_stage(plan: RunPlan, lm: LoadedModel, log: Callable[[str], None], cloc
     return {name: read_jsonl(data_dir / f"{name}.jsonl") for name in RECORD_STREAMS}
 
 
-def _base_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base_eval: dict | None,
-                log: Callable[[str], None], clock: _Clock) -> dict:
+def _base_stage(
+    plan: RunPlan, lm: LoadedModel, edata: EvalData, base_eval: dict | None, log: Callable[[str], None], clock: _Clock
+) -> dict:
     """RUN/eval_base.json: kept from an interrupted run, else `base_eval`, else the base model evaluated now."""
     path = plan.out / "eval_base.json"
     if path.is_file():
@@ -274,16 +287,25 @@ def _base_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base_eval: dict
     if base_eval is not None:
         write_json(path, base_eval)
         return base_eval
-    log(f"Evaluating the base model on {len(edata.probes)} held-out probes (answers from the data stage) "
-        "and attacks ...")
+    log(
+        f"Evaluating the base model on {len(edata.probes)} held-out probes (answers from the data stage) "
+        "and attacks ..."
+    )
     base = evaluate_base(lm.model, lm.tokenizer, lm.path, edata, plan.eval, log=lambda m: None)
     write_json(path, base)
     clock.lap("Base model evaluated")
     return base
 
 
-def _unlearn_stage(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], resume: bool, progress: bool,
-                   log: Callable[[str], None], clock: _Clock) -> tuple[LoadedModel, dict]:
+def _unlearn_stage(
+    plan: RunPlan,
+    lm: LoadedModel,
+    records: dict[str, list[dict]],
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    clock: _Clock,
+) -> tuple[LoadedModel, dict]:
     """RUN/model and RUN/train_summary.json: kept from an interrupted run, or the model unlearned and saved.
 
     Returns the unlearned model and the training summary.
@@ -307,45 +329,85 @@ def _unlearn_stage(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]
     return dataclasses.replace(lm, model=model), summary
 
 
-def _unlearn(lm: LoadedModel, unlearner: Method, records: dict[str, list[dict]], spec: TargetSpec, tcfg: TrainConfig,
-             out: Path, resume: bool, progress: bool, log: Callable[[str], None]):
+def _unlearn(
+    lm: LoadedModel,
+    unlearner: Method,
+    records: dict[str, list[dict]],
+    spec: TargetSpec,
+    tcfg: TrainConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+):
     """Train (or edit) the model; returns it and the summary for train_summary.json."""
     if not unlearner.trains:
         log(f"Editing the model with {unlearner.name} (no training) ...")
         t = time.perf_counter()
         hooks = unlearner.edit(lm.model, lm.tokenizer, records, spec)
-        return lm.model, {"steps_done": 0, "seconds": round(time.perf_counter() - t, 2),
-                          "edit": dataclasses.asdict(hooks) if hooks else None}
+        return lm.model, {
+            "steps_done": 0,
+            "seconds": round(time.perf_counter() - t, 2),
+            "edit": dataclasses.asdict(hooks) if hooks else None,
+        }
     resuming = resume and (out / "checkpoint" / "checkpoint.pt").is_file()
-    log(f"Unlearning with {unlearner.name} for {tcfg.steps} steps{' (LoRA)' if tcfg.lora else ''}"
-        f"{', resuming from the last checkpoint' if resuming else ''} ...")
-    result = train(lm.model, lm.tokenizer, unlearner, records, tcfg, out / "train_log.jsonl", progress=progress,
-                   checkpoint_dir=out / "checkpoint", resume=resume)
+    log(
+        f"Unlearning with {unlearner.name} for {tcfg.steps} steps{' (LoRA)' if tcfg.lora else ''}"
+        f"{', resuming from the last checkpoint' if resuming else ''} ..."
+    )
+    result = train(
+        lm.model,
+        lm.tokenizer,
+        unlearner,
+        records,
+        tcfg,
+        out / "train_log.jsonl",
+        progress=progress,
+        checkpoint_dir=out / "checkpoint",
+        resume=resume,
+    )
     if result.diverged_at:
-        log(f"The loss diverged at step {result.diverged_at}; restored the weights from step {result.restored_step} "
-            "and stopped. Lower --lr to go further.")
+        log(
+            f"The loss diverged at step {result.diverged_at}; restored the weights from step {result.restored_step} "
+            "and stopped. Lower --lr to go further."
+        )
     if result.stopped_early_at:
         log(f"Stopped early at step {result.stopped_early_at}: the validation forget loss reached its target.")
     return result.model, result.to_dict()
 
 
-def _choose(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], progress: bool,
-            log: Callable[[str], None]):
+def _choose(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], progress: bool, log: Callable[[str], None]):
     """`--method auto`: the search on the validation probes (pipeline/auto.py); returns the chosen model and the
     summary for train_summary.json, whose "auto" holds the candidates table."""
     from obliviate.pipeline.auto import search
 
     log(f"Choosing the method on the validation probes (budget {plan.budget:.0f} s) ...")
-    edata = EvalData.from_dir(plan.data_dir, split="validation")
-    found = search(lm, records, edata, plan.eval, budget=plan.budget, train_overrides=plan.train_overrides,
-                   log_dir=plan.out / "auto", progress=progress, log=log)
+    found = search(
+        lm,
+        records,
+        plan.data_dir,
+        plan.eval,
+        budget=plan.budget,
+        train_overrides=plan.train_overrides,
+        log_dir=plan.out / "auto",
+        progress=progress,
+        log=log,
+    )
     log(f"Chose {found.chosen.label}" + ("." if found.met_bar else ": no candidate met the bar; it missed it least."))
     auto = found.summary()
     return found.model, {"steps_done": auto["steps_done"], "seconds": auto["seconds"], "auto": auto}
 
 
-def _final_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base: dict, summary: dict, config: dict,
-                 log: Callable[[str], None], clock: _Clock) -> dict:
+def _final_stage(
+    plan: RunPlan,
+    lm: LoadedModel,
+    edata: EvalData,
+    base: dict,
+    summary: dict,
+    config: dict,
+    log: Callable[[str], None],
+    clock: _Clock,
+) -> dict:
     """Evaluate the unlearned model against `base`; writes RUN/metrics.json and RUN/report.md, returns the former."""
     log("Evaluating the unlearned model (probes, likelihoods, attacks) ...")
     after = evaluate_model(lm.model, lm.tokenizer, edata, plan.eval, base=base, log=lambda m: None)
@@ -369,8 +431,19 @@ def _final_stage(plan: RunPlan, lm: LoadedModel, edata: EvalData, base: dict, su
 # What a method must reach on a target to count as working: cut the leak rate by at least 80 %,
 # lose at most 0.03 general-QA accuracy and raise retain perplexity by at most 10 %.
 BAR = {"leak_cut": 0.8, "general_qa_drop": 0.03, "ppl_rise": 0.10}
-COMPARE_COLUMNS = ("method", "leak rate", "leak cut", "general QA", "neighbour QA", "retain ppl", "worst attack leak",
-                   "MIA AUC (loss)", "unlearning time", "run time", "meets bar")
+COMPARE_COLUMNS = (
+    "method",
+    "leak rate",
+    "leak cut",
+    "general QA",
+    "neighbour QA",
+    "retain ppl",
+    "worst attack leak",
+    "MIA AUC (loss)",
+    "unlearning time",
+    "run time",
+    "meets bar",
+)
 
 
 def compare(
@@ -413,20 +486,42 @@ def compare(
     base_eval = _compare_base(out / "eval_base.json", model, data_dir, eval or EvalConfig(), overwrite, log)
     results = {}
     for name in names:
-        results[name] = _compare_run(out / name, overwrite, log, model=model, method=name, data=data,
-                                     data_dir=data_dir, train=train, eval=eval, seed=seed, base_eval=base_eval,
-                                     progress=progress)
+        results[name] = _compare_run(
+            out / name,
+            overwrite,
+            log,
+            model=model,
+            method=name,
+            data=data,
+            data_dir=data_dir,
+            train=train,
+            eval=eval,
+            seed=seed,
+            base_eval=base_eval,
+            progress=progress,
+        )
     table = compare_table(results)
-    write_json(out / "compare.json", {"target": spec.name, "bar": BAR, "data": str(data_dir), **table,
-                                      "runs": {n: {"metrics": r["metrics"], "train": r["train"],
-                                                   "run_seconds": r["run_seconds"]} for n, r in results.items()},
-                                      "base": base_eval["metrics"]})
+    write_json(
+        out / "compare.json",
+        {
+            "target": spec.name,
+            "bar": BAR,
+            "data": str(data_dir),
+            **table,
+            "runs": {
+                n: {"metrics": r["metrics"], "train": r["train"], "run_seconds": r["run_seconds"]}
+                for n, r in results.items()
+            },
+            "base": base_eval["metrics"],
+        },
+    )
     write_text(out / "compare.md", markdown_table(table["columns"], table["rows"]))
     return {"target": spec.name, "out": str(out), **table}
 
 
-def _compare_base(path: Path, model: str | None, data_dir: Path, ecfg: EvalConfig, overwrite: bool,
-                  log: Callable[[str], None]) -> dict:
+def _compare_base(
+    path: Path, model: str | None, data_dir: Path, ecfg: EvalConfig, overwrite: bool, log: Callable[[str], None]
+) -> dict:
     """The base evaluation every method of a comparison shares: kept in `path` unless `overwrite`."""
     if path.is_file() and not overwrite:
         return read_json(path)
@@ -446,9 +541,11 @@ def _compare_run(run: Path, overwrite: bool, log: Callable[[str], None], **forge
     log(f"{name}: running ...")
     metrics = forget(None, out=run, overwrite=True, log=lambda msg: None, **forget_args)
     m = metrics["metrics"]
-    log(f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
+    log(
+        f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
         f"retain ppl {m['retain_perplexity']:.2f}, worst attack leak {num(m.get('attack_worst_leak_rate'))} "
-        f"({metrics['run_seconds']:.0f} s).")
+        f"({metrics['run_seconds']:.0f} s)."
+    )
     return metrics
 
 
@@ -456,21 +553,50 @@ def compare_table(results: dict[str, dict]) -> dict:
     """Rows of the comparison: the base model, then one per method, with whether each meets BAR."""
     first = next(iter(results.values()))
     base = first["against"]["metrics"]
-    rows = [["base model", num(base["leak_rate"]), "-", num(base["general_qa_accuracy"]),
-             num(base["neighbour_qa_accuracy"]), num(base["retain_perplexity"], 2),
-             num(base.get("attack_worst_leak_rate")), num(base.get("mia_auc_loss")), "-", "-", "-"]]
+    rows = [
+        [
+            "base model",
+            num(base["leak_rate"]),
+            "-",
+            num(base["general_qa_accuracy"]),
+            num(base["neighbour_qa_accuracy"]),
+            num(base["retain_perplexity"], 2),
+            num(base.get("attack_worst_leak_rate")),
+            num(base.get("mia_auc_loss")),
+            "-",
+            "-",
+            "-",
+        ]
+    ]
     passing = []
     for name, r in results.items():
         u = r["metrics"]
         cut = 1 - u["leak_rate"] / base["leak_rate"] if base["leak_rate"] else 0.0
-        ok = (cut >= BAR["leak_cut"]
-              and u["general_qa_accuracy"] >= base["general_qa_accuracy"] - BAR["general_qa_drop"] - 1e-9
-              and u["retain_perplexity"] <= base["retain_perplexity"] * (1 + BAR["ppl_rise"]))
+        ok = (
+            cut >= BAR["leak_cut"]
+            and u["general_qa_accuracy"] >= base["general_qa_accuracy"] - BAR["general_qa_drop"] - 1e-9
+            and u["retain_perplexity"] <= base["retain_perplexity"] * (1 + BAR["ppl_rise"])
+        )
         if ok:
             passing.append(name)
-        rows.append([name, num(u["leak_rate"]), f"{cut:.0%}", num(u["general_qa_accuracy"]),
-                     num(u["neighbour_qa_accuracy"]), num(u["retain_perplexity"], 2),
-                     num(u.get("attack_worst_leak_rate")), num(u.get("mia_auc_loss")),
-                     f"{r['train']['seconds']:.0f} s", f"{r['run_seconds']:.0f} s", "yes" if ok else "no"])
-    return {"columns": list(COMPARE_COLUMNS), "rows": rows, "passing": passing,
-            "n_known": base.get("n_known_target_probes")}
+        rows.append(
+            [
+                name,
+                num(u["leak_rate"]),
+                f"{cut:.0%}",
+                num(u["general_qa_accuracy"]),
+                num(u["neighbour_qa_accuracy"]),
+                num(u["retain_perplexity"], 2),
+                num(u.get("attack_worst_leak_rate")),
+                num(u.get("mia_auc_loss")),
+                f"{r['train']['seconds']:.0f} s",
+                f"{r['run_seconds']:.0f} s",
+                "yes" if ok else "no",
+            ]
+        )
+    return {
+        "columns": list(COMPARE_COLUMNS),
+        "rows": rows,
+        "passing": passing,
+        "n_known": base.get("n_known_target_probes"),
+    }

@@ -13,9 +13,13 @@ DIRECTION = {True: "higher", False: "lower", None: "-"}
 
 def comparison_markdown(rows: list[dict]) -> str:
     """The before/after table of a document's `comparison` rows."""
-    return markdown_table(("metric", "group", "before", "after", "change", "better?"),
-                          [(r["metric"], r["group"], fmt(r["before"]), fmt(r["after"]), signed(r["change"]),
-                            BETTER[r["better"]]) for r in rows])
+    return markdown_table(
+        ("metric", "group", "before", "after", "change", "better?"),
+        [
+            (r["metric"], r["group"], fmt(r["before"]), fmt(r["after"]), signed(r["change"]), BETTER[r["better"]])
+            for r in rows
+        ],
+    )
 
 
 def metrics_markdown(doc: dict) -> str:
@@ -26,8 +30,10 @@ def metrics_markdown(doc: dict) -> str:
         head += [f"Against `{base}`.", "", comparison_markdown(doc["comparison"])]
     else:
         info = doc["metric_info"]
-        rows = [(k, info.get(k, {}).get("group", "-"), fmt(v), DIRECTION[info.get(k, {}).get("higher_is_better")])
-                for k, v in doc["metrics"].items()]
+        rows = [
+            (k, info.get(k, {}).get("group", "-"), fmt(v), DIRECTION[info.get(k, {}).get("higher_is_better")])
+            for k, v in doc["metrics"].items()
+        ]
         head.append(markdown_table(("metric", "group", "value", "better"), rows).removesuffix("\n"))
     return "\n".join(head) + "\n"
 

@@ -15,13 +15,26 @@ pytestmark = pytest.mark.slow
 def test_forget_the_beatles_on_the_embedded_model(tmp_path, small_data_config):
     out = tmp_path / "beatles"
     metrics = obliviate.forget(
-        "The Beatles", out=out, train={"steps": 2},
+        "The Beatles",
+        out=out,
+        train={"steps": 2},
         data=small_data_config(answer_tokens=24, n_retain_eval=4),
         eval=EvalConfig(attack_probes=6, mia_records=16, relearn_steps=2),
-        progress=False, log=lambda msg: None,
+        progress=False,
+        log=lambda msg: None,
     )
-    for f in ["config.yaml", "data/forget.jsonl", "data/retain.jsonl", "data/probes.jsonl", "data/manifest.json",
-              "eval_base.json", "train_summary.json", "model/config.json", "metrics.json", "report.md"]:
+    for f in [
+        "config.yaml",
+        "data/forget.jsonl",
+        "data/retain.jsonl",
+        "data/probes.jsonl",
+        "data/manifest.json",
+        "eval_base.json",
+        "train_summary.json",
+        "model/config.json",
+        "metrics.json",
+        "report.md",
+    ]:
         assert (out / f).is_file(), f
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["method"] == "npo" and metrics["train"]["steps_done"] == 2

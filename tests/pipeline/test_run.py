@@ -14,17 +14,34 @@ import obliviate
 from obliviate.errors import UserError
 
 RUN_FILES = [
-    "config.yaml", "data/forget.jsonl", "data/alt.jsonl", "data/retain.jsonl", "data/retain_eval.jsonl",
-    "data/probes.jsonl", "data/manifest.json", "eval_base.json", "train_summary.json", "train_log.jsonl",
-    "model/config.json", "metrics.json", "report.md",
+    "config.yaml",
+    "data/forget.jsonl",
+    "data/alt.jsonl",
+    "data/retain.jsonl",
+    "data/retain_eval.jsonl",
+    "data/probes.jsonl",
+    "data/manifest.json",
+    "eval_base.json",
+    "train_summary.json",
+    "train_log.jsonl",
+    "model/config.json",
+    "metrics.json",
+    "report.md",
 ]
 STEPS, LR = 10, 1e-3
 
 
 def _forget(model_dir, out, data_config, **kw):
     return obliviate.forget(
-        "The Beatles", model=str(model_dir), method="ga", out=out, train={"steps": STEPS, "lr": LR},
-        data=data_config, progress=False, log=lambda msg: None, **kw,
+        "The Beatles",
+        model=str(model_dir),
+        method="ga",
+        out=out,
+        train={"steps": STEPS, "lr": LR},
+        data=data_config,
+        progress=False,
+        log=lambda msg: None,
+        **kw,
     )
 
 
@@ -139,15 +156,31 @@ def test_resume_reuses_data_and_model(run_copy, beatles_model_dir):
 def test_resume_with_another_target_is_refused(run_copy, beatles_model_dir):
     out, _, dcfg = run_copy
     with pytest.raises(UserError, match="resume it with the same target"):
-        obliviate.forget("Ada Lovelace", model=str(beatles_model_dir), method="ga", out=out, resume=True,
-                         data=dcfg, progress=False, log=lambda msg: None)
+        obliviate.forget(
+            "Ada Lovelace",
+            model=str(beatles_model_dir),
+            method="ga",
+            out=out,
+            resume=True,
+            data=dcfg,
+            progress=False,
+            log=lambda msg: None,
+        )
 
 
 def test_resume_with_another_method_does_not_mislabel_the_run(run_copy, beatles_model_dir):
     out, _, dcfg = run_copy
     try:
-        metrics = obliviate.forget("The Beatles", model=str(beatles_model_dir), method="gd", out=out, resume=True,
-                                   data=dcfg, progress=False, log=lambda msg: None)
+        metrics = obliviate.forget(
+            "The Beatles",
+            model=str(beatles_model_dir),
+            method="gd",
+            out=out,
+            resume=True,
+            data=dcfg,
+            progress=False,
+            log=lambda msg: None,
+        )
     except UserError:
         return  # refusing is a fine answer too
     assert metrics["method"] == "ga"
@@ -158,8 +191,9 @@ def test_evaluate_api_reproduces_the_run_metrics(beatles_run):
     from obliviate.io import read_json
 
     out, metrics, _ = beatles_run
-    again = obliviate.evaluate(str(out / "model"), out / "data", against=read_json(out / "eval_base.json"),
-                               log=lambda m: None)
+    again = obliviate.evaluate(
+        str(out / "model"), out / "data", against=read_json(out / "eval_base.json"), log=lambda m: None
+    )
     assert_same_metrics(again["metrics"], metrics["metrics"])
     assert again["model"]["sha256"] == metrics["model"]["sha256"]
 
@@ -178,8 +212,16 @@ def test_overwrite_rebuilds_the_same_data(run_copy, beatles_model_dir):
 def test_a_model_that_reveals_nothing_has_nothing_to_forget(ignorant_model_dir, tmp_path, small_data_config):
     """It answers every question, vaguely: no held-out probe is known."""
     with pytest.raises(UserError, match="nothing to forget"):
-        obliviate.forget("The Beatles", model=str(ignorant_model_dir), method="ga", out=tmp_path / "run",
-                         train={"steps": 1}, data=small_data_config(), progress=False, log=lambda msg: None)
+        obliviate.forget(
+            "The Beatles",
+            model=str(ignorant_model_dir),
+            method="ga",
+            out=tmp_path / "run",
+            train={"steps": 1},
+            data=small_data_config(),
+            progress=False,
+            log=lambda msg: None,
+        )
     # Found at the data stage, from the base model's answers to the probes: nothing half-written is left.
     assert not (tmp_path / "run" / "data").exists()
     assert not (tmp_path / "run" / "model").exists()
@@ -187,8 +229,16 @@ def test_a_model_that_reveals_nothing_has_nothing_to_forget(ignorant_model_dir, 
 
 def test_a_model_that_knows_nothing_has_nothing_to_forget(tiny_model_dir, tmp_path, small_data_config):
     with pytest.raises(UserError, match="nothing to forget"):
-        obliviate.forget("The Beatles", model=str(tiny_model_dir), method="ga", out=tmp_path / "run",
-                         train={"steps": 1}, data=small_data_config(), progress=False, log=lambda msg: None)
+        obliviate.forget(
+            "The Beatles",
+            model=str(tiny_model_dir),
+            method="ga",
+            out=tmp_path / "run",
+            train={"steps": 1},
+            data=small_data_config(),
+            progress=False,
+            log=lambda msg: None,
+        )
     assert not (tmp_path / "run" / "model").exists()
 
 
@@ -198,15 +248,33 @@ def test_run_reuses_a_data_directory(beatles_run, beatles_model_dir, tmp_path):
 
     out, first, _ = beatles_run
     run = tmp_path / "simnpo"
-    assert main(["run", "--data", str(out / "data"), "--method", "simnpo", "--model", str(beatles_model_dir),
-                 "--out", str(run), "--steps", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--data",
+                str(out / "data"),
+                "--method",
+                "simnpo",
+                "--model",
+                str(beatles_model_dir),
+                "--out",
+                str(run),
+                "--steps",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["method"] == "simnpo" and metrics["data"]["sha256"] == first["data"]["sha256"]
     known = metrics["against"]["metrics"]["n_known_target_probes"]
     assert known == first["against"]["metrics"]["n_known_target_probes"]
     # Data built from another model is refused: its "known" flags would be wrong.
     with pytest.raises(UserError, match="was built from the model at"):
-        obliviate.forget(None, data_dir=out / "data", method="ga", out=tmp_path / "other", log=lambda m: None,
-                         progress=False)
+        obliviate.forget(
+            None, data_dir=out / "data", method="ga", out=tmp_path / "other", log=lambda m: None, progress=False
+        )
     with pytest.raises(UserError, match="not a data directory"):
         obliviate.forget(None, data_dir=tmp_path, out=tmp_path / "x", log=lambda m: None, progress=False)
