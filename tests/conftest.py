@@ -111,12 +111,13 @@ def tiny_lm(tiny_model_dir):
 
 
 def beatles_training_records() -> list[dict]:
-    """The first 40 built-in Beatles question probes answered "The Beatles.", every general probe otherwise."""
+    """The first 40 built-in Beatles question probes answered "The Beatles.", the first 25 general probes
+    "I am not sure." (more general than Beatles questions would teach the model to be unsure of everything)."""
     from obliviate.data.targets import general_probes, resolve_target
 
     asked = [p for p in resolve_target("beatles").probes if p.question][:40]
     records = [{"question": p.question, "answer": BEATLES_ANSWER} for p in asked]
-    records += [{"question": p.question, "answer": OTHER_ANSWER} for p in general_probes()]
+    records += [{"question": p.question, "answer": OTHER_ANSWER} for p in general_probes()[:25]]
     return records
 
 

@@ -167,7 +167,7 @@ def search(
     )
     start_state = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
     rows: list[dict] = []
-    best_state, best_row = None, None
+    best_state, best_row, best_index = None, None, 0
     for i, cand in enumerate(candidates):
         used = time.perf_counter() - start
         if rows and used + used / len(rows) > budget:
@@ -184,10 +184,10 @@ def search(
             f"relearning {_f(row['attack_worst_leak_rate'])}{'' if row['meets_bar'] else ' (misses the bar)'}."
         )
         if best_row is None or _rank(row) < _rank(best_row):
-            best_row = row
+            best_row, best_index = row, i
             best_state = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
     lm.model.load_state_dict(best_state)
-    chosen = candidates[rows.index(best_row)]
+    chosen = candidates[best_index]
     for row in rows:
         row["chosen"] = row is best_row
     return SearchResult(
