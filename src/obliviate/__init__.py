@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _API = {
     "forget": ("obliviate.pipeline", "forget"),
     "compare": ("obliviate.pipeline", "compare"),
-    "evaluate": ("obliviate.evaluation.evaluate", "evaluate"),
+    "evaluate": ("obliviate.pipeline", "evaluate"),
     "load_model": ("obliviate.models.loading", "load_model"),
     # obliviate.load(path): a saved run's model with its hooks (guardrail, suppress) reattached
     "load": ("obliviate.models.loading", "load_model"),

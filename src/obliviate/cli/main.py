@@ -222,9 +222,7 @@ def _metrics_table(doc: dict, title: str, keys=KEY_METRICS):
 def cmd_eval(args) -> int:
     from rich.console import Console
 
-    from obliviate.evaluation.evaluate import evaluate
-    from obliviate.pipeline import slug
-    from obliviate.report.metrics import write_metrics
+    from obliviate.pipeline import evaluate, slug
 
     cfg = _eval_config(args)
     console = Console(quiet=args.quiet)
@@ -235,9 +233,9 @@ def cmd_eval(args) -> int:
         against=args.against,
         oracle=args.oracle,
         config=cfg,
+        out=out,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
     )
-    write_metrics(out, doc)
     console.print(
         _metrics_table(
             doc,

@@ -131,6 +131,27 @@ def build_data_dir(
     return manifest
 
 
+def evaluate(
+    model,
+    data: str | Path,
+    *,
+    against=None,
+    oracle=None,
+    config: EvalConfig | None = None,
+    out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """`obliviate eval`: the evaluation alone (evaluation.evaluate.evaluate), and with `out` its
+    OUT/metrics.json and OUT/metrics.md, each written atomically. Returns the metrics.json document."""
+    from obliviate.evaluation.evaluate import evaluate as evaluate_on
+    from obliviate.report.metrics import write_metrics
+
+    doc = evaluate_on(model, data, against=against, oracle=oracle, config=config, log=log)
+    if out is not None:
+        write_metrics(out, doc)
+    return doc
+
+
 # ---------------------------------------------------------------- forget
 
 
