@@ -389,7 +389,10 @@ def build_data(
         | {f"probes.{k}": sum(p["kind"] == k for p in probes) for k in ("target", "neighbour", "general")}
         | {"probes.target_known": sum(bool(p.get("known")) for p in probes)}
         | split_counts(probes)
-        | {f"retain.{s}": sum(r["source"] == s for r in retain) for s in sorted({r["source"] for r in retain})}
+        | {
+            f"retain.{s}": sum(r["source"] == s for r in retain)
+            for s in sorted({r["source"] for r in retain} | {"neighbour"})
+        }
         | {f"forget.{s}": sum(r["source"] == s for r in forget) for s in sorted({r["source"] for r in forget})}
         | {f"alt.{k}": sum(r["kind"] == k for r in alt) for k in cfg.alt_kinds},
         "held_out_check": check,
