@@ -67,6 +67,7 @@ def test_unknown_mode_is_named():
 # Run in a fresh process: a long test session's heap is in whatever state earlier tests left it.
 _FAULTS = """
 import resource, torch
+import obliviate.pipeline  # what the command line loads: the heap the policy acts on in a real run
 from obliviate import malloc
 
 def faults(numel, cycles=8):

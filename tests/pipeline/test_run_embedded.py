@@ -16,6 +16,7 @@ def test_forget_the_beatles_on_the_embedded_model(tmp_path, small_data_config):
     out = tmp_path / "beatles"
     metrics = obliviate.forget(
         "The Beatles",
+        method="npo",
         out=out,
         train={"steps": 2},
         data=small_data_config(answer_tokens=24, n_retain_eval=4),
