@@ -211,11 +211,8 @@ def forget(
         eval=eval or EvalConfig(),
         out=Path(out or Path("runs") / slug(spec.builtin or spec.name)),
         given_data_dir=given,
-        train_overrides={
-            f.name: getattr(tcfg, f.name)
-            for f in dataclasses.fields(TrainConfig)
-            if f.name in {**(train or {}), **({"seed": seed} if seed is not None else {})}
-        },
+        # Checked by _train_config above: only TrainConfig fields.
+        train_overrides={**(train or {}), **({"seed": seed} if seed is not None else {})},
         budget=budget if budget is not None else DEFAULT_BUDGET,
     )
     _prepare_run_dir(plan.out, overwrite, resume)
