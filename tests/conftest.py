@@ -32,6 +32,19 @@ def pytest_configure(config):
     transformers.utils.logging.disable_progress_bar()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_cache_per_session(tmp_path_factory):
+    """Built data and base evaluations are cached for this test session only, not in the user's
+    $OBLIVIATE_HOME (where the embedded model's conversion stays)."""
+    import obliviate.data.cache
+
+    patch = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("obliviate-home")
+    patch.setattr(obliviate.data.cache, "obliviate_home", lambda: home)
+    yield home
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Give every test a fresh accelerate singleton.

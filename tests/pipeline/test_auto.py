@@ -114,3 +114,12 @@ def test_auto_refuses_method_settings(data_dir, tmp_path):
         obliviate.forget(data_dir=data_dir, method="auto", method_options={"beta": 0.2}, out=tmp_path / "r")
     with pytest.raises(UserError, match="budget"):
         obliviate.forget(data_dir=data_dir, method="auto", budget=0, out=tmp_path / "r")
+
+
+def test_a_diverged_candidate_ranks_below_one_that_trained():
+    from obliviate.pipeline.auto import _rank
+
+    misses = {"leak_cut": 0.1, "neighbour_qa_drop": 0.0, "general_qa_drop": 0.0, "ppl_rise": 0.0}
+    trained = {"meets_bar": False, "diverged": False, "misses": misses, "attack_worst_leak_rate": 0.5}
+    diverged = {**trained, "diverged": True, "misses": {**misses, "leak_cut": 0.0}, "attack_worst_leak_rate": 0.0}
+    assert sorted([diverged, trained], key=_rank) == [trained, diverged]

@@ -3,6 +3,7 @@
 The run itself happens once per module; tests that resume or overwrite work on a copy.
 """
 
+import dataclasses
 import json
 import shutil
 
@@ -11,6 +12,8 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 import obliviate
+from obliviate.data.cache import data_key
+from obliviate.data.targets import resolve_target
 from obliviate.errors import UserError
 
 RUN_FILES = [
@@ -151,6 +154,32 @@ def test_resume_reuses_data_and_model(run_copy, beatles_model_dir):
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert again["against"] == first["against"]
     assert_same_metrics(again["metrics"], first["metrics"])
+
+
+def test_a_second_run_reuses_the_cached_data_and_base_evaluation(beatles_run, beatles_model_dir, tmp_path):
+    out, first, dcfg = beatles_run
+    logs: list[str] = []
+    again = obliviate.forget(
+        "The Beatles",
+        model=str(beatles_model_dir),
+        method="ga",
+        out=tmp_path / "again",
+        train={"steps": STEPS, "lr": LR},
+        data=dcfg,
+        progress=False,
+        log=logs.append,
+    )
+    assert any(line.startswith("Reusing the data built earlier") for line in logs), logs
+    assert any(line.startswith("Reusing the base model's evaluation") for line in logs), logs
+    assert not any(line.startswith("Building forget") for line in logs)
+    assert again["data"]["sha256"] == first["data"]["sha256"]
+    assert again["against"] == first["against"]
+    assert_same_metrics(again["metrics"], first["metrics"])
+    # Another seed, spec or model is another key.
+    key = data_key(beatles_model_dir, resolve_target("The Beatles"), dcfg)
+    assert key != data_key(beatles_model_dir, resolve_target("The Beatles"), dataclasses.replace(dcfg, seed=9))
+    assert key != data_key(beatles_model_dir, resolve_target("Ada Lovelace"), dcfg)
+    assert key != data_key(tmp_path, resolve_target("The Beatles"), dcfg)
 
 
 def test_resume_with_another_target_is_refused(run_copy, beatles_model_dir):

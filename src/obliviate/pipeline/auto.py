@@ -109,11 +109,12 @@ class SearchResult:
 
 
 def _rank(row: dict) -> tuple:
-    """Sort key: meeting the bar first, then the smallest total shortfall, the lowest leak after relearning,
-    the highest neighbour QA."""
+    """Sort key: meeting the bar first, then a candidate whose training did not diverge, the smallest total
+    shortfall, the lowest leak after relearning, the highest neighbour QA."""
     relearn = row.get("attack_worst_leak_rate")
     return (
         not row["meets_bar"],
+        row["diverged"],
         round(sum(row["misses"].values()), 6),
         relearn if relearn is not None else 1.0,
         -(row.get("neighbour_qa_accuracy") or 0.0),

@@ -8,6 +8,8 @@ and the base model is only ever read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import shutil
 import time
@@ -19,6 +21,7 @@ import torch
 import yaml
 
 from obliviate.data.builder import DataConfig, build_data
+from obliviate.data.cache import cached_data_dir
 from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
@@ -276,23 +279,41 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple
 
 
 def _data_stage(plan: RunPlan, lm: LoadedModel, log: Callable[[str], None], clock: _Clock) -> dict[str, list[dict]]:
-    """RUN/data: copied from the given data directory, kept from an interrupted run, or built from the model.
+    """RUN/data: copied from the given data directory, kept from an interrupted run, reused from the data cache
+    (data/cache.py), or built from the model and then kept in the cache.
 
     Returns the records the methods read, by stream (RECORD_STREAMS).
     """
     data_dir, given = plan.data_dir, plan.given_data_dir
-    if given is not None and not (data_dir / "manifest.json").is_file():
-        with atomic_dir(data_dir) as tmp:
-            shutil.copytree(given, tmp, dirs_exist_ok=True)
-        log(f"Using the data in {given} (copied into the run directory).")
-    if (data_dir / "manifest.json").is_file():
-        log("Reusing data from the interrupted run." if given is None else "Data ready.")
-    else:
+    cache = cached_data_dir(lm.path, plan.spec, plan.data) if given is None else None
+    if not (data_dir / "manifest.json").is_file():
+        source = given if given is not None else cache if (cache / "manifest.json").is_file() else None
+        if source is not None:
+            _copy_dir(source, data_dir)
+            log(
+                f"Using the data in {given} (copied into the run directory)."
+                if given is not None
+                else f"Reusing the data built earlier for the same model, target and settings ({cache}; delete it "
+                "to rebuild)."
+            )
+    elif given is None:
+        log("Reusing data from the interrupted run.")
+    if not (data_dir / "manifest.json").is_file():
         log(f"Building forget / retain / probe data for {plan.spec.name} from the model ...")
         with atomic_dir(data_dir) as tmp:
             build_data(lm, plan.spec, tmp, plan.data, log=log)
         clock.lap("Data built")
+        try:
+            _copy_dir(data_dir, cache)
+        except OSError as e:
+            log(f"Could not keep the data in {cache} for later runs ({e.strerror}); this run goes on.")
     return {name: read_jsonl(data_dir / f"{name}.jsonl") for name in RECORD_STREAMS}
+
+
+def _copy_dir(source: Path, dest: Path) -> None:
+    """Copy the folder `source` to `dest`, atomically; the copies are new files (modification time: now)."""
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=shutil.copy)
 
 
 def _base_stage(
@@ -302,6 +323,10 @@ def _base_stage(
     path = plan.out / "eval_base.json"
     if path.is_file():
         return read_json(path)
+    kept = _base_eval_cache(plan, lm)
+    if base_eval is None and kept is not None and kept.is_file():
+        base_eval = read_json(kept)
+        log(f"Reusing the base model's evaluation made earlier on the same data and settings ({kept}).")
     if base_eval is not None:
         write_json(path, base_eval)
         return base_eval
@@ -311,8 +336,25 @@ def _base_stage(
     )
     base = evaluate_base(lm.model, lm.tokenizer, lm.path, edata, plan.eval, log=lambda m: None)
     write_json(path, base)
+    if kept is not None:
+        try:
+            write_json(kept, base)
+        except OSError as e:
+            log(f"Could not keep the base evaluation in {kept} for later runs ({e.strerror}); this run goes on.")
     clock.lap("Base model evaluated")
     return base
+
+
+def _base_eval_cache(plan: RunPlan, lm: LoadedModel) -> Path | None:
+    """Where the base evaluation of this run's cached data is kept, keyed by the evaluation settings and code;
+    None when the data was given rather than built (data/cache.py)."""
+    if plan.given_data_dir is not None:
+        return None
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(plan.eval), sort_keys=True, default=str).encode())
+    for source in sorted(Path(evaluate_base.__code__.co_filename).parent.glob("*.py")):
+        h.update(source.read_bytes())
+    data = cached_data_dir(lm.path, plan.spec, plan.data)
+    return data.parent.parent / "base_eval" / f"{data.name}-{h.hexdigest()[:24]}.json"
 
 
 def _unlearn_stage(
