@@ -135,6 +135,8 @@ def check_writable(path: Path, flag: str) -> None:
     existing = path
     while not existing.exists():
         existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise UserError(f"{existing} is a file, so {flag} {path} cannot be created in it; choose another {flag}.")
     limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
     long = next((part for part in path.parts if len(part.encode()) > limit), None)
     if long is not None:
@@ -178,10 +180,11 @@ def run_lock(folder: Path) -> Iterator[None]:
 
     The lock is the kernel's (flock) on FOLDER/.obliviate.lock, which holds the owner's process id. The
     kernel releases it when its process ends, however it ends, so a lock file left by a killed process
-    is simply taken over. On exit the lock file is removed, and so is `folder` if this call created it
-    and nothing else was written into it. Raises UserError, naming the process, if a live one holds it.
+    is simply taken over. On exit the lock file is removed, and so are the folders this call created
+    (`folder` and missing parents) if nothing else was written into them. Raises UserError, naming the process, if a live one holds it.
     """
-    created = not folder.exists()
+    created = [folder, *folder.parents]
+    created = created[: next(i for i, p in enumerate(created) if p.exists())]  # the folders made here
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     while True:
@@ -211,6 +214,6 @@ def run_lock(folder: Path) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
+        with contextlib.suppress(OSError):
+            for made in created:
+                made.rmdir()  # only if empty: stops at the first that holds something

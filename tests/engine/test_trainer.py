@@ -436,3 +436,71 @@ def test_the_idk_term_without_declining_answers_is_refused(tiny_lm, data):
     no_alt = {**data, "alt": [r for r in data["alt"] if r["kind"] == "mismatch"]}
     with pytest.raises(UserError, match="negation or refusal"):
         train(tiny_lm.model, tiny_lm.tokenizer, get_method("gd"), no_alt, _cfg(idk=1.0), progress=False)
+
+
+class _PlantedCode:
+    """A pickle that creates a file when it is unpickled: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_holding_code_is_refused_and_never_run(tiny_lm, data, tmp_path):
+    from obliviate.errors import UserError
+
+    marker = tmp_path / "pwned"
+    torch.save({"step": 1, "trainable": _PlantedCode(marker)}, tmp_path / "checkpoint.pt")
+    start = _state(tiny_lm.model)
+    with pytest.raises(UserError, match="not a plain obliviate checkpoint"):
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("ga"),
+            data,
+            _cfg(steps=2),
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert all(torch.equal(start[k], v) for k, v in tiny_lm.model.state_dict().items())
+
+
+def test_a_damaged_checkpoint_is_one_sentence(tiny_lm, data, tmp_path):
+    from obliviate.errors import UserError
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(UserError, match="not a plain obliviate checkpoint"):
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("ga"),
+            data,
+            _cfg(steps=2),
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ({"lr": float("nan")}, "finite"),
+        ({"lr": float("inf")}, "finite"),
+        ({"steps": 0}, "positive"),
+        ({"max_grad_norm": 0.0}, "positive"),
+        ({"checkpoint_every": -1}, "zero or more"),
+        ({"dropout": 1.0}, "[0, 1)"),
+    ],
+)
+def test_a_training_setting_no_run_can_use_is_refused(override, words):
+    from obliviate.engine.trainer import check_train_config
+    from obliviate.errors import UserError
+
+    check_train_config(TrainConfig())
+    with pytest.raises(UserError, match=words.replace("[", r"\[").replace(")", r"\)")):
+        check_train_config(TrainConfig(**override))
