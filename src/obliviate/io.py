@@ -181,7 +181,8 @@ def run_lock(folder: Path) -> Iterator[None]:
     The lock is the kernel's (flock) on FOLDER/.obliviate.lock, which holds the owner's process id. The
     kernel releases it when its process ends, however it ends, so a lock file left by a killed process
     is simply taken over. On exit the lock file is removed, and so are the folders this call created
-    (`folder` and missing parents) if nothing else was written into them. Raises UserError, naming the process, if a live one holds it.
+    (`folder` and missing parents) if nothing else was written into them. Raises UserError, naming the
+    process, if a live one holds it.
     """
     created = [folder, *folder.parents]
     created = created[: next(i for i, p in enumerate(created) if p.exists())]  # the folders made here

@@ -146,6 +146,19 @@ def _clear_run_dir(out: Path) -> None:
             entry.unlink()
 
 
+def _drop_temporaries(out: Path) -> None:
+    """Remove the temporary files and folders (.NAME.*.tmp, .NAME.old) a killed process left while writing
+    atomically: under the run's lock no other process is writing them."""
+    for folder in (out, out / "checkpoint"):
+        for entry in folder.glob(".*") if folder.is_dir() else ():
+            if not entry.name.endswith((".tmp", ".old")):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
 def _drop_unfinished_start(out: Path) -> None:
     """After a failure: a config.yaml with nothing else is not a run, so it is not left behind."""
     if _unfinished_start(out):
@@ -344,6 +357,7 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple
             )
     if not resume:
         _clear_run_dir(plan.out)  # an old run replaced (--overwrite), now that the model has loaded
+    _drop_temporaries(plan.out)
     write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     return lm, config
 
