@@ -504,3 +504,66 @@ def test_a_training_setting_no_run_can_use_is_refused(override, words):
     check_train_config(TrainConfig())
     with pytest.raises(UserError, match=words.replace("[", r"\[").replace(")", r"\)")):
         check_train_config(TrainConfig(**override))
+
+
+_TRAIN_IN_A_PROCESS = """
+import json, sys
+import torch
+from obliviate.engine import TrainConfig, train
+from obliviate.methods import get_method
+from obliviate.models.loading import load_model
+
+torch.set_num_threads(1)
+model_dir, data, cfg, ckpt = sys.argv[1:]
+lm = load_model(model_dir)
+cfg, data = TrainConfig(**json.loads(open(cfg).read())), json.loads(open(data).read())
+train(lm.model, lm.tokenizer, get_method("npo"), data, cfg, progress=False, checkpoint_dir=ckpt)
+"""
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_a_run_killed_at_a_random_point_resumes_to_the_weights_of_an_uninterrupted_run(
+    seed, tiny_model_dir, data, tmp_path
+):
+    """kill -9 of a training process at a random moment after its first checkpoint (perhaps while it
+    writes the next one), then resume in this process: the checkpoint is whole or absent, never
+    half-written, and the final weights equal those of a run that was never interrupted."""
+    import dataclasses
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from obliviate.models.loading import load_model
+
+    cfg = _cfg(steps=12, checkpoint_every=1, dropout=0.1)
+    lm = load_model(str(tiny_model_dir))
+    train(lm.model, lm.tokenizer, get_method("npo"), data, cfg, progress=False)
+    straight = _state(lm.model)
+
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    ckpt = tmp_path / "ckpt"
+    args = [str(tiny_model_dir), str(tmp_path / "data.json"), str(tmp_path / "cfg.json"), str(ckpt)]
+    process = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_IN_A_PROCESS, *args], env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    try:
+        while not (ckpt / "checkpoint.pt").is_file() and process.poll() is None:
+            time.sleep(0.01)
+        time.sleep(random.Random(seed).uniform(0.0, 0.5))
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert (ckpt / "checkpoint.pt").is_file()
+
+    lm = load_model(str(tiny_model_dir))
+    result = train(
+        lm.model, lm.tokenizer, get_method("npo"), data, cfg, progress=False, checkpoint_dir=ckpt, resume=True
+    )
+    assert result.resumed_from >= 1 and result.steps_done == cfg.steps
+    resumed = _state(lm.model)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
