@@ -303,3 +303,17 @@ def test_a_run_that_diverges_at_the_start_fails_and_saves_no_model(beatles_run, 
     assert (out / "data" / "manifest.json").is_file() and (out / "eval_base.json").is_file()
     metrics = obliviate.forget(None, train={"steps": 2, "lr": LR}, resume=True, **args)
     assert metrics["train"]["steps_done"] == 2 and (out / "model" / "config.json").is_file()
+
+
+def test_auto_whose_every_candidate_diverged_at_the_start_fails(monkeypatch, tmp_path):
+    """--method auto keeps the best candidate; if even that one kept no step, it is the base model: an error."""
+    from types import SimpleNamespace
+
+    import obliviate.pipeline.auto as auto
+    from obliviate.pipeline.run import _choose
+
+    rows = [{"candidate": "rmu", "chosen": True, "steps_kept": 0}, {"candidate": "npo", "chosen": False}]
+    monkeypatch.setattr(auto, "search", lambda *a, **k: SimpleNamespace(rows=rows))
+    plan = SimpleNamespace(budget=1.0, data_dir=tmp_path, eval=None, train_overrides={}, out=tmp_path)
+    with pytest.raises(UserError, match="diverged before any step could be kept .rmu was the best"):
+        _choose(plan, None, {}, False, lambda msg: None)

@@ -168,12 +168,17 @@ def _drop_unfinished_start(out: Path) -> None:
 def _check_inputs(plan: RunPlan, resume: bool) -> None:
     """What the data stage will read, checked before anything is written: the target's documents and QA
     file (unless the data comes from a data directory or from the run being resumed). Raises UserError."""
-    if plan.given_data_dir is not None or (resume and (plan.data_dir / "manifest.json").is_file()):
-        return
-    if plan.spec.documents:
-        read_passages(plan.spec.documents, max_passages=plan.data.max_doc_passages)
-    if plan.spec.qa:
-        read_qa(plan.spec.qa)
+    if plan.given_data_dir is None and not (resume and (plan.data_dir / "manifest.json").is_file()):
+        _check_sources(plan.spec, plan.data)
+
+
+def _check_sources(spec: TargetSpec, data: DataConfig) -> None:
+    """Read the target's documents and QA file as the data stage will, so a bad one fails before the model
+    loads or anything is written. Raises UserError as read_passages and read_qa do."""
+    if spec.documents:
+        read_passages(spec.documents, max_passages=data.max_doc_passages)
+    if spec.qa:
+        read_qa(spec.qa)
 
 
 def build_data_dir(
@@ -191,6 +196,7 @@ def build_data_dir(
     check_out_dir(
         out, "manifest.json", "an obliviate data directory", "data; pass --overwrite to rebuild it", overwrite=overwrite
     )
+    _check_sources(spec, config or DataConfig())
     log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
     lm = load_model(model)
     log(f"Building forget / retain / probe data for {spec.name} from the model ...")
@@ -504,6 +510,12 @@ def _choose(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], prog
         progress=progress,
         log=log,
     )
+    chosen = next(row for row in found.rows if row["chosen"])
+    if chosen.get("steps_kept") == 0:
+        raise UserError(
+            f"Every candidate's training diverged before any step could be kept ({chosen['candidate']} was the "
+            "best), so nothing was unlearned and no model was saved; pass a lower --lr, or name a method."
+        )
     log(f"Chose {found.chosen.label}" + ("." if found.met_bar else ": no candidate met the bar; it missed it least."))
     auto = found.summary()
     return found.model, {"steps_done": auto["steps_done"], "seconds": auto["seconds"], "auto": auto}
