@@ -567,3 +567,25 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_weights_of_an_uninterrupt
     assert result.resumed_from >= 1 and result.steps_done == cfg.steps
     resumed = _state(lm.model)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_full_disk_while_checkpointing_is_one_sentence_and_leaves_no_temporary(tiny_lm, data, tmp_path, monkeypatch):
+    """A fault-injecting writer: torch reports a full disk as a RuntimeError after writing part of the file."""
+    from obliviate.errors import UserError
+
+    def full_disk(obj, path):
+        open(path, "wb").write(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError, match="Could not write the checkpoint .* free some disk space"):
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("ga"),
+            data,
+            _cfg(steps=3, checkpoint_every=1),
+            progress=False,
+            checkpoint_dir=tmp_path,
+        )
+    assert list(tmp_path.iterdir()) == []

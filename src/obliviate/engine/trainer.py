@@ -617,8 +617,16 @@ class _Run:
         }
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, ckpt)
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError of its writer
+            tmp.unlink(missing_ok=True)
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(
+                f"Could not write the checkpoint {ckpt} ({reason}); free some disk space, or pass "
+                "--checkpoint-every 0 to train without checkpoints."
+            ) from None
 
     # -- teardown ------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.documents import read_passages, read_qa
@@ -429,11 +430,18 @@ def _unlearn_stage(
         model, summary = _choose(plan, lm, records, progress, log)
     else:
         model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log)
-    with atomic_dir(model_dir) as tmp:
-        model.save_pretrained(tmp)
-        lm.tokenizer.save_pretrained(tmp)
-        if hooks_of(model) is not None:
-            hooks_of(model).save(tmp)
+    try:
+        with atomic_dir(model_dir) as tmp:
+            model.save_pretrained(tmp)
+            lm.tokenizer.save_pretrained(tmp)
+            if hooks_of(model) is not None:
+                hooks_of(model).save(tmp)
+    except (RuntimeError, SafetensorError) as e:  # how torch and safetensors report a full disk
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"Could not save the unlearned model into {model_dir} ({reason}); free some disk space and rerun "
+            "with --resume."
+        ) from None
     write_json(out / "train_summary.json", summary)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     clock.lap("Unlearned and saved")
