@@ -264,7 +264,10 @@ def forget(
     already made on the same data and model (compare shares one across methods).
 
     Raises UserError for bad input (empty target, unknown method or training setting, a run
-    directory that already holds a run without overwrite/resume, ...).
+    directory that already holds a run without overwrite/resume, or that another process is
+    working in, ...), every one checked before anything is written, and for a training run that
+    kept no step (it diverged at once), which saves no model. A failure before the data stage
+    finished leaves nothing behind (docs/TROUBLESHOOTING.md).
     """
     given = Path(data_dir) if data_dir is not None else None
     spec = _target_of(target, given)
