@@ -95,3 +95,66 @@ def test_json_round_trip_and_errors(tmp_path):
         read_json(tmp_path / "missing.json")
     assert _leftovers(tmp_path) == []
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": [1, 2]}
+
+
+def test_a_second_lock_on_a_folder_is_refused_and_names_the_holder(tmp_path):
+    import os
+
+    from obliviate.errors import UserError
+    from obliviate.io import LOCK_NAME, run_lock
+
+    out = tmp_path / "runs" / "run"
+    with run_lock(out):
+        assert (out / LOCK_NAME).read_text().strip() == str(os.getpid())
+        with pytest.raises(UserError, match=f"in use by another obliviate run \\(process {os.getpid()}\\)"):
+            with run_lock(out):
+                pass
+    assert not (tmp_path / "runs").exists(), "folders the lock created and nothing filled are removed"
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from obliviate.io import LOCK_NAME, run_lock
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from obliviate.io import run_lock\n"
+            f"with run_lock(Path({str(out)!r})):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    finally:
+        holder.kill()
+    assert (out / LOCK_NAME).is_file(), "a killed process leaves its lock file"
+    (out / "config.yaml").write_text("x")
+    with run_lock(out):
+        pass
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+
+
+def test_written_files_and_folders_follow_the_umask(tmp_path):
+    import os
+
+    from obliviate.io import atomic_dir, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

@@ -436,3 +436,156 @@ def test_the_idk_term_without_declining_answers_is_refused(tiny_lm, data):
     no_alt = {**data, "alt": [r for r in data["alt"] if r["kind"] == "mismatch"]}
     with pytest.raises(UserError, match="negation or refusal"):
         train(tiny_lm.model, tiny_lm.tokenizer, get_method("gd"), no_alt, _cfg(idk=1.0), progress=False)
+
+
+class _PlantedCode:
+    """A pickle that creates a file when it is unpickled: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_holding_code_is_refused_and_never_run(tiny_lm, data, tmp_path):
+    from obliviate.errors import UserError
+
+    marker = tmp_path / "pwned"
+    torch.save({"step": 1, "trainable": _PlantedCode(marker)}, tmp_path / "checkpoint.pt")
+    start = _state(tiny_lm.model)
+    with pytest.raises(UserError, match="not a plain obliviate checkpoint"):
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("ga"),
+            data,
+            _cfg(steps=2),
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert all(torch.equal(start[k], v) for k, v in tiny_lm.model.state_dict().items())
+
+
+def test_a_damaged_checkpoint_is_one_sentence(tiny_lm, data, tmp_path):
+    from obliviate.errors import UserError
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(UserError, match="not a plain obliviate checkpoint"):
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("ga"),
+            data,
+            _cfg(steps=2),
+            progress=False,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ({"lr": float("nan")}, "finite"),
+        ({"lr": float("inf")}, "finite"),
+        ({"steps": 0}, "positive"),
+        ({"max_grad_norm": 0.0}, "positive"),
+        ({"checkpoint_every": -1}, "zero or more"),
+        ({"dropout": 1.0}, "[0, 1)"),
+    ],
+)
+def test_a_training_setting_no_run_can_use_is_refused(override, words):
+    from obliviate.engine.trainer import check_train_config
+    from obliviate.errors import UserError
+
+    check_train_config(TrainConfig())
+    with pytest.raises(UserError, match=words.replace("[", r"\[").replace(")", r"\)")):
+        check_train_config(TrainConfig(**override))
+
+
+_TRAIN_IN_A_PROCESS = """
+import json, sys
+import torch
+from obliviate.engine import TrainConfig, train
+from obliviate.methods import get_method
+from obliviate.models.loading import load_model
+
+torch.set_num_threads(1)
+model_dir, data, cfg, ckpt = sys.argv[1:]
+lm = load_model(model_dir)
+cfg, data = TrainConfig(**json.loads(open(cfg).read())), json.loads(open(data).read())
+train(lm.model, lm.tokenizer, get_method("npo"), data, cfg, progress=False, checkpoint_dir=ckpt)
+"""
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_a_run_killed_at_a_random_point_resumes_to_the_weights_of_an_uninterrupted_run(
+    seed, tiny_model_dir, data, tmp_path
+):
+    """kill -9 of a training process at a random moment after its first checkpoint (perhaps while it
+    writes the next one), then resume in this process: the checkpoint is whole or absent, never
+    half-written, and the final weights equal those of a run that was never interrupted."""
+    import dataclasses
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from obliviate.models.loading import load_model
+
+    cfg = _cfg(steps=12, checkpoint_every=1, dropout=0.1)
+    lm = load_model(str(tiny_model_dir))
+    train(lm.model, lm.tokenizer, get_method("npo"), data, cfg, progress=False)
+    straight = _state(lm.model)
+
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    ckpt = tmp_path / "ckpt"
+    args = [str(tiny_model_dir), str(tmp_path / "data.json"), str(tmp_path / "cfg.json"), str(ckpt)]
+    process = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_IN_A_PROCESS, *args], env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    try:
+        while not (ckpt / "checkpoint.pt").is_file() and process.poll() is None:
+            time.sleep(0.01)
+        time.sleep(random.Random(seed).uniform(0.0, 0.5))
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert (ckpt / "checkpoint.pt").is_file()
+
+    lm = load_model(str(tiny_model_dir))
+    result = train(
+        lm.model, lm.tokenizer, get_method("npo"), data, cfg, progress=False, checkpoint_dir=ckpt, resume=True
+    )
+    assert result.resumed_from >= 1 and result.steps_done == cfg.steps
+    resumed = _state(lm.model)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_full_disk_while_checkpointing_is_one_sentence_and_leaves_no_temporary(tiny_lm, data, tmp_path, monkeypatch):
+    """A fault-injecting writer: torch reports a full disk as a RuntimeError after writing part of the file."""
+    from obliviate.errors import UserError
+
+    def full_disk(obj, path):
+        open(path, "wb").write(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError, match="Could not write the checkpoint .* free some disk space"):
+        train(
+            tiny_lm.model,
+            tiny_lm.tokenizer,
+            get_method("ga"),
+            data,
+            _cfg(steps=3, checkpoint_every=1),
+            progress=False,
+            checkpoint_dir=tmp_path,
+        )
+    assert list(tmp_path.iterdir()) == []

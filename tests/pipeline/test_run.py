@@ -307,3 +307,42 @@ def test_run_reuses_a_data_directory(beatles_run, beatles_model_dir, tmp_path):
         )
     with pytest.raises(UserError, match="not a data directory"):
         obliviate.forget(None, data_dir=tmp_path, out=tmp_path / "x", log=lambda m: None, progress=False)
+
+
+def test_a_run_that_diverges_at_the_start_fails_and_saves_no_model(beatles_run, beatles_model_dir, tmp_path):
+    """A learning rate that blows the weights up at once: the guard restores the step-0 weights, which are
+    the base model's, so the run is an error (no model/, no report) and not an 'unlearned' copy of the base.
+    What it did finish (the data, the base evaluation) stays, and --resume with a sane rate completes it."""
+    from obliviate.io import read_json
+
+    done, _, _ = beatles_run
+    out = tmp_path / "diverged"
+    args = dict(
+        model=str(beatles_model_dir),
+        data_dir=done / "data",
+        method="ga",
+        out=out,
+        base_eval=read_json(done / "eval_base.json"),
+        progress=False,
+        log=lambda msg: None,
+    )
+    with pytest.raises(UserError, match=r"diverged at step \d+ .* no model was saved; lower --lr"):
+        obliviate.forget(None, train={"steps": 3, "lr": 1e30}, **args)
+    assert not (out / "model").exists() and not (out / "metrics.json").exists()
+    assert (out / "data" / "manifest.json").is_file() and (out / "eval_base.json").is_file()
+    metrics = obliviate.forget(None, train={"steps": 2, "lr": LR}, resume=True, **args)
+    assert metrics["train"]["steps_done"] == 2 and (out / "model" / "config.json").is_file()
+
+
+def test_auto_whose_every_candidate_diverged_at_the_start_fails(monkeypatch, tmp_path):
+    """--method auto keeps the best candidate; if even that one kept no step, it is the base model: an error."""
+    from types import SimpleNamespace
+
+    import obliviate.pipeline.auto as auto
+    from obliviate.pipeline.run import _choose
+
+    rows = [{"candidate": "rmu", "chosen": True, "steps_kept": 0}, {"candidate": "npo", "chosen": False}]
+    monkeypatch.setattr(auto, "search", lambda *a, **k: SimpleNamespace(rows=rows))
+    plan = SimpleNamespace(budget=1.0, data_dir=tmp_path, eval=None, train_overrides={}, out=tmp_path)
+    with pytest.raises(UserError, match="diverged before any step could be kept .rmu was the best"):
+        _choose(plan, None, {}, False, lambda msg: None)

@@ -9,7 +9,7 @@ import sys
 
 from obliviate import malloc
 from obliviate.bench import SIZES
-from obliviate.errors import UserError
+from obliviate.errors import UserError, os_error_sentence
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -525,8 +525,8 @@ def cmd_data(args) -> int:
 
 
 def _positive(name: str, value):
-    if value is not None and value <= 0:
-        raise UserError(f"--{name} must be positive, got {value}.")
+    if value is not None and not 0 < value < float("inf"):
+        raise UserError(f"--{name} must be a positive finite number, got {value}.")
 
 
 def _train_overrides(args) -> dict:
@@ -535,10 +535,14 @@ def _train_overrides(args) -> dict:
         _positive(name.replace("_", "-"), getattr(args, name))
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}.")
-    if args.l2 is not None and args.l2 < 0:
-        raise UserError(f"--l2 must be zero or positive, got {args.l2}.")
-    if args.idk is not None and not args.idk >= 0:
-        raise UserError(f"--idk takes a weight of zero or more, got {args.idk}.")
+    if args.l2 is not None and not 0 <= args.l2 < float("inf"):
+        raise UserError(f"--l2 must be zero or a positive finite number, got {args.l2}.")
+    if args.idk is not None and not 0 <= args.idk < float("inf"):
+        raise UserError(f"--idk takes a finite weight of zero or more, got {args.idk}.")
+    if args.early_stop is not None and not 0 < args.early_stop < float("inf"):
+        raise UserError(f"--early-stop takes a positive finite number of nats, got {args.early_stop}.")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every takes a number of steps (0: none), got {args.checkpoint_every}.")
     if args.keep_adapter and not args.lora:
         raise UserError("--keep-adapter only applies with --lora; add --lora or drop --keep-adapter.")
     flags = {
@@ -631,6 +635,13 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except UserError as e:
         print(f"obliviate: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # Permissions, a full or read-only disk, a long name: the user's to fix, so a sentence, not a traceback.
+        sentence = os_error_sentence(e)
+        if sentence is None:
+            raise
+        print(f"obliviate: error: {sentence}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -167,9 +167,13 @@ def spec_from_dict(raw: dict, where: str, builtin: str | None = None, base_dir: 
     kind = raw.get("kind", "knowledge")
     if kind not in KINDS:
         raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}.")
-    for key in ("aliases", "keywords", "question_seeds", "keep", "refusals", "documents"):
+    for key in ("aliases", "keywords", "question_seeds", "keep", "refusals", "documents", "probes", "neighbours"):
         if not isinstance(raw.get(key) or [], list):
             raise UserError(f"{where}: {key!r} must be a list, e.g. {key}: [a, b].")
+    if not all(isinstance(d, str) for d in raw.get("documents") or []):
+        raise UserError(f"{where}: each of 'documents' must be a file path, e.g. documents: [notes.txt].")
+    if not isinstance(raw.get("qa") or "", str):
+        raise UserError(f"{where}: 'qa' must be the path of a jsonl file, e.g. qa: pairs.jsonl.")
     if not isinstance(raw.get("category") or "", str):
         raise UserError(f"{where}: 'category' must be a phrase, e.g. category: bands and musicians.")
     if not isinstance(raw.get("anchors") or {}, dict):

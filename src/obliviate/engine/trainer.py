@@ -146,6 +146,31 @@ class TrainConfig:
     )
 
 
+# TrainConfig fields that must be above zero, and those that may also be zero.
+_POSITIVE = ("steps", "lr", "batch_size", "grad_accum", "max_length", "max_grad_norm", "snapshot_every", "eval_every")
+_NOT_NEGATIVE = ("l2", "idk", "checkpoint_every", "lora_r", "lora_alpha", "stop_forget_nll_gain")
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Raise UserError for a setting no run can use: a number that is not finite (nan, inf), not above zero
+    where a zero or less means nothing (steps, lr, ...), negative where it must not be, or a probability
+    outside [0, 1)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if not math.isfinite(value):
+            raise UserError(f"The training setting {f.name} ({flag}) must be a finite number, got {value}.")
+        if f.name in _POSITIVE and not value > 0:
+            raise UserError(f"The training setting {f.name} ({flag}) must be positive, got {value}.")
+        if f.name in _NOT_NEGATIVE and value < 0:
+            raise UserError(f"The training setting {f.name} ({flag}) must be zero or more, got {value}.")
+    for name in ("dropout", "val_fraction"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise UserError(f"The training setting {name} must be in [0, 1), got {getattr(cfg, name)}.")
+
+
 @dataclass
 class TrainResult:
     steps_done: int
@@ -418,7 +443,7 @@ class _Run:
             if self.log_path:
                 Path(self.log_path).unlink(missing_ok=True)
             return
-        state = torch.load(ckpt, weights_only=False)
+        state = _load_checkpoint(ckpt)
         if set(state["trainable"]) != {n for n, _ in self.named}:
             raise UserError(
                 f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
@@ -592,8 +617,16 @@ class _Run:
         }
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, ckpt)
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError of its writer
+            tmp.unlink(missing_ok=True)
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(
+                f"Could not write the checkpoint {ckpt} ({reason}); free some disk space, or pass "
+                "--checkpoint-every 0 to train without checkpoints."
+            ) from None
 
     # -- teardown ------------------------------------------------------------------------------------
 
@@ -746,6 +779,22 @@ class _Snapshot:
         self.weights = None
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def _load_checkpoint(ckpt: Path) -> dict:
+    """The state `_Run.checkpoint` wrote, read as plain data only (`weights_only`): a file in a run folder may
+    come from someone else, and unpickling anything more could run code. Raises UserError for a file that
+    holds more than tensors and plain values, or is damaged."""
+    try:
+        state = torch.load(ckpt, weights_only=True)
+    except Exception as e:  # pickle, zip and torch each raise their own types for a bad file
+        raise UserError(
+            f"The checkpoint {ckpt} is not a plain obliviate checkpoint ({type(e).__name__}) and was not loaded; "
+            f"delete {ckpt.parent} to train from the start, or pass --overwrite."
+        ) from None
+    if not isinstance(state, dict) or "trainable" not in state:
+        raise UserError(f"The checkpoint {ckpt} is not an obliviate checkpoint; delete {ckpt.parent} to train again.")
+    return state
 
 
 def _truncate_log(log_path, step: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -179,6 +180,8 @@ def parse_settings(config_class: type, pairs: list[str], what: str) -> dict[str,
                 raise UserError(f"Setting {key!r} takes a number, got {raw!r}.")
             if float not in kinds and not float(value).is_integer():
                 raise UserError(f"Setting {key!r} takes a whole number, got {raw!r}.")
+            if not math.isfinite(value):
+                raise UserError(f"Setting {key!r} takes a finite number, got {raw!r}.")
             value = float(value) if float in kinds else int(value)
         elif str in kinds:
             value = raw

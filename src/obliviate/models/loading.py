@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from obliviate.errors import UserError
-from obliviate.io import atomic_dir
+from obliviate.io import atomic_dir, check_writable
 from obliviate.models.hooks import Hooks, attach
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def convert_gguf(gguf: Path) -> Path:
     target = _gguf_cache_dir(gguf)
     if (target / "config.json").is_file():
         return target
+    check_writable(target, "$OBLIVIATE_HOME")  # before the conversion, not after it
     log.info("Converting %s to safetensors (once) in %s", gguf.name, target)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -193,9 +195,11 @@ def load_model(
     causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     architectures = getattr(config, "architectures", None) or []
     # The causal-LM mapping also lists encoders (bert, roberta) that only become decoders when
-    # asked to; a checkpoint saved as an encoder names a non-causal architecture.
+    # asked to; a checkpoint saved as an encoder names a non-causal architecture, and a config that
+    # names none is an encoder if its type is a masked LM's and it was not made a decoder.
+    encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
     not_causal = config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
-        architectures and not any(a in causal_classes for a in architectures)
+        not any(a in causal_classes for a in architectures) if architectures else encoder
     )
     if not trust_remote_code and not_causal:
         raise UserError(
@@ -206,10 +210,12 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
         weights = _bf16_copy(where) if dtype == torch.bfloat16 else where
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # a missing, truncated or garbled file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(
-            f"Could not load {spec!r} as a causal language model ({e}); check the directory's files."
+            f"Could not load {spec!r} as a causal language model ({reason}); check the directory's files."
         ) from None
+    _check_finite(model, spec)
     if tokenizer.pad_token is None:
         # Safe because label masks are built from lengths, never from pad ids.
         tokenizer.pad_token = tokenizer.eos_token
@@ -218,6 +224,18 @@ def load_model(
     if hooks is not None:
         attach(model, hooks)
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, path=where)
+
+
+@torch.no_grad()
+def _check_finite(model, spec) -> None:
+    """Raise UserError if a weight of `model` holds NaN or an infinity: such a model answers nothing, and
+    whatever was measured on it would be noise."""
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise UserError(
+                f"The weights of {spec!r} hold NaN or infinite values (in {name}), so it cannot answer anything; "
+                "pass a model that was saved before training went wrong."
+            )
 
 
 def _load_adapter(spec, where: Path, **kwargs) -> LoadedModel:

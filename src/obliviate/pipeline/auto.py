@@ -240,6 +240,7 @@ def _try(
         "misses": misses,
         "meets_bar": not any(misses.values()),
         "diverged": bool(result.diverged_at),
+        "steps_kept": result.steps_done,  # 0: diverged before any step could be kept, the base model's weights
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - t, 1),
     }

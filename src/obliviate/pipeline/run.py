@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -19,16 +20,27 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.cache import cached_data_dir
+from obliviate.data.documents import read_passages, read_qa
 from obliviate.data.targets import TargetSpec, resolve_target
-from obliviate.engine.trainer import TrainConfig, train
+from obliviate.engine.trainer import TrainConfig, check_train_config, train
 from obliviate.errors import UserError
 from obliviate.evaluation.config import EvalConfig, EvalData
 from obliviate.evaluation.document import document
 from obliviate.evaluation.evaluate import evaluate_base, evaluate_model
-from obliviate.io import atomic_dir, check_out_dir, read_json, read_jsonl, write_json, write_text
+from obliviate.io import (
+    LOCK_NAME,
+    atomic_dir,
+    check_out_dir,
+    read_json,
+    read_jsonl,
+    run_lock,
+    write_json,
+    write_text,
+)
 from obliviate.methods import get_method
 from obliviate.methods.base import Method
 from obliviate.models.hooks import hooks_of
@@ -86,8 +98,15 @@ class _Clock:
         return round(time.perf_counter() - self.start, 1)
 
 
+SLUG_CHARS = 64  # a default folder name stays well under file systems' 255-byte limit
+
+
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
+    """A folder name for `text`: lowercase words joined by dashes; a long one cut, with a hash of the whole."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
+    if len(name) <= SLUG_CHARS:
+        return name
+    return name[: SLUG_CHARS - 9].rstrip("-") + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _target_of(target: str | TargetSpec | None, data_dir: Path | None) -> TargetSpec:
@@ -102,11 +121,67 @@ def _target_of(target: str | TargetSpec | None, data_dir: Path | None) -> Target
     return TargetSpec(**read_json(data_dir / "manifest.json")["target"])
 
 
-def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse an `out` that is not a run or holds one (unless `overwrite`/`resume`); empty it for `overwrite`."""
-    held = None if resume else "a run; pass --overwrite to replace it or --resume to continue it"
-    if check_out_dir(out, "config.yaml", "an obliviate run", held, overwrite=overwrite) and not resume:
-        shutil.rmtree(out)
+def _unfinished_start(out: Path) -> bool:
+    """Whether `out` holds nothing but the config.yaml of a run that stopped before its data stage finished:
+    not a run that blocks a new one, since nothing of it would be reused."""
+    return out.is_dir() and set(os.listdir(out)) - {LOCK_NAME} == {"config.yaml"}
+
+
+def _check_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse an `out` that is not a run, or holds one (unless `overwrite`/`resume`), or holds none to `resume`.
+    Reads only: an old run is replaced later (_clear_run_dir), once every input has been checked."""
+    if resume:
+        if not check_out_dir(out, "config.yaml", "an obliviate run"):
+            raise UserError(f"{out} holds no run to resume; check the --out path, or drop --resume to start a run.")
+    elif not _unfinished_start(out):
+        held = "a run; pass --overwrite to replace it or --resume to continue it"
+        check_out_dir(out, "config.yaml", "an obliviate run", held, overwrite=overwrite)
+
+
+def _clear_run_dir(out: Path) -> None:
+    """Empty `out` (checked by _check_run_dir, and locked) for a new run; its lock stays."""
+    for entry in out.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _drop_temporaries(out: Path) -> None:
+    """Remove the temporary files and folders (.NAME.*.tmp, .NAME.old) a killed process left while writing
+    atomically: under the run's lock no other process is writing them."""
+    for folder in (out, out / "checkpoint"):
+        for entry in folder.glob(".*") if folder.is_dir() else ():
+            if not entry.name.endswith((".tmp", ".old")):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def _drop_unfinished_start(out: Path) -> None:
+    """After a failure: a config.yaml with nothing else is not a run, so it is not left behind."""
+    if _unfinished_start(out):
+        (out / "config.yaml").unlink()
+
+
+def _check_inputs(plan: RunPlan, resume: bool) -> None:
+    """What the data stage will read, checked before anything is written: the target's documents and QA
+    file (unless the data comes from a data directory or from the run being resumed). Raises UserError."""
+    if plan.given_data_dir is None and not (resume and (plan.data_dir / "manifest.json").is_file()):
+        _check_sources(plan.spec, plan.data)
+
+
+def _check_sources(spec: TargetSpec, data: DataConfig) -> None:
+    """Read the target's documents and QA file as the data stage will, so a bad one fails before the model
+    loads or anything is written. Raises UserError as read_passages and read_qa do."""
+    if spec.documents:
+        read_passages(spec.documents, max_passages=data.max_doc_passages)
+    if spec.qa:
+        read_qa(spec.qa)
 
 
 def build_data_dir(
@@ -124,6 +199,7 @@ def build_data_dir(
     check_out_dir(
         out, "manifest.json", "an obliviate data directory", "data; pass --overwrite to rebuild it", overwrite=overwrite
     )
+    _check_sources(spec, config or DataConfig())
     log(f"Loading model {model or 'embedded SmolLM2-135M-Instruct'} ...")
     lm = load_model(model)
     log(f"Building forget / retain / probe data for {spec.name} from the model ...")
@@ -190,7 +266,10 @@ def forget(
     already made on the same data and model (compare shares one across methods).
 
     Raises UserError for bad input (empty target, unknown method or training setting, a run
-    directory that already holds a run without overwrite/resume, ...).
+    directory that already holds a run without overwrite/resume, or that another process is
+    working in, ...), every one checked before anything is written, and for a training run that
+    kept no step (it diverged at once), which saves no model. A failure before the data stage
+    finished leaves nothing behind (docs/TROUBLESHOOTING.md).
     """
     given = Path(data_dir) if data_dir is not None else None
     spec = _target_of(target, given)
@@ -201,8 +280,8 @@ def forget(
     else:
         unlearner = get_method(method, **(method_options or {}))
         defaults = TrainConfig(**unlearner.train_defaults)
-    if budget is not None and not budget > 0:
-        raise UserError(f"--budget takes a positive number of seconds, got {budget}.")
+    if budget is not None and not 0 < budget < float("inf"):
+        raise UserError(f"--budget takes a positive finite number of seconds, got {budget}.")
     tcfg = _train_config(defaults, train, seed)
     plan = RunPlan(
         spec=spec,
@@ -218,14 +297,21 @@ def forget(
         train_overrides={**(train or {}), **({"seed": seed} if seed is not None else {})},
         budget=budget if budget is not None else DEFAULT_BUDGET,
     )
-    _prepare_run_dir(plan.out, overwrite, resume)
-    clock = _Clock(log)
-    lm, config = _start_run(plan, resume, log)
-    records = _data_stage(plan, lm, log, clock)
-    edata = EvalData.from_dir(plan.data_dir)
-    base = _base_stage(plan, lm, edata, base_eval, log, clock)
-    lm, summary = _unlearn_stage(plan, lm, records, resume, progress, log, clock)
-    return _final_stage(plan, lm, edata, base, summary, config, log, clock)
+    _check_inputs(plan, resume)
+    _check_run_dir(plan.out, overwrite, resume)
+    with run_lock(plan.out):
+        _check_run_dir(plan.out, overwrite, resume)  # again, now that no other process can write in it
+        try:
+            clock = _Clock(log)
+            lm, config = _start_run(plan, resume, log)
+            records = _data_stage(plan, lm, log, clock)
+            edata = EvalData.from_dir(plan.data_dir)
+            base = _base_stage(plan, lm, edata, base_eval, log, clock)
+            lm, summary = _unlearn_stage(plan, lm, records, resume, progress, log, clock)
+            return _final_stage(plan, lm, edata, base, summary, config, log, clock)
+        except BaseException:
+            _drop_unfinished_start(plan.out)
+            raise
 
 
 def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | None) -> TrainConfig:
@@ -237,7 +323,9 @@ def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | Non
             f"Unknown training setting {sorted(set(overrides) - known_fields)[0]!r}; "
             f"the settings are: {', '.join(sorted(known_fields))}."
         )
-    return dataclasses.replace(defaults, **overrides)
+    cfg = dataclasses.replace(defaults, **overrides)
+    check_train_config(cfg)
+    return cfg
 
 
 def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple[LoadedModel, dict]:
@@ -268,12 +356,20 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple
     }
     config_path = plan.out / "config.yaml"
     if resume and config_path.is_file():
-        old = yaml.safe_load(config_path.read_text())
+        try:
+            old = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"{config_path} is damaged (not a YAML mapping); pass --overwrite to start the run again.")
         if (old.get("target"), old.get("model"), old.get("method")) != (config["target"], config["model"], plan.method):
             raise UserError(
                 f"{plan.out} holds a run of {old.get('method')!r} for {old.get('target')!r} on {old.get('model')!r}; "
                 "resume it with the same target, --model and --method, or use another --out."
             )
+    if not resume:
+        _clear_run_dir(plan.out)  # an old run replaced (--overwrite), now that the model has loaded
+    _drop_temporaries(plan.out)
     write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     return lm, config
 
@@ -378,11 +474,18 @@ def _unlearn_stage(
         model, summary = _choose(plan, lm, records, progress, log)
     else:
         model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log)
-    with atomic_dir(model_dir) as tmp:
-        model.save_pretrained(tmp)
-        lm.tokenizer.save_pretrained(tmp)
-        if hooks_of(model) is not None:
-            hooks_of(model).save(tmp)
+    try:
+        with atomic_dir(model_dir) as tmp:
+            model.save_pretrained(tmp)
+            lm.tokenizer.save_pretrained(tmp)
+            if hooks_of(model) is not None:
+                hooks_of(model).save(tmp)
+    except (RuntimeError, SafetensorError) as e:  # how torch and safetensors report a full disk
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"Could not save the unlearned model into {model_dir} ({reason}); free some disk space and rerun "
+            "with --resume."
+        ) from None
     write_json(out / "train_summary.json", summary)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     clock.lap("Unlearned and saved")
@@ -426,6 +529,12 @@ def _unlearn(
         checkpoint_dir=out / "checkpoint",
         resume=resume,
     )
+    if result.steps_done == 0:
+        raise UserError(
+            f"Training diverged at step {result.diverged_at} (the loss was not finite) before any step could be "
+            f"kept, so nothing was unlearned and no model was saved; lower --lr (it was {tcfg.lr:g}) and rerun "
+            "with --resume to reuse the data."
+        )
     if result.diverged_at:
         log(
             f"The loss diverged at step {result.diverged_at}; restored the weights from step {result.restored_step} "
@@ -453,6 +562,12 @@ def _choose(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], prog
         progress=progress,
         log=log,
     )
+    chosen = next(row for row in found.rows if row["chosen"])
+    if chosen.get("steps_kept") == 0:
+        raise UserError(
+            f"Every candidate's training diverged before any step could be kept ({chosen['candidate']} was the "
+            "best), so nothing was unlearned and no model was saved; pass a lower --lr, or name a method."
+        )
     log(f"Chose {found.chosen.label}" + ("." if found.met_bar else ": no candidate met the bar; it missed it least."))
     auto = found.summary()
     return found.model, {"steps_done": auto["steps_done"], "seconds": auto["seconds"], "auto": auto}
