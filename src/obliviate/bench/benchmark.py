@@ -53,6 +53,12 @@ from obliviate.report.format import markdown_table, num
 
 @dataclass
 class BenchConfig:
+    """The benchmark's settings (`obliviate bench --bench-set KEY=VALUE`); each field's help is in its metadata.
+
+    Raises UserError for an empty or non-positive `grid`, or splits that leave no forget, holdout or
+    retain author.
+    """
+
     n_authors: int = field(default=40, metadata={"help": "fictitious authors the target learns (forget + retain)"})
     n_forget: int = field(default=4, metadata={"help": "authors to forget (TOFU's forget10: 10 %)"})
     n_holdout: int = field(default=4, metadata={"help": "authors no model learns: membership-inference non-members"})

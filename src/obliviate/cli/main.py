@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from obliviate import malloc
+from obliviate import __version__, malloc
 from obliviate.bench import SIZES
 from obliviate.errors import UserError
 
@@ -20,6 +20,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="obliviate",
         description="Make a pretrained language model forget something, and prove it.",
     )
+    parser.add_argument("--version", action="version", version=f"obliviate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
