@@ -41,7 +41,7 @@ format: setup
 # The documentation site from docs/ and the docstrings, into site/; --strict fails on a warning
 # (a broken link, a page missing from the nav, a docstring mkdocstrings cannot read).
 docs: setup
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
