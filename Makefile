@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.obliviate-installed
 # Pinned first: a bare torch requirement with no torch installed pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup demo test test-fast lint format bench docs clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,13 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
+# The documentation site from docs/ and the docstrings, into site/; --strict fails on a warning
+# (a broken link, a page missing from the nav, a docstring mkdocstrings cannot read).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

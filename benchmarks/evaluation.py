@@ -1,4 +1,4 @@
-"""Full-evaluation time on the embedded model (issue 5: within 120 s on a 2-core CPU; issue 7: within 60 s).
+"""Full-evaluation time on the embedded model (the goal: within 60 s on a 2-core CPU).
 
     python benchmarks/evaluation.py [--run runs/beatles] [--out benchmarks/results/evaluation.json]
     python benchmarks/evaluation.py --repeat 3   # the embedded model's evaluation only, 3 times: the spread

@@ -1,4 +1,4 @@
-"""One optimizer step over the embedded model's parameters: the engine's choices and the libraries' (issue 7).
+"""One optimizer step over the embedded model's parameters: the engine's choices and the libraries'.
 
     python benchmarks/optimizer_step.py [--out benchmarks/results/optimizer_step.json]
 

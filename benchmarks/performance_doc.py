@@ -38,7 +38,7 @@ OPTIMIZER_NAMES = {
 MEMORY_NAMES = {
     "npo_full": "full fine-tuning, bf16 autocast (the default)",
     "npo_full_bf16_weights": "full fine-tuning, `--bf16-weights`",
-    "npo_full_reference_copy": "full fine-tuning, bf16 autocast, with a reference copy (before this issue)",
+    "npo_full_reference_copy": "full fine-tuning, bf16 autocast, with a reference copy run every step",
     "npo_lora": "LoRA, bf16 autocast",
     "npo_lora_bf16_weights": "LoRA, `--bf16-weights`",
     "npo_full_bf16_weights_low_memory": "full fine-tuning, `--bf16-weights --low-memory`",

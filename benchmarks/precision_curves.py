@@ -1,4 +1,4 @@
-"""Do the faster precisions train the same model? npo's loss curve in fp32, bf16 autocast and bf16 weights (issue 7).
+"""Do the faster precisions train the same model? npo's loss curve in fp32, bf16 autocast and bf16 weights.
 
     python benchmarks/precision_curves.py [--steps 22] [--out benchmarks/results/precision_curves.json]
 

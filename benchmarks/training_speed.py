@@ -1,4 +1,4 @@
-"""Training throughput against the machine's limit and the loops a user would otherwise write (issue 7).
+"""Training throughput against the machine's limit and the loops a user would otherwise write.
 
     python benchmarks/training_speed.py [--steps 8] [--out benchmarks/results/training_speed.json] [--memory-only]
 

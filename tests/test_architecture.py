@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "obliviate"
 
 LAYERS = [
-    {"errors", "io", "malloc", "records", "leak"},
+    {"errors", "io", "malloc", "records", "leak", "version"},
     {"models"},
     {"data"},
     {"methods"},

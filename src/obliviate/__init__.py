@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-
 # name -> (module, attribute)
 _API = {
     "forget": ("obliviate.pipeline", "forget"),
@@ -20,14 +18,15 @@ _API = {
     "load": ("obliviate.models.loading", "load_model"),
     "run_bench": ("obliviate.bench.benchmark", "run_bench"),
 }
+_VERSION = ("obliviate.version", "__version__")
 
 __all__ = sorted(_API)
 
 
 def __getattr__(name: str):
-    if name not in _API:
+    if name not in _API and name != "__version__":
         raise AttributeError(f"module 'obliviate' has no attribute {name!r}")
-    module, attr = _API[name]
+    module, attr = _API.get(name, _VERSION)
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value

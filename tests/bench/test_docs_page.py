@@ -59,6 +59,8 @@ def bench_doc(grid=(3.0,), skipped=True, winner=True) -> dict:
         "seconds": 83.4,
         "cold_seconds": 1234.5,
         "finetune_seconds": [101.2, 88.9],
+        "machine": "a 2-core Example CPU (bf16 without AMX, no GPU)",
+        "date": "2026-12-02",
     }
 
 

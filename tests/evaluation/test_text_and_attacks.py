@@ -1,6 +1,7 @@
 """Text metrics, answer candidates and attack prompts, by hand."""
 
 import pytest
+import torch
 
 from obliviate.evaluation import attacks as atk
 from obliviate.evaluation.text import distinct_n, is_gibberish, repeats, rouge_l_recall
@@ -101,3 +102,11 @@ def test_relearning_data_is_half_of_the_forget_questions():
     picked = atk.relearn_records(forget, n=100, seed=0)
     assert len({r["question"] for r in picked}) == 3 and len(picked) == 12
     assert len(atk.relearn_records(forget, n=5, seed=0)) == 5
+
+
+def test_relearning_trains_every_weight_even_of_a_model_left_frozen(tiny_lm, forget_records):
+    """A model straight from LoRA or rmu training has frozen parameters; the attacker still trains them all."""
+    model = tiny_lm.model.requires_grad_(False)
+    relearned = atk.relearn(model, tiny_lm.tokenizer, forget_records, steps=1, lr=1e-3)
+    before, after = dict(model.named_parameters()), dict(relearned.named_parameters())
+    assert all(not torch.equal(before[n], after[n]) for n in ("model.norm.weight", "model.layers.0.mlp.up_proj.weight"))

@@ -53,6 +53,12 @@ from obliviate.report.format import markdown_table, num
 
 @dataclass
 class BenchConfig:
+    """The benchmark's settings (`obliviate bench --bench-set KEY=VALUE`); each field's help is in its metadata.
+
+    Raises UserError for an empty or non-positive `grid`, or splits that leave no forget, holdout or
+    retain author.
+    """
+
     n_authors: int = field(default=40, metadata={"help": "fictitious authors the target learns (forget + retain)"})
     n_forget: int = field(default=4, metadata={"help": "authors to forget (TOFU's forget10: 10 %)"})
     n_holdout: int = field(default=4, metadata={"help": "authors no model learns: membership-inference non-members"})
@@ -374,6 +380,33 @@ def best_of(runs: list[dict], target_utility: float) -> dict:
     return max(runs, key=lambda r: r["metrics"]["model_utility"])
 
 
+def describe_machine() -> str:
+    """The machine in words for a measurement's page: CPU model, cores, whether bf16 runs on AMX, the GPU if any.
+
+    Reads /proc/cpuinfo where there is one (Linux); elsewhere the CPU is named by `platform.processor()`.
+    """
+    import os
+    import platform
+
+    import torch
+
+    cpu, flags = "", set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not cpu:
+            cpu = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    cpu = cpu or platform.processor() or "CPU"
+    amx = "bf16 on AMX" if "amx_bf16" in flags else "bf16 without AMX"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"a {os.cpu_count()}-core {cpu} ({amx}, {gpu})"
+
+
 def run_bench(
     model: str | None = None,
     out: str | Path = "runs/bench",
@@ -462,6 +495,8 @@ def run_bench(
             1,
         ),
         "finetune_seconds": finetunes,
+        "machine": describe_machine(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     write_json(out / "bench.json", doc)
     write_text(out / "leaderboard.md", leaderboard_markdown(doc))
@@ -654,6 +689,9 @@ def docs_values(doc: dict, out: Path, command: str) -> dict[str, str]:
         "out": str(out),
         "command": command,
         "model": doc["settings"]["model"],
+        # bench.json files written before the machine and date were recorded lack them.
+        "machine": doc.get("machine", "a machine that was not recorded"),
+        "date": f"finished on {doc['date']}" if "date" in doc else "on a date that was not recorded",
         "cold_minutes": f"{doc['cold_seconds'] / 60:.1f}",
         "seconds": f"{doc['seconds']:.0f}",
         "target_finetune_seconds": f"{doc['finetune_seconds'][0]:.0f}",

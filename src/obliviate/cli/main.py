@@ -10,6 +10,7 @@ import sys
 from obliviate import malloc
 from obliviate.bench import SIZES
 from obliviate.errors import UserError, os_error_sentence
+from obliviate.version import __version__
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="obliviate",
         description="Make a pretrained language model forget something, and prove it.",
     )
+    parser.add_argument("--version", action="version", version=f"obliviate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(

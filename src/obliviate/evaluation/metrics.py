@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Metric:
+    """One registered metric: its name, group, direction, help text, source and best value."""
+
     name: str
     group: str  # forget | privacy | utility | classification | robustness
     higher_is_better: bool | None  # None: neither; closer to `best` is better (or purely informative)

