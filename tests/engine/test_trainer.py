@@ -466,7 +466,9 @@ def test_a_stop_request_checkpoints_and_resume_finishes_the_run(tiny_model_dir, 
         )
     assert [(r["step"], r["steps"]) for r in rows] == [(1, 4), (2, 4)] and "loss" in rows[0]
     lm = load_model(str(tiny_model_dir))
-    result = train(lm.model, lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=ckpt, resume=True)
+    result = train(
+        lm.model, lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=ckpt, resume=True
+    )
     assert result.resumed_from == 2 and result.steps_done == 4
     resumed = _state(lm.model)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)

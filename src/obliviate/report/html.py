@@ -67,7 +67,7 @@ def metric_rows(metrics: dict) -> list[dict]:
     return sorted(rows, key=lambda r: order.get(r["group"], len(order)))
 
 
-def _target_terms(run: Path) -> list[str]:
+def target_terms(run: Path) -> list[str]:
     """The target's names and keywords from the run's data manifest (none if it is missing)."""
     manifest = run / "data" / "manifest.json"
     if not manifest.is_file():
@@ -143,7 +143,7 @@ def report_html(run: str | Path, config: dict, metrics: dict) -> str:
         ],
         metrics=metric_rows(metrics),
         figures=run_figures(run, metrics),
-        probes=probe_sections(metrics, _target_terms(run)),
+        probes=probe_sections(metrics, target_terms(run)),
     )
 
 

@@ -17,7 +17,7 @@ from obliviate.methods.base import parse_settings
 from obliviate.pipeline.run import AUTO, BAR
 from obliviate.report import plots
 from obliviate.report.format import fmt, signed
-from obliviate.report.html import highlight, leak_utility_points, metric_rows
+from obliviate.report.html import leak_utility_points, metric_rows, probe_sections, target_terms
 from obliviate.ui.runner import STAGE_ORDER, Chat, Runner, RunRequest, compare_runs, list_runs, run_state
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -107,9 +107,12 @@ def progress_html(job) -> str:
     step = f", step {job.step} of {job.steps}" if job.steps else ""
     frac = stage_i + (job.step / job.steps if job.steps and job.stage == "unlearning" else 0)
     last = html.escape(job.lines[-1].splitlines()[-1]) if job.lines else ""
+    if job.status == "finished":
+        last = f"Report: {html.escape(str(job.out / 'report.html'))}"
+    where = html.escape(job.stage) if job.running else job.status
     return (
         f'<div id="obliviate-progress" data-status="{job.status}" data-step="{job.step}">'
-        f"<b>{html.escape(job.out.name)}</b>: {job.status}, {html.escape(job.stage)}{step}<br>"
+        f"<b>{html.escape(job.out.name)}</b>: {where}{step}<br>"
         f'<progress value="{frac:.2f}" max="{len(STAGE_ORDER)}" style="width:100%"></progress>'
         f'<div style="color:#666">{last}</div></div>'
     )
@@ -153,24 +156,20 @@ def full_table(metrics: dict | None) -> list[list[str]]:
     ]
 
 
-def answers_html(metrics: dict | None, limit: int = 40) -> str:
-    """The known target probes' answers before and after, side by side, target terms highlighted."""
+def answers_html(run: Path, metrics: dict | None, limit: int = 12) -> str:
+    """The first `limit` known target probes' answers before and after, side by side, target terms highlighted
+    (report.html's rows; the page has them all)."""
     if not metrics:
         return ""
-    terms = [metrics.get("target", "")]
-    rows = [
-        (b, a)
-        for b, a in zip(metrics["against"]["items"]["probes"], metrics["items"]["probes"])
-        if b["kind"] == "target" and b.get("known") and a.get("answer") is not None
-    ][:limit]
+    sections = probe_sections(metrics, target_terms(run))
+    rows = sections[0]["rows"][:limit] if sections and sections[0]["title"].startswith("Known target") else []
     body = "".join(
-        f"<tr><td>{html.escape(b['question'])}</td><td>{highlight(b['answer'], [*terms, *b.get('answers', [])])}</td>"
-        f"<td>{highlight(a['answer'], [*terms, *b.get('answers', [])])}</td></tr>"
-        for b, a in rows
+        f"<tr><td>{html.escape(r['question'])}</td><td>{r['before']}</td><td>{r['after']}</td></tr>" for r in rows
     )
     return (
-        '<table id="obliviate-answers" style="width:100%"><tr><th>question</th><th>before</th><th>after</th></tr>'
-        f"{body}</table>"
+        '<table id="obliviate-answers" style="width:100%;table-layout:fixed">'
+        '<tr><th style="width:40%">question</th><th>before</th><th>after</th></tr>'
+        f'{body}</table><p style="color:#666">Every answer is in {html.escape(str(run / "report.html"))}.</p>'
     )
 
 
@@ -225,7 +224,7 @@ def build_app(runs: str | Path = "runs", *, model: str | None = None, runner: Ru
             bar_verdict(state["metrics"]),
             attacks,
             mia,
-            answers_html(state["metrics"]),
+            answers_html(job.out, state["metrics"]) if job is not None else "",
             note,
             gr.Timer(active=not done),
         )
@@ -275,7 +274,7 @@ def build_app(runs: str | Path = "runs", *, model: str | None = None, runner: Ru
             loss,
             attacks,
             mia,
-            answers_html(state["metrics"]),
+            answers_html(Path(runs) / name, state["metrics"]),
             name if state["metrics"] else gr.skip(),
         )
 
@@ -331,7 +330,9 @@ def build_app(runs: str | Path = "runs", *, model: str | None = None, runner: Ru
                         steps_box = gr.Number(
                             label="Steps", value=None, precision=0, info="blank: the method's default", elem_id="steps"
                         )
-                        lr_box = gr.Number(label="Learning rate", value=None, info="blank: the method's default")
+                        lr_box = gr.Number(
+                            label="Learning rate", value=None, info="blank: the method's default", elem_id="lr"
+                        )
                     help_md = gr.Markdown(method_help(AUTO))
             with gr.Row():
                 unlearn_btn = gr.Button("Unlearn", variant="primary", elem_id="unlearn")
