@@ -55,3 +55,10 @@ def test_the_page_builds(tmp_path):
 def test_the_app_refuses_a_non_local_host_without_the_flag(tmp_path):
     with pytest.raises(UserError, match="--allow-remote"):
         launch("0.0.0.0", 0, tmp_path, block=False)
+
+
+def test_obliviate_ui_refuses_a_non_local_host_without_the_flag(tmp_path, capsys):
+    from obliviate.cli.main import main
+
+    assert main(["ui", "--host", "0.0.0.0", "--runs", str(tmp_path)]) == 2
+    assert "--allow-remote" in capsys.readouterr().err

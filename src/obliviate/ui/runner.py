@@ -22,7 +22,8 @@ from obliviate.errors import Stopped, UserError
 from obliviate.evaluation.config import EvalConfig
 from obliviate.io import read_json, read_jsonl
 from obliviate.methods import get_method
-from obliviate.models.loading import resolve_model
+from obliviate.models.generate import answer_questions
+from obliviate.models.loading import load_model, resolve_model
 from obliviate.pipeline.run import AUTO, BAR, compare_table, forget, slug
 
 LOCK_FILE = ".obliviate-ui.lock"
@@ -290,8 +291,6 @@ class Chat:
     def answer(self, run: str | Path, question: str, max_new_tokens: int = 48) -> tuple[str, str]:
         """(the base model's answer, the unlearned model's) to `question`, greedy. UserError for an empty question
         or a run without a saved model."""
-        from obliviate.models.generate import answer_questions
-
         run = Path(run)
         if not question.strip():
             raise UserError("Type a question first.")
@@ -300,13 +299,11 @@ class Chat:
         config = yaml.safe_load((run / "config.yaml").read_text())
         answers = []
         for path in (str(config["model_path"]), str(run / "model")):
-            lm = self._model_pair(path)
+            lm = self._model(path)
             answers.append(answer_questions(lm.model, lm.tokenizer, [question], max_new_tokens=max_new_tokens)[0])
         return answers[0], answers[1]
 
-    def _model_pair(self, path: str):
-        from obliviate.models.loading import load_model
-
+    def _model(self, path: str):
         with self._lock:
             if path not in self._models:
                 if len(self._models) >= 2:  # the pair of one run at a time
