@@ -41,3 +41,16 @@ def test_compare_page_holds_the_table_and_the_scatter(read_page):
     page = read_page(compare_html("The <Beatles>", table, runs, {"leak_rate": 0.9, "general_qa_accuracy": 0.5}, bar))
     shown = "".join(page.text)
     assert len(page.images) == 1 and "The <Beatles>" in shown and "npo" in shown and "No method meets it" in shown
+
+
+def test_the_loss_curve_of_an_auto_run_is_the_chosen_candidates(tmp_path):
+    from obliviate.report.html import training_log
+
+    (tmp_path / "auto").mkdir()
+    for i in range(3):
+        (tmp_path / "auto" / f"candidate-{i}.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    train = {"auto": {"candidates": [{"chosen": False}, {"chosen": True}, {"chosen": False}]}}
+    assert training_log(tmp_path, train) == tmp_path / "auto" / "candidate-1.jsonl"
+    assert training_log(tmp_path, {}) is None
+    (tmp_path / "train_log.jsonl").write_text("")
+    assert training_log(tmp_path, train) == tmp_path / "train_log.jsonl"

@@ -102,10 +102,20 @@ def probe_sections(metrics: dict, terms: list[str]) -> list[dict]:
     return sections
 
 
+def training_log(run: Path, train: dict) -> Path | None:
+    """The run's training log: train_log.jsonl, or under --method auto the chosen candidate's (auto/candidate-I.jsonl,
+    I its place among the candidates tried); None when there is none (an edit method)."""
+    chosen = [i for i, r in enumerate(train.get("auto", {}).get("candidates", [])) if r.get("chosen")]
+    for path in [run / "train_log.jsonl", *(run / "auto" / f"candidate-{i}.jsonl" for i in chosen)]:
+        if path.is_file():
+            return path
+    return None
+
+
 def run_figures(run: Path, metrics: dict) -> list[dict]:
     """The report's figures for the run in `run`: {"title", "src" (a PNG data URI), "note"} each."""
-    log_path = run / "train_log.jsonl"
-    rows = read_jsonl(log_path) if log_path.is_file() else []
+    log_path = training_log(run, metrics.get("train", {}))
+    rows = read_jsonl(log_path) if log_path is not None else []
     before = metrics.get("against", {})
     figures = [
         {"title": "Loss curves", "fig": plots.loss_figure(rows), "note": "every term logged in train_log.jsonl"},

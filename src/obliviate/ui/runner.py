@@ -25,6 +25,7 @@ from obliviate.methods import get_method
 from obliviate.models.generate import answer_questions
 from obliviate.models.loading import load_model, resolve_model
 from obliviate.pipeline.run import AUTO, BAR, compare_table, forget, slug
+from obliviate.report.html import training_log
 
 LOCK_FILE = ".obliviate-ui.lock"
 # The stages of a run, as `forget` announces them in its log: (what a log line starts with, the stage it opens).
@@ -229,14 +230,20 @@ class Runner:
 
 
 def run_state(run: Path) -> dict:
-    """What a run directory holds so far: its config, the training log, the base and final evaluations."""
+    """What a run directory holds so far: its config, the training log (report.html's), the base and final
+    evaluations."""
     run = Path(run)
     read = lambda name: read_json(run / name) if (run / name).is_file() else None  # noqa: E731
+    metrics = read("metrics.json")
+    # Under --method auto, while it searches: the candidate being trained (the newest log).
+    log = training_log(run, (metrics or {}).get("train", {})) or max(
+        (run / "auto").glob("candidate-*.jsonl"), key=lambda p: p.stat().st_mtime, default=None
+    )
     return {
         "config": yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None,
-        "train_log": read_jsonl(run / "train_log.jsonl") if (run / "train_log.jsonl").is_file() else [],
+        "train_log": read_jsonl(log) if log is not None else [],
         "base": read("eval_base.json"),
-        "metrics": read("metrics.json"),
+        "metrics": metrics,
     }
 
 
