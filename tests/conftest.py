@@ -274,3 +274,55 @@ def refusing_model_dir(tmp_path_factory, tokenizer):
         tmp_path_factory.mktemp("refusing-llama"),
         seed=3,
     )
+
+
+class _Page:
+    """An HTML page read by html.parser: its tags checked for balance, its images and text collected."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self, text: str):
+        from html.parser import HTMLParser
+
+        page = self
+        self.images: list[str] = []
+        self.text: list[str] = []
+        self.open: list[str] = []
+        self.errors: list[str] = []
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                if tag == "img":
+                    page.images.append(dict(attrs).get("src", ""))
+                elif tag not in page.VOID:
+                    page.open.append(tag)
+
+            def handle_endtag(self, tag):
+                if not page.open or page.open[-1] != tag:
+                    page.errors.append(f"</{tag}> closes {page.open[-1:] or 'nothing'}")
+                else:
+                    page.open.pop()
+
+            def handle_data(self, data):
+                page.text.append(data)
+
+        Parser().feed(text)
+
+
+@pytest.fixture
+def read_page():
+    """A function that checks an HTML page is well-formed (every tag closed in order) and self-contained (every
+    image a non-empty embedded PNG), and returns its parsed _Page (images, text)."""
+    import base64
+
+    def read(text: str) -> _Page:
+        page = _Page(text)
+        assert text.lstrip().lower().startswith("<!doctype html>")
+        assert not page.errors and not page.open, (page.errors, page.open)
+        for src in page.images:
+            assert src.startswith("data:image/png;base64,"), src[:60]
+            png = base64.b64decode(src.split(",", 1)[1])
+            assert png.startswith(b"\x89PNG") and len(png) > 1000
+        return page
+
+    return read

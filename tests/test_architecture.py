@@ -21,7 +21,7 @@ LAYERS = [
     {"report"},
     {"bench"},
     {"pipeline"},
-    {"cli"},
+    {"cli", "ui"},
     {"__init__", "__main__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -173,7 +173,9 @@ def test_parse_settings_types():
         parse_settings(RMUConfig, ["layer=2.5"], "rmu")
 
 
-def test_compare_tabulates_every_method_and_reuses_finished_runs(data_dir, beatles_model_dir, tmp_path, capsys):
+def test_compare_tabulates_every_method_and_reuses_finished_runs(
+    data_dir, beatles_model_dir, tmp_path, capsys, read_page
+):
     out = tmp_path / "cmp"
     args = [
         "compare",
@@ -197,6 +199,10 @@ def test_compare_tabulates_every_method_and_reuses_finished_runs(data_dir, beatl
     assert [row.split("|")[1].strip() for row in table[2:]] == ["base model", "ga", "guardrail"]
     result = json.loads((out / "compare.json").read_text())
     assert set(result["runs"]) == {"ga", "guardrail"}
+    page = read_page((out / "compare.html").read_text())  # the table and the leak-vs-utility scatter
+    shown = "".join(page.text)
+    assert len(page.images) == 1 and all(c in shown for c in result["columns"])
+    assert all(cell in shown for row in result["rows"] for cell in row)
     first = (out / "ga" / "metrics.json").stat().st_mtime_ns
     assert main(args) == 0
     assert (out / "ga" / "metrics.json").stat().st_mtime_ns == first  # reused, not rerun

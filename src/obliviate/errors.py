@@ -29,3 +29,8 @@ def os_error_sentence(e: OSError) -> str | None:
     if fix is None:
         return None
     return f"{e.filename}: {fix}." if e.filename else f"{fix[0].upper()}{fix[1:]}."
+
+
+class Stopped(Exception):
+    """A run stopped on request (a `stop` callback said so) between two steps or stages; what it finished is
+    kept on disk, and the same call with resume=True continues it."""

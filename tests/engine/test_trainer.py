@@ -589,3 +589,39 @@ def test_a_full_disk_while_checkpointing_is_one_sentence_and_leaves_no_temporary
             checkpoint_dir=tmp_path,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_request_checkpoints_and_resume_finishes_the_run(tiny_model_dir, data, tmp_path):
+    """stop() says yes after step 2 of 4 (checkpoint_every 0: no scheduled checkpoint): Stopped is raised with a
+    checkpoint at step 2, on_step saw steps 1 and 2 of 4, and resuming ends on the uninterrupted run's weights."""
+    from obliviate.errors import Stopped
+    from obliviate.models.loading import load_model
+
+    cfg = _cfg(steps=4, checkpoint_every=0)
+    lm = load_model(str(tiny_model_dir))
+    train(lm.model, lm.tokenizer, get_method("ga"), data, cfg, progress=False)
+    straight = _state(lm.model)
+
+    rows = []
+    lm = load_model(str(tiny_model_dir))
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Stopped, match="step 2 of 4"):
+        train(
+            lm.model,
+            lm.tokenizer,
+            get_method("ga"),
+            data,
+            cfg,
+            progress=False,
+            checkpoint_dir=ckpt,
+            on_step=rows.append,
+            stop=lambda: len(rows) == 2,
+        )
+    assert [(r["step"], r["steps"]) for r in rows] == [(1, 4), (2, 4)] and "loss" in rows[0]
+    lm = load_model(str(tiny_model_dir))
+    result = train(
+        lm.model, lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=ckpt, resume=True
+    )
+    assert result.resumed_from == 2 and result.steps_done == 4
+    resumed = _state(lm.model)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

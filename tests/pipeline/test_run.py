@@ -5,6 +5,7 @@ The run itself happens once per module; tests that resume or overwrite work on a
 
 import dataclasses
 import json
+import re
 import shutil
 
 import pytest
@@ -30,6 +31,7 @@ RUN_FILES = [
     "model/config.json",
     "metrics.json",
     "report.md",
+    "report.html",
 ]
 STEPS, LR = 10, 1e-3
 
@@ -116,6 +118,24 @@ def test_the_fact_is_forgotten(beatles_run):
     assert {r["metric"] for r in metrics["comparison"]} >= {"leak_rate", "mia_auc_loss", "attack_relearn_leak_rate"}
     report = (out / "report.md").read_text()
     assert "The Beatles" in report and "| leak_rate | forget | 1.000 |" in report
+
+
+def test_report_html_shows_every_metric_figure_and_answer(beatles_run, read_page):
+    """report.html: well-formed, self-contained (three embedded PNG figures: loss, attacks, membership inference),
+    every metric of metrics.json named in it, every known target probe's question there, target terms marked."""
+    out, metrics, _ = beatles_run
+    text = (out / "report.html").read_text()
+    page = read_page(text)
+    assert len(page.images) == 3
+    shown = "".join(page.text)
+    assert not [k for k in metrics["metrics"] if k not in shown]
+    asked = [
+        b["question"]
+        for b, a in zip(metrics["against"]["items"]["probes"], metrics["items"]["probes"])
+        if b["kind"] == "target" and b["known"] and a["answer"] is not None
+    ]
+    assert asked and all(q in shown for q in asked)
+    assert re.search(r"<mark>[^<]*Beatles</mark>", text)  # the taught answer "The Beatles." before unlearning
 
 
 def assert_same_metrics(a: dict, b: dict) -> None:

@@ -156,7 +156,36 @@ def make_parser() -> argparse.ArgumentParser:
     ch.add_argument("--prompt", default=None, help="answer this one question and exit")
     ch.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default: 128)")
     ch.set_defaults(func=cmd_chat)
+
+    u = sub.add_parser(
+        "ui",
+        help="a local web app: unlearn from the browser, watch it happen, see before and after",
+        description="Serve the obliviate web app (Gradio): choose a model, a target and a method, press Unlearn, "
+        "watch the run, chat with the base and unlearned models, browse and compare earlier runs. Needs the ui "
+        "extra (pip install 'obliviate[ui]').",
+    )
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    u.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
+    u.add_argument("--runs", default="runs", help="the runs directory the app writes to and browses (default: runs)")
+    u.add_argument("--model", default=None, help="the model field's starting value (default: embedded)")
+    u.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than this machine (anyone who reaches it can run models and write files)",
+    )
+    u.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    u.set_defaults(func=cmd_ui)
     return parser
+
+
+def cmd_ui(args) -> int:
+    try:
+        from obliviate.ui.app import launch
+    except ImportError as e:
+        raise UserError(f"The web app needs Gradio ({e}); install it with pip install 'obliviate[ui]'.") from None
+    print(f"obliviate ui: http://{args.host}:{args.port} (runs in {args.runs}); Ctrl-C stops it.", file=sys.stderr)
+    launch(args.host, args.port, args.runs, model=args.model, allow_remote=args.allow_remote, share=args.share)
+    return 0
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:

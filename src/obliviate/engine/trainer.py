@@ -16,6 +16,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from obliviate import malloc
 from obliviate.engine.optim import BF16AdamW
-from obliviate.errors import UserError
+from obliviate.errors import Stopped, UserError
 from obliviate.io import write_text
 from obliviate.methods.base import FineTune, LossOutput, Method
 from obliviate.methods.retain_ft import RetainFT
@@ -276,6 +277,8 @@ def train(
     *,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    on_step: Callable[[dict], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train `model` with `method` on `data` (one record list per stream name).
 
@@ -285,6 +288,10 @@ def train(
     `cfg.checkpoint_every` steps, and `resume=True` continues from it: the final
     weights equal those of an uninterrupted run. Raises ValueError for an edit method,
     a missing stream or no trainable parameter, UserError for a checkpoint of other settings.
+
+    `on_step` gets each step's log row (as train_log.jsonl's, with "steps": the total) when the
+    step is done. `stop` is asked after each step but the last; when it returns True a checkpoint
+    is written (with `checkpoint_dir`) and `Stopped` is raised, so `resume=True` continues there.
 
     Freed memory stays in the process while it trains (`obliviate.malloc`), which spares every
     step the page faults of fresh mappings. Not with `cfg.bf16_weights`, whose point is memory:
@@ -297,7 +304,7 @@ def train(
         run.setup(data)
         run.resume(resume)
         run.baseline()
-        run.loop(progress)
+        run.loop(progress, on_step, stop)
         return run.teardown()
 
 
@@ -486,9 +493,11 @@ class _Run:
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def loop(self, progress: bool) -> None:
-        """Steps up to `cfg.steps`, ending early at a divergence or an early stop; the log file, progress
-        bar and snapshot are closed however it ends."""
+    def loop(
+        self, progress: bool, on_step: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None
+    ) -> None:
+        """Steps up to `cfg.steps`, ending early at a divergence, an early stop or a `stop` request (which
+        checkpoints and raises Stopped); the log file, progress bar and snapshot are closed however it ends."""
         cfg, result = self.cfg, self.result
         self.log_file = open(self.log_path, "a", encoding="utf-8") if self.log_path else None
         self.snapshot = _Snapshot(self.named, on_disk=cfg.bf16_weights and not cfg.lora)
@@ -506,10 +515,15 @@ class _Run:
                 loss, out, finite = self.step()
                 if self.guard(step, out, finite):
                     break
-                self.record(step, loss, out)
+                row = self.record(step, loss, out)
                 self.checkpoint(step)
+                if on_step is not None:
+                    on_step({**row, "steps": cfg.steps})
                 if result.stopped_early_at:
                     break
+                if stop is not None and step < cfg.steps and stop():
+                    self.checkpoint(step, force=True)
+                    raise Stopped(f"Stopped at step {step} of {cfg.steps}.")
         finally:
             self.bar.close()
             self.snapshot.close()
@@ -581,9 +595,9 @@ class _Run:
             self.snapshot_step = step
         return False
 
-    def record(self, step: int, loss: torch.Tensor, out: LossOutput) -> None:
+    def record(self, step: int, loss: torch.Tensor, out: LossOutput) -> dict:
         """The step's logs into the result, the validation measurement when due (and the early stop it
-        may call), a line of the log file and the progress bar."""
+        may call), a line of the log file and the progress bar; returns the step's row."""
         cfg, result = self.cfg, self.result
         result.steps_done, result.last_logs = step, {"loss": loss.item(), **out.logs}
         row = {"step": step, **result.last_logs}
@@ -597,11 +611,14 @@ class _Run:
             self.log_file.flush()
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
         self.bar.update(1)
+        return row
 
-    def checkpoint(self, step: int) -> None:
-        """Every `cfg.checkpoint_every` steps before the last, write what `resume` reads, atomically."""
+    def checkpoint(self, step: int, force: bool = False) -> None:
+        """Every `cfg.checkpoint_every` steps before the last (or now, with `force`), write what `resume` reads,
+        atomically."""
         cfg, ckpt = self.cfg, self.ckpt
-        if ckpt is None or not cfg.checkpoint_every or step % cfg.checkpoint_every or step >= cfg.steps:
+        due = cfg.checkpoint_every and not step % cfg.checkpoint_every and step < cfg.steps
+        if ckpt is None or not (due or force):
             return
         state = {
             "ref_logprobs": self.ref_table,

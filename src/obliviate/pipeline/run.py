@@ -27,7 +27,7 @@ from obliviate.data.cache import cached_data_dir
 from obliviate.data.documents import read_passages, read_qa
 from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.trainer import TrainConfig, check_train_config, train
-from obliviate.errors import UserError
+from obliviate.errors import Stopped, UserError
 from obliviate.evaluation.config import EvalConfig, EvalData
 from obliviate.evaluation.document import document
 from obliviate.evaluation.evaluate import evaluate_base, evaluate_model
@@ -46,6 +46,7 @@ from obliviate.methods.base import Method
 from obliviate.models.hooks import hooks_of
 from obliviate.models.loading import LoadedModel, load_model
 from obliviate.report.format import markdown_table, num
+from obliviate.report.html import write_compare_html, write_report_html
 from obliviate.report.markdown import write_report
 
 AUTO = "auto"  # the method name that lets the pipeline choose (pipeline/auto.py)
@@ -252,6 +253,8 @@ def forget(
     progress: bool = True,
     log: Callable[[str], None] = print,
     base_eval: dict | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Make `model` (None: the embedded model) forget `target` and write a run directory; returns metrics.json.
 
@@ -264,6 +267,9 @@ def forget(
     suite), run on the base model, reusing the data stage's answers, and on the unlearned model.
     `seed`, when given, seeds both the data and the training. `base_eval`: a base evaluation
     already made on the same data and model (compare shares one across methods).
+    `on_step`: called with each training step's log row (engine.train's). `stop`: asked between
+    stages and training steps; when it returns True the run raises `Stopped`, keeping what it
+    finished (and a training checkpoint), and `resume=True` continues it.
 
     Raises UserError for bad input (empty target, unknown method or training setting, a run
     directory that already holds a run without overwrite/resume, or that another process is
@@ -304,14 +310,32 @@ def forget(
         try:
             clock = _Clock(log)
             lm, config = _start_run(plan, resume, log)
+            watch = _Watch(on_step, stop)
+            watch.between_stages()
             records = _data_stage(plan, lm, log, clock)
+            watch.between_stages()
             edata = EvalData.from_dir(plan.data_dir)
             base = _base_stage(plan, lm, edata, base_eval, log, clock)
-            lm, summary = _unlearn_stage(plan, lm, records, resume, progress, log, clock)
+            watch.between_stages()
+            lm, summary = _unlearn_stage(plan, lm, records, resume, progress, log, clock, watch)
+            watch.between_stages()
             return _final_stage(plan, lm, edata, base, summary, config, log, clock)
         except BaseException:
             _drop_unfinished_start(plan.out)
             raise
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """What a caller watching a run passes in: a callback for each training step, and a stop request."""
+
+    on_step: Callable[[dict], None] | None = None
+    stop: Callable[[], bool] | None = None
+
+    def between_stages(self) -> None:
+        """Raise Stopped if a stop was requested (the stages before are on disk)."""
+        if self.stop is not None and self.stop():
+            raise Stopped("Stopped between stages.")
 
 
 def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | None) -> TrainConfig:
@@ -461,6 +485,7 @@ def _unlearn_stage(
     progress: bool,
     log: Callable[[str], None],
     clock: _Clock,
+    watch: _Watch = _Watch(),
 ) -> tuple[LoadedModel, dict]:
     """RUN/model and RUN/train_summary.json: kept from an interrupted run, or the model unlearned and saved.
 
@@ -473,7 +498,7 @@ def _unlearn_stage(
     if plan.auto:
         model, summary = _choose(plan, lm, records, progress, log)
     else:
-        model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log)
+        model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log, watch)
     try:
         with atomic_dir(model_dir) as tmp:
             model.save_pretrained(tmp)
@@ -502,6 +527,7 @@ def _unlearn(
     resume: bool,
     progress: bool,
     log: Callable[[str], None],
+    watch: _Watch = _Watch(),
 ):
     """Train (or edit) the model; returns it and the summary for train_summary.json."""
     if not unlearner.trains:
@@ -528,6 +554,8 @@ def _unlearn(
         progress=progress,
         checkpoint_dir=out / "checkpoint",
         resume=resume,
+        on_step=watch.on_step,
+        stop=watch.stop,
     )
     if result.steps_done == 0:
         raise UserError(
@@ -598,6 +626,7 @@ def _final_stage(
     }
     write_json(plan.out / "metrics.json", metrics)
     write_report(plan.out / "report.md", config, metrics)
+    write_report_html(plan.out, config, metrics)
     return metrics
 
 
@@ -676,21 +705,20 @@ def compare(
             progress=progress,
         )
     table = compare_table(results)
-    write_json(
-        out / "compare.json",
-        {
-            "target": spec.name,
-            "bar": BAR,
-            "data": str(data_dir),
-            **table,
-            "runs": {
-                n: {"metrics": r["metrics"], "train": r["train"], "run_seconds": r["run_seconds"]}
-                for n, r in results.items()
-            },
-            "base": base_eval["metrics"],
+    doc = {
+        "target": spec.name,
+        "bar": BAR,
+        "data": str(data_dir),
+        **table,
+        "runs": {
+            n: {"metrics": r["metrics"], "train": r["train"], "run_seconds": r["run_seconds"]}
+            for n, r in results.items()
         },
-    )
+        "base": base_eval["metrics"],
+    }
+    write_json(out / "compare.json", doc)
     write_text(out / "compare.md", markdown_table(table["columns"], table["rows"]))
+    write_compare_html(out, doc)
     return {"target": spec.name, "out": str(out), **table}
 
 
