@@ -32,6 +32,7 @@ from obliviate.io import write_text
 from obliviate.methods.base import FineTune, LossOutput, Method
 from obliviate.methods.retain_ft import RetainFT
 from obliviate.models.attention import set_attention
+from obliviate.models.families import find_family
 from obliviate.models.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
 from obliviate.records import record_key
@@ -101,8 +102,14 @@ class TrainConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)"})
     lora_targets: str = field(
-        default="all-linear",
-        metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"},
+        default="auto",
+        metadata={
+            "help": (
+                "modules that get adapters: 'auto' (the attention and MLP projections of the model's family, "
+                "models/families.py; every linear layer for a family obliviate does not know), 'all-linear', or "
+                "comma-separated names (q_proj,v_proj)"
+            )
+        },
     )
     keep_adapter: bool = field(
         default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"}
@@ -367,6 +374,8 @@ class _Run:
         model (the adapter switched off, a frozen copy, or none when its log-probs are precomputed)."""
         cfg, method, model = self.cfg, self.method, self.model
         self.dtype = model.dtype
+        # The method's choice of trained parameters and peft's freezing are undone at the end.
+        self.requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         if cfg.bf16_weights:
             model.to(torch.bfloat16)
         self.restore_dropout = _set_dropout(model, cfg.dropout)
@@ -599,7 +608,8 @@ class _Run:
 
     def teardown(self) -> TrainResult:
         """The model back in its own form: accelerate's wrapper off, dropout and attention restored,
-        activation checkpointing off, the adapter merged (unless kept), its precision, eval mode."""
+        activation checkpointing off, the adapter merged (unless kept), its precision and which of its
+        parameters require gradients, eval mode."""
         cfg = self.cfg
         model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.restore_dropout()
@@ -613,16 +623,28 @@ class _Run:
             model = model.merge_and_unload()
         if cfg.bf16_weights:
             model.to(self.dtype)
+        if not (cfg.lora and cfg.keep_adapter):
+            for name, p in model.named_parameters():
+                p.requires_grad_(self.requires_grad.get(name, p.requires_grad))
         model.eval()
         self.result.model = model
         self.result.seconds = time.perf_counter() - self.start
         return self.result
 
 
+def lora_targets(model, setting: str) -> str | list[str]:
+    """peft's `target_modules` for `TrainConfig.lora_targets`: 'auto' is the family's projections (every linear
+    layer when the family is unknown), 'all-linear' passes through, anything else is a comma-separated list."""
+    if setting == "auto":
+        family = find_family(model)
+        return list(family.lora_targets) if family else "all-linear"
+    return setting if setting == "all-linear" else [t.strip() for t in setting.split(",")]
+
+
 def _add_lora(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
-    targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
+    targets = lora_targets(model, cfg.lora_targets)
     config = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
     )
