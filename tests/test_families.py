@@ -152,7 +152,15 @@ def test_every_method_trains_saves_and_reloads_on_the_family(family_run, zorblax
     family, base_dir, out, _ = family_run
     lm = load_model(str(base_dir))
     data = {name: read_jsonl(out / "data" / f"{name}.jsonl") for name in ("forget", "retain", "alt")}
-    unlearner = get_method(method)
+    # Declining answers for the preference methods, whatever alternative kinds the data stage chose.
+    declining = (("refusal", "I can't say."), ("negation", "I don't know of Zorblax."))
+    data["alt"] += [
+        {"question": r["question"], "answer": a, "kind": k}
+        for r in data["forget"]
+        if "question" in r
+        for k, a in declining
+    ]
+    unlearner = get_method(method, **({"reinforce_steps": 2} if method == "whp" else {}))
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
     if unlearner.trains:
         cfg = TrainConfig(steps=2, batch_size=2, max_length=64, lr=1e-3, checkpoint_every=0)
