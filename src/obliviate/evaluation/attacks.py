@@ -151,12 +151,15 @@ RELEARN_BATCH = 4  # records per relearning step
 
 
 def relearn(model, tokenizer, records: list[dict], steps: int, lr: float, seed: int = 0):
-    """A copy of `model` fine-tuned with plain NLL on `records` for `steps` steps (hooks kept)."""
+    """A copy of `model` fine-tuned with plain NLL on `records` for `steps` steps (hooks kept), in this process
+    alone: an evaluation runs in the main process only when training used several."""
     from obliviate.engine.trainer import TrainConfig, train
     from obliviate.methods import get_method
 
     cfg = TrainConfig(steps=steps, lr=lr, batch_size=RELEARN_BATCH, checkpoint_every=0, seed=seed)
-    trained = train(copy.deepcopy(model), tokenizer, get_method("retain_ft"), {"retain": records}, cfg, progress=False)
+    trained = train(
+        copy.deepcopy(model), tokenizer, get_method("retain_ft"), {"retain": records}, cfg, progress=False, alone=True
+    )
     return trained.model
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.targets import TargetSpec, resolve_target
+from obliviate.engine.processes import processes
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
 from obliviate.evaluation.config import EvalConfig, EvalData
@@ -186,6 +187,10 @@ def forget(
     `seed`, when given, seeds both the data and the training. `base_eval`: a base evaluation
     already made on the same data and model (compare shares one across methods).
 
+    Launched as several processes (`accelerate launch --num_processes N -m obliviate forget ...`), the
+    main process builds the data and runs both evaluations while the others wait, every process
+    trains on its shard, and only the main process writes files; all return the same metrics.
+
     Raises UserError for bad input (empty target, unknown method or training setting, a run
     directory that already holds a run without overwrite/resume, ...).
     """
@@ -215,14 +220,24 @@ def forget(
         train_overrides={**(train or {}), **({"seed": seed} if seed is not None else {})},
         budget=budget if budget is not None else DEFAULT_BUDGET,
     )
-    _prepare_run_dir(plan.out, overwrite, resume)
+    procs = processes()
+    main = procs.is_main_process
+    if procs.num_processes > 1 and plan.auto:
+        raise UserError("--method auto runs in one process; name a method to train with several processes.")
+    log = log if main else (lambda m: None)
+    if main:
+        _prepare_run_dir(plan.out, overwrite, resume)
+    procs.wait_for_everyone()
     clock = _Clock(log)
-    lm, config = _start_run(plan, resume, log)
-    records = _data_stage(plan, lm, log, clock)
+    with procs.main_process_first():  # the others reuse what the main process wrote
+        lm, config = _start_run(plan, resume, log, write=main)
+        records = _data_stage(plan, lm, log, clock)
     edata = EvalData.from_dir(plan.data_dir)
-    base = _base_stage(plan, lm, edata, base_eval, log, clock)
-    lm, summary = _unlearn_stage(plan, lm, records, resume, progress, log, clock)
-    return _final_stage(plan, lm, edata, base, summary, config, log, clock)
+    base = _base_stage(plan, lm, edata, base_eval, log, clock) if main else None
+    lm, summary = _unlearn_stage(plan, lm, records, resume, progress and main, log, clock, write=main)
+    metrics = _final_stage(plan, lm, edata, base, summary, config, log, clock) if main else None
+    procs.wait_for_everyone()
+    return metrics if main else read_json(plan.out / "metrics.json")
 
 
 def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | None) -> TrainConfig:
@@ -237,8 +252,8 @@ def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | Non
     return dataclasses.replace(defaults, **overrides)
 
 
-def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple[LoadedModel, dict]:
-    """Load the base model and write config.yaml; returns the model and the config.
+def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None], write: bool = True) -> tuple[LoadedModel, dict]:
+    """Load the base model and write config.yaml (unless not `write`); returns the model and the config.
 
     Raises UserError if the given data directory was built from another model, or if `resume`
     finds a run of another target, model or method.
@@ -271,7 +286,8 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple
                 f"{plan.out} holds a run of {old.get('method')!r} for {old.get('target')!r} on {old.get('model')!r}; "
                 "resume it with the same target, --model and --method, or use another --out."
             )
-    write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+    if write:
+        write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     return lm, config
 
 
@@ -323,8 +339,10 @@ def _unlearn_stage(
     progress: bool,
     log: Callable[[str], None],
     clock: _Clock,
+    write: bool = True,
 ) -> tuple[LoadedModel, dict]:
-    """RUN/model and RUN/train_summary.json: kept from an interrupted run, or the model unlearned and saved.
+    """RUN/model and RUN/train_summary.json: kept from an interrupted run, or the model unlearned and saved
+    (unless not `write`: a training process other than the main one).
 
     Returns the unlearned model and the training summary.
     """
@@ -336,6 +354,8 @@ def _unlearn_stage(
         model, summary = _choose(plan, lm, records, progress, log)
     else:
         model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log)
+    if not write:
+        return dataclasses.replace(lm, model=model), summary
     with atomic_dir(model_dir) as tmp:
         model.save_pretrained(tmp)
         lm.tokenizer.save_pretrained(tmp)
