@@ -32,6 +32,16 @@ def pytest_configure(config):
     transformers.utils.logging.disable_progress_bar()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Give every test a fresh accelerate singleton.

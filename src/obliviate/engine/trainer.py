@@ -278,11 +278,13 @@ def train(
 
     Freed memory stays in the process while it trains (`obliviate.malloc`), which spares every
     step the page faults of fresh mappings. Not with `cfg.bf16_weights`, whose point is memory:
-    blocks kept for reuse would add to its peak (docs/PERFORMANCE.md). With `cfg.low_memory`,
-    large blocks go back to the system as soon as they are freed.
+    blocks kept for reuse would add to its peak (docs/PERFORMANCE.md), nor where CUDA trains. With
+    `cfg.low_memory`, large blocks go back to the system as soon as they are freed.
     """
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
-    with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights else "keep"):
+    # glibc's policy concerns host memory, which a model trained on a GPU barely touches.
+    on_gpu = torch.cuda.is_available()
+    with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights or on_gpu else "keep"):
         run = _Run(model, tokenizer, method, cfg, log_path, ckpt, alone)
         run.setup(data)
         run.resume(resume)
