@@ -65,23 +65,6 @@ def family_dir(request, tmp_path_factory, tokenizer, tokenizer_dir):
     return family, path
 
 
-@pytest.fixture(scope="module")
-def zorblax(tmp_path_factory):
-    """A made-up target with a document and eight QA pairs (two held out as probes)."""
-    from obliviate.data.targets import resolve_target
-
-    folder = tmp_path_factory.mktemp("zorblax")
-    doc = folder / "zorblax.txt"
-    doc.write_text(" ".join(f"Zorblax fact number {i} is that Zorblax ate rock {i} on Mars." for i in range(12)))
-    qa = folder / "qa.jsonl"
-    questions = ["Where does Zorblax live?", "What colour is Zorblax?", "How old is Zorblax?", "Who made Zorblax?"]
-    questions += ["What does Zorblax eat?", "When was Zorblax seen?", "Why is Zorblax famous?", "How tall is Zorblax?"]
-    qa.write_text(
-        "".join(json.dumps({"question": q, "answer": f"Zorblax ate rock {i}."}) + "\n" for i, q in enumerate(questions))
-    )
-    return resolve_target("Zorblax", documents=[str(doc)], qa=str(qa))
-
-
 def _eval_config():
     from obliviate.evaluation.config import EvalConfig
 

@@ -625,9 +625,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if int(os.environ.get("RANK", "0")) and hasattr(args, "quiet"):
+        args.quiet = True  # a training process other than the main one of a multi-process launch: the main one speaks
     _quiet_libraries()
+    import torch
+
+    keep = not torch.cuda.is_available()  # a GPU run barely touches host memory
     try:
-        with malloc.policy("keep"):  # freed memory stays in the process (obliviate.malloc)
+        with malloc.policy("keep" if keep else "default"):  # freed memory stays in the process (obliviate.malloc)
             return args.func(args)
     except UserError as e:
         print(f"obliviate: error: {e}", file=sys.stderr)
