@@ -84,6 +84,15 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", default=None, help="use this data directory instead of building one")
     c.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
     c.add_argument("--out", default=None, help="directory for the runs and the table (default: runs/compare-<target>)")
+    c.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the methods as Ray tasks, on the cluster at ADDRESS or on a Ray instance started here "
+        "(one GPU or a share of the CPUs each; needs `pip install 'obliviate[ray]'`)",
+    )
     _unlearn_args(c, METHODS, method=False)
     c.set_defaults(func=cmd_compare)
 
@@ -329,6 +338,7 @@ def cmd_compare(args) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        ray=args.ray,
     )
     table = Table(title=f"Methods compared on {result['target']} ({result['n_known']} known held-out probes)")
     for col in result["columns"]:

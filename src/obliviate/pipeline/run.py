@@ -498,6 +498,7 @@ def compare(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    ray: str | None = None,
 ) -> dict:
     """`obliviate compare`: every method (or `methods`) at its defaults on the same data and probes.
 
@@ -505,6 +506,10 @@ def compare(
     evaluated once, and each method runs as `forget` with the same `train`, `eval` and `seed`.
     Writes OUT/<method>/ (a full run each), OUT/compare.json and OUT/compare.md. A method whose
     run already finished is reused unless `overwrite`.
+
+    `ray` ("local", or a Ray cluster's address) runs the methods that have not finished as Ray tasks
+    (`ray_runs`) instead of one after another; the files are the same. OUT must be on a filesystem
+    every Ray node sees.
     """
     from obliviate.methods import METHODS
 
@@ -522,22 +527,24 @@ def compare(
         if not (data_dir / "manifest.json").is_file():
             build_data_dir(spec, data_dir, model=model, config=data, log=log)
     base_eval = _compare_base(out / "eval_base.json", model, data_dir, eval or EvalConfig(), overwrite, log)
+    shared = dict(model=model, data=data, data_dir=data_dir, train=train, eval=eval, seed=seed, base_eval=base_eval)
+    runs = {name: (out / name, {**shared, "method": name}) for name in names}
     results = {}
-    for name in names:
-        results[name] = _compare_run(
-            out / name,
-            overwrite,
-            log,
-            model=model,
-            method=name,
-            data=data,
-            data_dir=data_dir,
-            train=train,
-            eval=eval,
-            seed=seed,
-            base_eval=base_eval,
-            progress=progress,
-        )
+    for name, (run, args) in runs.items():
+        if (run / "metrics.json").is_file() and not overwrite:
+            log(f"{name}: reusing the finished run in {run}.")
+            results[name] = read_json(run / "metrics.json")
+        elif ray is None:
+            log(f"{name}: running ...")
+            results[name] = _compare_run(run, progress=progress, **args)
+            log(_run_line(name, results[name]))
+    if ray is not None:
+        todo = {name: runs[name] for name in names if name not in results}
+        log(f"Running {', '.join(todo) or 'nothing'} as Ray tasks ...")
+        for name, metrics in ray_runs(_compare_run, todo, ray).items():
+            results[name] = metrics
+            log(_run_line(name, metrics))
+    results = {name: results[name] for name in names}
     table = compare_table(results)
     write_json(
         out / "compare.json",
@@ -570,21 +577,50 @@ def _compare_base(
     return base_eval
 
 
-def _compare_run(run: Path, overwrite: bool, log: Callable[[str], None], **forget_args) -> dict:
-    """One method's run of a comparison, in `run`: its metrics.json, kept from a finished run unless `overwrite`."""
-    name = forget_args["method"]
-    if (run / "metrics.json").is_file() and not overwrite:
-        log(f"{name}: reusing the finished run in {run}.")
-        return read_json(run / "metrics.json")
-    log(f"{name}: running ...")
-    metrics = forget(None, out=run, overwrite=True, log=lambda msg: None, **forget_args)
+def _compare_run(run: Path, progress: bool = False, **forget_args) -> dict:
+    """One method's run of a comparison, in `run` (replaced): its metrics.json."""
+    return forget(None, out=run, overwrite=True, log=lambda msg: None, progress=progress, **forget_args)
+
+
+def _run_line(name: str, metrics: dict) -> str:
     m = metrics["metrics"]
-    log(
-        f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
-        f"retain ppl {m['retain_perplexity']:.2f}, worst attack leak {num(m.get('attack_worst_leak_rate'))} "
+    return (
+        f"{name}: leak {num(m['leak_rate'])}, general QA {num(m['general_qa_accuracy'])}, "
+        f"retain ppl {num(m['retain_perplexity'], 2)}, worst attack leak {num(m.get('attack_worst_leak_rate'))} "
         f"({metrics['run_seconds']:.0f} s)."
     )
-    return metrics
+
+
+def ray_runs(fn: Callable[..., dict], runs: dict[str, tuple[Path, dict]], address: str) -> dict[str, dict]:
+    """{name: fn(run, **args)} for every `runs[name] = (run, args)`, each call a Ray task, on the Ray cluster at
+    `address` ("local": a Ray instance started on this machine for the duration).
+
+    Each task declares one GPU where this machine has CUDA, else `threads` CPUs: a share of this machine's
+    cores, at least 1, which is also its PyTorch thread count. UserError when Ray is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray needs Ray; install it with `pip install 'obliviate[ray]'`.") from None
+    if not runs:
+        return {}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+    try:
+        cores = int(ray.cluster_resources().get("CPU", 1))
+        threads = max(1, cores // len(runs))
+        gpu = torch.cuda.is_available()
+        task = ray.remote(_in_ray_task).options(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)
+        pending = {name: task.remote(fn, run, args, threads) for name, (run, args) in runs.items()}
+        return {name: ray.get(ref) for name, ref in pending.items()}
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _in_ray_task(fn: Callable[..., dict], run: Path, args: dict, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    return fn(run, **args)
 
 
 def compare_table(results: dict[str, dict]) -> dict:
