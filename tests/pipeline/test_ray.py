@@ -49,7 +49,7 @@ def test_a_ray_compare_equals_the_sequential_one(tiny_model_dir, zorblax, small_
 def test_without_ray_installed_the_flag_is_one_sentence(monkeypatch, tmp_path):
     import builtins
 
-    from obliviate.pipeline.run import ray_runs
+    from obliviate.engine.fanout import ray_map
 
     real = builtins.__import__
 
@@ -60,4 +60,19 @@ def test_without_ray_installed_the_flag_is_one_sentence(monkeypatch, tmp_path):
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(UserError, match=r"pip install 'obliviate\[ray\]'"):
-        ray_runs(lambda run: {}, {"ga": (tmp_path, {})}, "local")
+        ray_map(lambda run: {}, {"ga": (tmp_path,)}, "local")
+
+
+@pytest.mark.slow
+def test_a_ray_bench_equals_the_sequential_one(tiny_model_dir, tmp_path, monkeypatch):
+    """The smoke benchmark of GA and guardrail, each method's grid a Ray task: the same runs and leaderboard."""
+    pytest.importorskip("ray")
+    from obliviate.cli.main import main
+
+    monkeypatch.setenv("OBLIVIATE_HOME", str(tmp_path / "home"))
+    argv = ["bench", "--model", str(tiny_model_dir), "--size", "smoke", "--methods", "ga,guardrail", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "sequential")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--ray"]) == 0
+    first, second = (json.loads((tmp_path / d / "bench.json").read_text()) for d in ("sequential", "ray"))
+    assert _without_timings(first["methods"]) == _without_timings(second["methods"])
+    assert (tmp_path / "ray" / "leaderboard.md").is_file()

@@ -84,15 +84,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", default=None, help="use this data directory instead of building one")
     c.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
     c.add_argument("--out", default=None, help="directory for the runs and the table (default: runs/compare-<target>)")
-    c.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="run the methods as Ray tasks, on the cluster at ADDRESS or on a Ray instance started here "
-        "(one GPU or a share of the CPUs each; needs `pip install 'obliviate[ray]'`)",
-    )
+    _ray_arg(c)
     _unlearn_args(c, METHODS, method=False)
     c.set_defaults(func=cmd_compare)
 
@@ -148,6 +140,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--docs", default=None, metavar="DIR", help="also write DIR/BENCHMARKS.md and its plot from this run"
     )
+    _ray_arg(b)
     b.add_argument("--overwrite", action="store_true", help="discard the finished runs in OUT and start again")
     b.add_argument("--quiet", action="store_true", help="print nothing but errors")
     b.set_defaults(func=cmd_bench)
@@ -303,6 +296,7 @@ def cmd_bench(args) -> int:
         methods,
         overwrite=args.overwrite,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        ray=args.ray,
     )
     console.print(leaderboard_markdown(doc), markup=False, highlight=False)
     console.print(
@@ -313,6 +307,18 @@ def cmd_bench(args) -> int:
         page = write_docs(doc, Path(args.out), args.docs, command)
         console.print(f"Benchmark page written to [bold]{page}[/bold]")
     return 0
+
+
+def _ray_arg(parser) -> None:
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the methods as Ray tasks, on the cluster at ADDRESS or on a Ray instance started here "
+        "(one GPU or a share of the CPUs each; needs `pip install 'obliviate[ray]'`)",
+    )
 
 
 def cmd_compare(args) -> int:

@@ -20,6 +20,7 @@ import yaml
 
 from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.targets import TargetSpec, resolve_target
+from obliviate.engine.fanout import ray_map
 from obliviate.engine.processes import processes
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
@@ -508,7 +509,7 @@ def compare(
     run already finished is reused unless `overwrite`.
 
     `ray` ("local", or a Ray cluster's address) runs the methods that have not finished as Ray tasks
-    (`ray_runs`) instead of one after another; the files are the same. OUT must be on a filesystem
+    (engine.fanout) instead of one after another; the files are the same. OUT must be on a filesystem
     every Ray node sees.
     """
     from obliviate.methods import METHODS
@@ -541,7 +542,7 @@ def compare(
     if ray is not None:
         todo = {name: runs[name] for name in names if name not in results}
         log(f"Running {', '.join(todo) or 'nothing'} as Ray tasks ...")
-        for name, metrics in ray_runs(_compare_run, todo, ray).items():
+        for name, metrics in ray_map(_compare_in_task, todo, ray).items():
             results[name] = metrics
             log(_run_line(name, metrics))
     results = {name: results[name] for name in names}
@@ -591,36 +592,8 @@ def _run_line(name: str, metrics: dict) -> str:
     )
 
 
-def ray_runs(fn: Callable[..., dict], runs: dict[str, tuple[Path, dict]], address: str) -> dict[str, dict]:
-    """{name: fn(run, **args)} for every `runs[name] = (run, args)`, each call a Ray task, on the Ray cluster at
-    `address` ("local": a Ray instance started on this machine for the duration).
-
-    Each task declares one GPU where this machine has CUDA, else `threads` CPUs: a share of this machine's
-    cores, at least 1, which is also its PyTorch thread count. UserError when Ray is not installed."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--ray needs Ray; install it with `pip install 'obliviate[ray]'`.") from None
-    if not runs:
-        return {}
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-    try:
-        cores = int(ray.cluster_resources().get("CPU", 1))
-        threads = max(1, cores // len(runs))
-        gpu = torch.cuda.is_available()
-        task = ray.remote(_in_ray_task).options(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)
-        pending = {name: task.remote(fn, run, args, threads) for name, (run, args) in runs.items()}
-        return {name: ray.get(ref) for name, ref in pending.items()}
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _in_ray_task(fn: Callable[..., dict], run: Path, args: dict, threads: int) -> dict:
-    torch.set_num_threads(threads)
-    return fn(run, **args)
+def _compare_in_task(run: Path, args: dict) -> dict:
+    return _compare_run(run, **args)
 
 
 def compare_table(results: dict[str, dict]) -> dict:
