@@ -28,14 +28,6 @@ def processes() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available(), timeout=WAIT)
 
 
-def is_main() -> bool:
-    return processes().is_main_process
-
-
-def wait_for_everyone() -> None:
-    processes().wait_for_everyone()
-
-
 def shard(records: list[dict], rank: int, world: int, name: str) -> list[dict]:
     """Process `rank`'s records out of `world`: every world-th record from the rank-th, so the shards are disjoint,
     cover `records` and differ in size by at most one. UserError when a process would get none."""
