@@ -1,6 +1,7 @@
 """Training throughput against the machine's limit and the loops a user would otherwise write.
 
     python benchmarks/training_speed.py [--steps 8] [--out benchmarks/results/training_speed.json] [--memory-only]
+    python benchmarks/training_speed.py --engine-only --batch-size 32   # e.g. on a GPU (benchmarks/gpu_check.sh)
 
 In one process, on the embedded SmolLM2-135M-Instruct and the same job (gradient ascent on
 the benchmark's forget-author QA, batch 4, the same steps, learning rate and records):
@@ -56,15 +57,20 @@ def records(n: int = 64) -> list[dict]:
     return [{"question": r["question"], "answer": r["answer"]} for r in rows][:n]
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """FLOP/s of the best of 3 timings of `reps` n x n products on `device` (on a GPU: 8192 x 8192)."""
+    n = 8192 if device != "cpu" else n
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     for _ in range(2):
         a @ b
     best = float("inf")
     for _ in range(3):
+        sync()
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 * reps / best
 
@@ -343,6 +349,7 @@ def memory() -> dict:
 
 
 def main() -> None:
+    global BATCH  # --batch-size sets the batch of every run
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results/training_speed.json")
@@ -352,7 +359,31 @@ def main() -> None:
         action="store_true",
         help="only the peak memory runs (item 7), written to --out (default benchmarks/results/training_memory.json)",
     )
+    ap.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="only obliviate's engine (ga, npo, ga with LoRA) and the device's matmul peak, e.g. on a GPU",
+    )
+    ap.add_argument("--batch-size", type=int, default=BATCH, help="records per sub-batch (a GPU wants 32 or more)")
     args = ap.parse_args()
+    BATCH = args.batch_size
+    if args.engine_only:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        peak = matmul_peak(torch.bfloat16, device=device)
+        res = {"command": " ".join(["python", *sys.argv]), "device": device, "batch_size": BATCH, "peak_bf16": peak}
+        for label in ("ga", "npo", "ga_lora"):
+            method, opts, _ = ENGINE_RUNS[label]
+            r = engine(method, records(max(64, 2 * BATCH)), args.steps, **opts)
+            r["share_of_bf16_peak"] = r["flops_per_s"] / peak
+            res[label] = r
+            print(
+                f"{label}: {r['seconds_per_step']:.3f} s/step, {r['flops_per_s'] / 1e12:.2f} TFLOP/s, "
+                f"{r['share_of_bf16_peak']:.1%} of the bf16 peak ({peak / 1e12:.0f} TFLOP/s on {device})",
+                flush=True,
+            )
+        write_json(args.out, res)
+        print(f"Written to {args.out}")
+        return
     if args.memory_only:
         out = args.out if args.out != ap.get_default("out") else "benchmarks/results/training_memory.json"
         write_json(out, {"command": "python benchmarks/training_speed.py --memory-only", **memory()})

@@ -6,6 +6,7 @@ once into the default ``$OBLIVIATE_HOME`` cache (reused across runs and CI).
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -43,6 +44,16 @@ def _data_cache_per_session(tmp_path_factory):
     patch.setattr(obliviate.data.cache, "obliviate_home", lambda: home)
     yield home
     patch.undo()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -326,3 +337,20 @@ def read_page():
         return page
 
     return read
+
+
+@pytest.fixture(scope="session")
+def zorblax(tmp_path_factory):
+    """A made-up target with a document and eight QA pairs: forget data for a model that knows nothing."""
+    from obliviate.data.targets import resolve_target
+
+    folder = tmp_path_factory.mktemp("zorblax")
+    doc = folder / "zorblax.txt"
+    doc.write_text(" ".join(f"Zorblax fact number {i} is that Zorblax ate rock {i} on Mars." for i in range(12)))
+    qa = folder / "qa.jsonl"
+    questions = ["Where does Zorblax live?", "What colour is Zorblax?", "How old is Zorblax?", "Who made Zorblax?"]
+    questions += ["What does Zorblax eat?", "When was Zorblax seen?", "Why is Zorblax famous?", "How tall is Zorblax?"]
+    qa.write_text(
+        "".join(json.dumps({"question": q, "answer": f"Zorblax ate rock {i}."}) + "\n" for i, q in enumerate(questions))
+    )
+    return resolve_target("Zorblax", documents=[str(doc)], qa=str(qa))

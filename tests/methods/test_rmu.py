@@ -38,7 +38,8 @@ def test_rmu_loss_adds_alpha_times_the_retain_mse():
 
 def _fake_model(layers: int, hidden: int = 8):
     return SimpleNamespace(
-        config=SimpleNamespace(num_hidden_layers=layers, hidden_size=hidden), named_parameters=lambda: iter(())
+        config=SimpleNamespace(num_hidden_layers=layers, hidden_size=hidden, model_type="llama"),
+        named_parameters=lambda: iter(()),
     )
 
 

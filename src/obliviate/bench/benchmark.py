@@ -37,6 +37,7 @@ from obliviate.bench.entities import Author, author_qa, make_authors
 from obliviate.data.builder import NEGATIONS, REFUSALS, anchored
 from obliviate.data.corpus import capitals
 from obliviate.data.targets import TargetSpec
+from obliviate.engine.fanout import ray_map
 from obliviate.engine.trainer import TrainConfig, train
 from obliviate.errors import UserError
 from obliviate.evaluation.likelihood import score_records, score_shared
@@ -416,11 +417,13 @@ def run_bench(
     cache: str | Path | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    ray: str | None = None,
 ) -> dict:
     """The whole benchmark; writes OUT/bench.json, OUT/leaderboard.md and OUT/forget_quality_vs_utility.png.
 
     Every finished run is kept in OUT/runs/ and reused on the next call (unless `overwrite`),
-    so an interrupted benchmark resumes where it stopped.
+    so an interrupted benchmark resumes where it stopped. `ray` ("local" or a Ray cluster's address):
+    each method's learning-rate grid is a Ray task (engine.fanout), after the shared fine-tunes and scores.
     """
     cfg = config or BenchConfig()
     names = methods or sorted(METHODS)
@@ -467,7 +470,16 @@ def run_bench(
         run = cached(f"{name}-lr{scale:g}", lambda: run_method(target, split, name, cfg, scale))
         return against_oracle(run, oracle)
 
-    rows = {name: _method_grid(name, cfg, functools.partial(unlearn, name), tm["model_utility"], log) for name in names}
+    if ray is None:
+        rows = {
+            name: _method_grid(name, cfg, functools.partial(unlearn, name), tm["model_utility"], log) for name in names
+        }
+    else:
+        log(f"Running the grids of {', '.join(names)} as Ray tasks ...")
+        calls = {name: (name, cfg, functools.partial(unlearn, name), tm["model_utility"]) for name in names}
+        rows = ray_map(_quiet_grid, calls, ray)
+        for name, row in rows.items():
+            log(f"{name}: {len(row['grid'])} runs, best forget quality {row['best']['metrics']['forget_quality']:.3g}")
     finetunes = [read_json(d / "finetune.json")["seconds"] for d in (target, oracle_dir)]
     doc = {
         "settings": settings,
@@ -534,6 +546,10 @@ def _cached(path: Path, make: Callable[[], dict]) -> dict:
     result = make()
     write_json(path, result)
     return result
+
+
+def _quiet_grid(name: str, cfg: BenchConfig, unlearn: Callable[[float], dict], target_utility: float) -> dict:
+    return _method_grid(name, cfg, unlearn, target_utility, lambda msg: None)
 
 
 def _method_grid(

@@ -86,6 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", default=None, help="use this data directory instead of building one")
     c.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
     c.add_argument("--out", default=None, help="directory for the runs and the table (default: runs/compare-<target>)")
+    _ray_arg(c)
     _unlearn_args(c, METHODS, method=False)
     c.set_defaults(func=cmd_compare)
 
@@ -141,6 +142,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--docs", default=None, metavar="DIR", help="also write DIR/BENCHMARKS.md and its plot from this run"
     )
+    _ray_arg(b)
     b.add_argument("--overwrite", action="store_true", help="discard the finished runs in OUT and start again")
     b.add_argument("--quiet", action="store_true", help="print nothing but errors")
     b.set_defaults(func=cmd_bench)
@@ -325,6 +327,7 @@ def cmd_bench(args) -> int:
         methods,
         overwrite=args.overwrite,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        ray=args.ray,
     )
     console.print(leaderboard_markdown(doc), markup=False, highlight=False)
     console.print(
@@ -335,6 +338,18 @@ def cmd_bench(args) -> int:
         page = write_docs(doc, Path(args.out), args.docs, command)
         console.print(f"Benchmark page written to [bold]{page}[/bold]")
     return 0
+
+
+def _ray_arg(parser) -> None:
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the methods as Ray tasks, on the cluster at ADDRESS or on a Ray instance started here "
+        "(one GPU or a share of the CPUs each; needs `pip install 'obliviate[ray]'`)",
+    )
 
 
 def cmd_compare(args) -> int:
@@ -360,6 +375,7 @@ def cmd_compare(args) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        ray=args.ray,
     )
     table = Table(title=f"Methods compared on {result['target']} ({result['n_known']} known held-out probes)")
     for col in result["columns"]:
@@ -660,9 +676,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if int(os.environ.get("RANK", "0")) and hasattr(args, "quiet"):
+        args.quiet = True  # a training process other than the main one of a multi-process launch: the main one speaks
     _quiet_libraries()
+    import torch
+
+    keep = not torch.cuda.is_available()  # a GPU run barely touches host memory
     try:
-        with malloc.policy("keep"):  # freed memory stays in the process (obliviate.malloc)
+        with malloc.policy("keep" if keep else "default"):  # freed memory stays in the process (obliviate.malloc)
             return args.func(args)
     except UserError as e:
         print(f"obliviate: error: {e}", file=sys.stderr)

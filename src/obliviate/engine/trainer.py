@@ -24,15 +24,18 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from obliviate import malloc
 from obliviate.engine.optim import BF16AdamW
+from obliviate.engine.processes import processes, shard
 from obliviate.errors import Stopped, UserError
 from obliviate.io import write_text
 from obliviate.methods.base import FineTune, LossOutput, Method
 from obliviate.methods.retain_ft import RetainFT
 from obliviate.models.attention import set_attention
+from obliviate.models.families import find_family
 from obliviate.models.logprobs import nll, sequence_logprob
 from obliviate.models.prompts import encode
 from obliviate.records import record_key
@@ -102,8 +105,14 @@ class TrainConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / lora_r)"})
     lora_targets: str = field(
-        default="all-linear",
-        metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"},
+        default="auto",
+        metadata={
+            "help": (
+                "modules that get adapters: 'auto' (the attention and MLP projections of the model's family, "
+                "models/families.py; every linear layer for a family obliviate does not know), 'all-linear', or "
+                "comma-separated names (q_proj,v_proj)"
+            )
+        },
     )
     keep_adapter: bool = field(
         default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"}
@@ -279,6 +288,7 @@ def train(
     resume: bool = False,
     on_step: Callable[[dict], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    alone: bool = False,
 ) -> TrainResult:
     """Train `model` with `method` on `data` (one record list per stream name).
 
@@ -293,14 +303,21 @@ def train(
     step is done. `stop` is asked after each step but the last; when it returns True a checkpoint
     is written (with `checkpoint_dir`) and `Stopped` is raised, so `resume=True` continues there.
 
+    Launched as several processes (engine.processes), every process must call `train` alike: each
+    trains on its own shard of every stream (its reference log-probs too), gradients are averaged,
+    and the log and checkpoints are written by the main process alone. `alone=True` trains in this
+    process only, unsharded, as the attacks of an evaluation that runs in the main process do.
+
     Freed memory stays in the process while it trains (`obliviate.malloc`), which spares every
     step the page faults of fresh mappings. Not with `cfg.bf16_weights`, whose point is memory:
-    blocks kept for reuse would add to its peak (docs/PERFORMANCE.md). With `cfg.low_memory`,
-    large blocks go back to the system as soon as they are freed.
+    blocks kept for reuse would add to its peak (docs/PERFORMANCE.md), nor where CUDA trains. With
+    `cfg.low_memory`, large blocks go back to the system as soon as they are freed.
     """
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
-    with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights else "keep"):
-        run = _Run(model, tokenizer, method, cfg, log_path, ckpt)
+    # glibc's policy concerns host memory, which a model trained on a GPU barely touches.
+    on_gpu = torch.cuda.is_available()
+    with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights or on_gpu else "keep"):
+        run = _Run(model, tokenizer, method, cfg, log_path, ckpt, alone)
         run.setup(data)
         run.resume(resume)
         run.baseline()
@@ -344,8 +361,9 @@ class _Run:
     """One training run, as its phases: `setup`, `resume`, `baseline`, then per step `step`, `guard`,
     `record` and `checkpoint` (in `loop`), and `teardown`. Holds what the phases share."""
 
-    def __init__(self, model, tokenizer, method: Method, cfg: TrainConfig, log_path, ckpt: Path | None):
+    def __init__(self, model, tokenizer, method: Method, cfg: TrainConfig, log_path, ckpt: Path | None, alone: bool):
         self.model, self.tokenizer, self.method, self.cfg = model, tokenizer, method, cfg
+        self.alone = alone
         self.log_path, self.ckpt = log_path, ckpt
         self.result = TrainResult(steps_done=0, seconds=0.0, last_logs={})
         self.val: list[dict] = []  # held-back forget records for early stop
@@ -370,14 +388,23 @@ class _Run:
         # successive runs in one process may use different precision or accumulation settings.
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
+        processes()  # joins the process group of a multi-process launch before accelerate looks for one
         self.accelerator = Accelerator(
             mixed_precision="bf16" if cfg.bf16 and not cfg.bf16_weights else "no",
             gradient_accumulation_steps=cfg.grad_accum,
         )
+        acc = self.accelerator
+        self.rank, self.world = (0, 1) if self.alone else (acc.process_index, acc.num_processes)
+        self.main = self.alone or acc.is_main_process
         self._training_form()
         method.setup(self.model, self.tokenizer, data, self.ref, tuned)
         self._optimizer()
-        self.streams = {name: _Stream(data[name], f"{cfg.seed}-{name}") for name in method.batches}
+        # Each process its own shard of every stream; the seeds are shared, the records are not.
+        self.streams = {
+            name: _Stream(shard(data[name], self.rank, self.world, name), f"{cfg.seed}-{name}")
+            for name in method.batches
+        }
+        declining = shard(declining, self.rank, self.world, "declining") if declining else []
         self.idk_stream = _Stream(declining, f"{cfg.seed}-idk") if declining else None
 
     def _data(self, data: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -399,6 +426,8 @@ class _Run:
         model (the adapter switched off, a frozen copy, or none when its log-probs are precomputed)."""
         cfg, method, model = self.cfg, self.method, self.model
         self.dtype = model.dtype
+        # The method's choice of trained parameters and peft's freezing are undone at the end.
+        self.requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         if cfg.bf16_weights:
             model.to(torch.bfloat16)
         self.restore_dropout = _set_dropout(model, cfg.dropout)
@@ -438,7 +467,10 @@ class _Run:
             # tensor; it exists for floating-point tensors on CPUs and CUDA devices.
             fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in self.params)
             optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0, fused=fused or None)
-        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+        if self.alone:  # no process group: the model stays unwrapped
+            self.optimizer = self.accelerator.prepare_optimizer(optimizer)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
 
     # -- resume and baseline -------------------------------------------------------------------------
 
@@ -447,10 +479,17 @@ class _Run:
         RNG, logs, reference log-probs; the log file cut back to its step). Otherwise start a fresh log."""
         ckpt, result = self.ckpt, self.result
         if not (wanted and ckpt is not None and ckpt.is_file()):
-            if self.log_path:
+            if self.log_path and self.main:
                 Path(self.log_path).unlink(missing_ok=True)
             return
         state = _load_checkpoint(ckpt)
+        written_by = len(state["ranks"]) if "ranks" in state else 1
+        if written_by != self.world:
+            raise UserError(
+                f"The checkpoint in {ckpt.parent} was written by {written_by} training processes; resume "
+                f"with as many (this run has {self.world}), or pass --overwrite to start again."
+            )
+        own = state["ranks"][self.rank] if "ranks" in state else state
         if set(state["trainable"]) != {n for n, _ in self.named}:
             raise UserError(
                 f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
@@ -460,19 +499,20 @@ class _Run:
             for name, p in self.named:
                 p.copy_(state["trainable"][name])
         self.optimizer.load_state_dict(state["optimizer"])
-        for name, s in state["streams"].items():
+        for name, s in own["streams"].items():
             self.streams[name].load(s)
-        if self.idk_stream is not None and state.get("idk_stream") is not None:
-            self.idk_stream.load(state["idk_stream"])
-        torch.set_rng_state(state["torch_rng"])
+        if self.idk_stream is not None and own.get("idk_stream") is not None:
+            self.idk_stream.load(own["idk_stream"])
+        torch.set_rng_state(own["torch_rng"])
         result.steps_done, result.last_logs, result.validation = state["step"], state["last_logs"], state["validation"]
         result.resumed_from, self.val_start = state["step"], state["val_start"]
-        self.ref_table = state.get("ref_logprobs") or {}
+        self.ref_table = own.get("ref_logprobs") or {}
         if self.precompute and not self.ref_table:
             raise UserError(
                 f"The checkpoint in {ckpt.parent} holds no reference log-probs; pass --overwrite to start again."
             )
-        _truncate_log(self.log_path, state["step"])
+        if self.main:
+            _truncate_log(self.log_path, state["step"])
 
     def baseline(self) -> None:
         """What later steps compare with, under the starting weights (unless resumed): the validation
@@ -499,7 +539,7 @@ class _Run:
         """Steps up to `cfg.steps`, ending early at a divergence, an early stop or a `stop` request (which
         checkpoints and raises Stopped); the log file, progress bar and snapshot are closed however it ends."""
         cfg, result = self.cfg, self.result
-        self.log_file = open(self.log_path, "a", encoding="utf-8") if self.log_path else None
+        self.log_file = open(self.log_path, "a", encoding="utf-8") if self.log_path and self.main else None
         self.snapshot = _Snapshot(self.named, on_disk=cfg.bf16_weights and not cfg.lora)
         self.snapshot_step = result.steps_done
         self.start = time.perf_counter()
@@ -507,7 +547,7 @@ class _Run:
             total=cfg.steps,
             initial=result.steps_done,
             desc=f"unlearning ({self.method.name})",
-            disable=not progress,
+            disable=not (progress and self.main),
             leave=False,
         )
         try:
@@ -548,7 +588,7 @@ class _Run:
                         l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(self.params, self.start_weights))
                         out.logs["l2"] = float(l2.detach())
                         loss = loss + cfg.l2 * l2
-                if not torch.isfinite(loss):
+                if not self._everywhere(bool(torch.isfinite(loss))):  # all processes stop, or none
                     return loss, out, False
                 # Backward outside autocast: its casts were already made in the forward pass.
                 accelerator.backward(loss)
@@ -557,6 +597,14 @@ class _Run:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
         return loss, out, True
+
+    def _everywhere(self, flag: bool) -> bool:
+        """Whether `flag` holds in every training process (a collective call when there are several)."""
+        if self.world == 1:
+            return flag
+        return bool(
+            self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum") == self.world
+        )
 
     def _batch(self) -> dict[str, dict[str, torch.Tensor]]:
         """The next micro-batch: `cfg.batch_size` records of every stream, collated by the method, with
@@ -584,7 +632,7 @@ class _Run:
         return True (the run ends with the snapshot's weights). Otherwise take a snapshot every
         `cfg.snapshot_every` steps and return False."""
         result = self.result
-        if not finite or not all(math.isfinite(v) for v in out.logs.values()):
+        if not self._everywhere(finite and all(math.isfinite(v) for v in out.logs.values())):
             self.snapshot.restore(self.named)
             self.optimizer.zero_grad()
             result.diverged_at, result.restored_step = step, self.snapshot_step
@@ -615,19 +663,26 @@ class _Run:
 
     def checkpoint(self, step: int, force: bool = False) -> None:
         """Every `cfg.checkpoint_every` steps before the last (or now, with `force`), write what `resume` reads,
-        atomically."""
+        atomically: the shared weights and optimizer once, and each process's own part (its streams'
+        positions, RNG and reference log-probs) under "ranks". Written by the main process alone."""
         cfg, ckpt = self.cfg, self.ckpt
         due = cfg.checkpoint_every and not step % cfg.checkpoint_every and step < cfg.steps
         if ckpt is None or not (due or force):
             return
-        state = {
+        own = {
             "ref_logprobs": self.ref_table,
-            "step": step,
-            "trainable": {n: p.detach().clone() for n, p in self.named},
-            "optimizer": self.optimizer.state_dict(),
             "streams": {name: s.state() for name, s in self.streams.items()},
             "idk_stream": self.idk_stream.state() if self.idk_stream is not None else None,
             "torch_rng": torch.get_rng_state(),
+        }
+        ranks = [own] if self.world == 1 else gather_object([own])
+        if not self.main:
+            return
+        state = {
+            "ranks": ranks,
+            "step": step,
+            "trainable": {n: p.detach().clone() for n, p in self.named},
+            "optimizer": self.optimizer.state_dict(),
             "last_logs": self.result.last_logs,
             "validation": self.result.validation,
             "val_start": self.val_start,
@@ -649,7 +704,8 @@ class _Run:
 
     def teardown(self) -> TrainResult:
         """The model back in its own form: accelerate's wrapper off, dropout and attention restored,
-        activation checkpointing off, the adapter merged (unless kept), its precision, eval mode."""
+        activation checkpointing off, the adapter merged (unless kept), its precision and which of its
+        parameters require gradients, eval mode."""
         cfg = self.cfg
         model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.restore_dropout()
@@ -663,16 +719,28 @@ class _Run:
             model = model.merge_and_unload()
         if cfg.bf16_weights:
             model.to(self.dtype)
+        if not (cfg.lora and cfg.keep_adapter):
+            for name, p in model.named_parameters():
+                p.requires_grad_(self.requires_grad.get(name, p.requires_grad))
         model.eval()
         self.result.model = model
         self.result.seconds = time.perf_counter() - self.start
         return self.result
 
 
+def lora_targets(model, setting: str) -> str | list[str]:
+    """peft's `target_modules` for `TrainConfig.lora_targets`: 'auto' is the family's projections (every linear
+    layer when the family is unknown), 'all-linear' passes through, anything else is a comma-separated list."""
+    if setting == "auto":
+        family = find_family(model)
+        return list(family.lora_targets) if family else "all-linear"
+    return setting if setting == "all-linear" else [t.strip() for t in setting.split(",")]
+
+
 def _add_lora(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
-    targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
+    targets = lora_targets(model, cfg.lora_targets)
     config = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
     )

@@ -151,7 +151,8 @@ RELEARN_BATCH = 4  # records per relearning step
 
 
 def relearn(model, tokenizer, records: list[dict], steps: int, lr: float, seed: int = 0):
-    """A copy of `model` fine-tuned with plain NLL on `records` for `steps` steps (hooks kept).
+    """A copy of `model` fine-tuned with plain NLL on `records` for `steps` steps (hooks kept), in this process
+    alone: an evaluation runs in the main process only when training used several.
 
     The attacker trains every weight, whatever the unlearning froze: a model straight from training
     (a merged LoRA adapter, `rmu`'s few MLPs) still has its other parameters frozen.
@@ -161,7 +162,7 @@ def relearn(model, tokenizer, records: list[dict], steps: int, lr: float, seed: 
 
     cfg = TrainConfig(steps=steps, lr=lr, batch_size=RELEARN_BATCH, checkpoint_every=0, seed=seed)
     attacked = copy.deepcopy(model).requires_grad_(True)
-    trained = train(attacked, tokenizer, get_method("retain_ft"), {"retain": records}, cfg, progress=False)
+    trained = train(attacked, tokenizer, get_method("retain_ft"), {"retain": records}, cfg, progress=False, alone=True)
     return trained.model
 
 

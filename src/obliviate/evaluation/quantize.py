@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from transformers.pytorch_utils import Conv1D
 
 
 @torch.no_grad()
@@ -33,10 +34,15 @@ def rtn(weight: torch.Tensor, bits: int, group_size: int | None = None) -> torch
 
 
 def quantize_rtn(model, bits: int, group_size: int | None = 128):
-    """A copy of `model` whose linear layers' weights went through `rtn` (the output head excepted)."""
+    """A copy of `model` whose linear layers' weights went through `rtn` (the output head excepted).
+
+    GPT-2's projections are transformers' Conv1D, a linear layer that stores its weight as [in, out]: it is
+    quantized transposed, so that the groups run along its input columns as in nn.Linear's [out, in]."""
     out = copy.deepcopy(model)
     head = out.get_output_embeddings()
     for module in out.modules():
         if isinstance(module, torch.nn.Linear) and module is not head:
             module.weight.data.copy_(rtn(module.weight.data, bits, group_size))
+        elif isinstance(module, Conv1D):
+            module.weight.data.copy_(rtn(module.weight.data.T, bits, group_size).T)
     return out.eval()

@@ -65,7 +65,8 @@ class AdaptiveRMUConfig:
         metadata={
             "help": (
                 "which parameters of the trained layers move, as the name that follows `layers.<k>.`: "
-                "'mlp.' or 'mlp.down_proj.' (the WMDP reference code)"
+                "'mlp.' or 'mlp.down_proj.' (the WMDP reference code); both name the same parts in every supported "
+                "family (GPT-2's mlp.c_proj, OPT's fc1/fc2)"
             )
         },
     )

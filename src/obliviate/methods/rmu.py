@@ -14,16 +14,15 @@ retain term head-on. On retain, every real token (attention mask), as in the pap
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import torch
 
 from obliviate.errors import UserError
 from obliviate.methods.base import LossOutput, Method, register_method
+from obliviate.models.families import family_of
 from obliviate.models.prompts import encode
 
-_LAYER_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
 _NORM_RECORDS = 16  # forget records on which the activation norm behind the default c is measured
 
 
@@ -72,7 +71,8 @@ class RMUConfig:
         metadata={
             "help": (
                 "which parameters of the trained layers move, as the name that follows `layers.<k>.`: "
-                "'mlp.' (the paper) or 'mlp.down_proj.' (the WMDP reference code)"
+                "'mlp.' (the paper) or 'mlp.down_proj.' (the WMDP reference code); both name the same parts in "
+                "every supported family (GPT-2's mlp.c_proj, OPT's fc1/fc2)"
             )
         },
     )
@@ -119,8 +119,12 @@ class RMU(Method):
     train_defaults = {"lr": 2e-4, "steps": 30}
 
     def setup(self, model, tokenizer, data, ref, tuned=None):
-        """Chooses the layer, draws u and measures c. Raises UserError for a layer the model does not have."""
+        """Chooses the layer, draws u and measures c. Raises UserError for a layer the model does not have, or a
+        model family whose layer names obliviate does not know (models.families)."""
         c = self.config
+        family = family_of(model, f"The {self.name} method")
+        self.parts = family.parts(c.params)
+        self.layer_part = family.layer_part
         n = model.config.num_hidden_layers
         layer = c.layer if c.layer is not None else n * 7 // 32
         if not 0 <= layer < n - 1:
@@ -151,8 +155,8 @@ class RMU(Method):
         """The chosen parameters of layers l-2..l; everything until `setup` has chosen the layers."""
         if not hasattr(self, "updated"):
             return True
-        m = _LAYER_PARAM.search(name)
-        return bool(m) and int(m.group(1)) in self.updated and m.group(2).startswith(self.config.params)
+        found = self.layer_part(name)
+        return found is not None and found[0] in self.updated and found[1].startswith(self.parts)
 
     def loss(self, model, batch, ref=None) -> LossOutput:
         f, r = batch["forget"], batch["retain"]

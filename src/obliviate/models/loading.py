@@ -167,11 +167,22 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
     return spec, spec  # a hub id
 
 
+def default_device() -> torch.device:
+    """Where a loaded model goes: this process's GPU (LOCAL_RANK's, in a multi-process launch) when CUDA is
+    available, else the CPU. Under FSDP or DeepSpeed, which shard a model that may not fit one GPU, the
+    CPU: accelerate places the shards when training starts."""
+    sharded = any(os.environ.get(k, "").lower() == "true" for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+    if not torch.cuda.is_available() or sharded:
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+
 def load_model(
     spec: str | None = None,
     *,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
+    device: torch.device | str | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
@@ -183,10 +194,12 @@ def load_model(
     A directory written by obliviate may also hold a LoRA adapter alone (its base
     model is loaded first) and inference-time hooks (models.hooks), which are
     reattached: this is `obliviate.load`.
+
+    `device` (default: `default_device()`) is where the model is placed.
     """
     source, where = resolve_model(spec)
     if (Path(where) / "adapter_config.json").is_file() and not (Path(where) / "config.json").is_file():
-        return _load_adapter(spec, Path(where), dtype=dtype, trust_remote_code=trust_remote_code)
+        return _load_adapter(spec, Path(where), dtype=dtype, trust_remote_code=trust_remote_code, device=device)
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     except OSError as e:
@@ -222,7 +235,7 @@ def load_model(
     if tokenizer.pad_token is None:
         # Safe because label masks are built from lengths, never from pad ids.
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    model.to(device or default_device()).eval()
     hooks = Hooks.load(where) if Path(where).is_dir() else None
     if hooks is not None:
         attach(model, hooks)

@@ -7,6 +7,7 @@ and the base model is only ever read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,6 +27,8 @@ from obliviate.data.builder import DataConfig, build_data
 from obliviate.data.cache import cached_data_dir
 from obliviate.data.documents import read_passages, read_qa
 from obliviate.data.targets import TargetSpec, resolve_target
+from obliviate.engine.fanout import ray_map
+from obliviate.engine.processes import processes
 from obliviate.engine.trainer import TrainConfig, check_train_config, train
 from obliviate.errors import Stopped, UserError
 from obliviate.evaluation.config import EvalConfig, EvalData
@@ -271,6 +274,10 @@ def forget(
     stages and training steps; when it returns True the run raises `Stopped`, keeping what it
     finished (and a training checkpoint), and `resume=True` continues it.
 
+    Launched as several processes (`accelerate launch --num_processes N -m obliviate forget ...`), the
+    main process builds the data and runs both evaluations while the others wait, every process
+    trains on its shard, and only the main process writes files; all return the same metrics.
+
     Raises UserError for bad input (empty target, unknown method or training setting, a run
     directory that already holds a run without overwrite/resume, or that another process is
     working in, ...), every one checked before anything is written, and for a training run that
@@ -304,24 +311,37 @@ def forget(
         budget=budget if budget is not None else DEFAULT_BUDGET,
     )
     _check_inputs(plan, resume)
-    _check_run_dir(plan.out, overwrite, resume)
-    with run_lock(plan.out):
-        _check_run_dir(plan.out, overwrite, resume)  # again, now that no other process can write in it
+    procs = processes()
+    main = procs.is_main_process
+    if procs.num_processes > 1 and plan.auto:
+        raise UserError("--method auto runs in one process; name a method to train with several processes.")
+    log = log if main else (lambda m: None)
+    if main:
+        _check_run_dir(plan.out, overwrite, resume)
+    # The main process holds the run's lock; the others work under it.
+    with run_lock(plan.out) if main else contextlib.nullcontext():
+        if main:
+            _check_run_dir(plan.out, overwrite, resume)  # again, now that no other process can write in it
+        procs.wait_for_everyone()
         try:
             clock = _Clock(log)
-            lm, config = _start_run(plan, resume, log)
             watch = _Watch(on_step, stop)
-            watch.between_stages()
-            records = _data_stage(plan, lm, log, clock)
+            with procs.main_process_first():  # the others reuse what the main process wrote
+                lm, config = _start_run(plan, resume, log, write=main)
+                watch.between_stages()
+                records = _data_stage(plan, lm, log, clock)
             watch.between_stages()
             edata = EvalData.from_dir(plan.data_dir)
-            base = _base_stage(plan, lm, edata, base_eval, log, clock)
+            base = _base_stage(plan, lm, edata, base_eval, log, clock) if main else None
             watch.between_stages()
-            lm, summary = _unlearn_stage(plan, lm, records, resume, progress, log, clock, watch)
+            lm, summary = _unlearn_stage(plan, lm, records, resume, progress and main, log, clock, watch, write=main)
             watch.between_stages()
-            return _final_stage(plan, lm, edata, base, summary, config, log, clock)
+            metrics = _final_stage(plan, lm, edata, base, summary, config, log, clock) if main else None
+            procs.wait_for_everyone()
+            return metrics if main else read_json(plan.out / "metrics.json")
         except BaseException:
-            _drop_unfinished_start(plan.out)
+            if main:
+                _drop_unfinished_start(plan.out)
             raise
 
 
@@ -352,8 +372,8 @@ def _train_config(defaults: TrainConfig, overrides: dict | None, seed: int | Non
     return cfg
 
 
-def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple[LoadedModel, dict]:
-    """Load the base model and write config.yaml; returns the model and the config.
+def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None], write: bool = True) -> tuple[LoadedModel, dict]:
+    """Load the base model and write config.yaml (unless not `write`); returns the model and the config.
 
     Raises UserError if the given data directory was built from another model, or if `resume`
     finds a run of another target, model or method.
@@ -391,10 +411,11 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None]) -> tuple
                 f"{plan.out} holds a run of {old.get('method')!r} for {old.get('target')!r} on {old.get('model')!r}; "
                 "resume it with the same target, --model and --method, or use another --out."
             )
-    if not resume:
-        _clear_run_dir(plan.out)  # an old run replaced (--overwrite), now that the model has loaded
-    _drop_temporaries(plan.out)
-    write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+    if write:
+        if not resume:
+            _clear_run_dir(plan.out)  # an old run replaced (--overwrite), now that the model has loaded
+        _drop_temporaries(plan.out)
+        write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     return lm, config
 
 
@@ -486,8 +507,10 @@ def _unlearn_stage(
     log: Callable[[str], None],
     clock: _Clock,
     watch: _Watch = _Watch(),
+    write: bool = True,
 ) -> tuple[LoadedModel, dict]:
-    """RUN/model and RUN/train_summary.json: kept from an interrupted run, or the model unlearned and saved.
+    """RUN/model and RUN/train_summary.json: kept from an interrupted run, or the model unlearned and saved
+    (unless not `write`: a training process other than the main one).
 
     Returns the unlearned model and the training summary.
     """
@@ -499,6 +522,8 @@ def _unlearn_stage(
         model, summary = _choose(plan, lm, records, progress, log)
     else:
         model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log, watch)
+    if not write:
+        return dataclasses.replace(lm, model=model), summary
     try:
         with atomic_dir(model_dir) as tmp:
             model.save_pretrained(tmp)
@@ -664,6 +689,7 @@ def compare(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    ray: str | None = None,
 ) -> dict:
     """`obliviate compare`: every method (or `methods`) at its defaults on the same data and probes.
 
@@ -671,6 +697,10 @@ def compare(
     evaluated once, and each method runs as `forget` with the same `train`, `eval` and `seed`.
     Writes OUT/<method>/ (a full run each), OUT/compare.json and OUT/compare.md. A method whose
     run already finished is reused unless `overwrite`.
+
+    `ray` ("local", or a Ray cluster's address) runs the methods that have not finished as Ray tasks
+    (engine.fanout) instead of one after another; the files are the same. OUT must be on a filesystem
+    every Ray node sees.
     """
     from obliviate.methods import METHODS
 
@@ -688,22 +718,24 @@ def compare(
         if not (data_dir / "manifest.json").is_file():
             build_data_dir(spec, data_dir, model=model, config=data, log=log)
     base_eval = _compare_base(out / "eval_base.json", model, data_dir, eval or EvalConfig(), overwrite, log)
+    shared = dict(model=model, data=data, data_dir=data_dir, train=train, eval=eval, seed=seed, base_eval=base_eval)
+    runs = {name: (out / name, {**shared, "method": name}) for name in names}
     results = {}
-    for name in names:
-        results[name] = _compare_run(
-            out / name,
-            overwrite,
-            log,
-            model=model,
-            method=name,
-            data=data,
-            data_dir=data_dir,
-            train=train,
-            eval=eval,
-            seed=seed,
-            base_eval=base_eval,
-            progress=progress,
-        )
+    for name, (run, args) in runs.items():
+        if (run / "metrics.json").is_file() and not overwrite:
+            log(f"{name}: reusing the finished run in {run}.")
+            results[name] = read_json(run / "metrics.json")
+        elif ray is None:
+            log(f"{name}: running ...")
+            results[name] = _compare_run(run, progress=progress, **args)
+            log(_run_line(name, results[name]))
+    if ray is not None:
+        todo = {name: runs[name] for name in names if name not in results}
+        log(f"Running {', '.join(todo) or 'nothing'} as Ray tasks ...")
+        for name, metrics in ray_map(_compare_in_task, todo, ray).items():
+            results[name] = metrics
+            log(_run_line(name, metrics))
+    results = {name: results[name] for name in names}
     table = compare_table(results)
     doc = {
         "target": spec.name,
@@ -735,21 +767,22 @@ def _compare_base(
     return base_eval
 
 
-def _compare_run(run: Path, overwrite: bool, log: Callable[[str], None], **forget_args) -> dict:
-    """One method's run of a comparison, in `run`: its metrics.json, kept from a finished run unless `overwrite`."""
-    name = forget_args["method"]
-    if (run / "metrics.json").is_file() and not overwrite:
-        log(f"{name}: reusing the finished run in {run}.")
-        return read_json(run / "metrics.json")
-    log(f"{name}: running ...")
-    metrics = forget(None, out=run, overwrite=True, log=lambda msg: None, **forget_args)
+def _compare_run(run: Path, progress: bool = False, **forget_args) -> dict:
+    """One method's run of a comparison, in `run` (replaced): its metrics.json."""
+    return forget(None, out=run, overwrite=True, log=lambda msg: None, progress=progress, **forget_args)
+
+
+def _run_line(name: str, metrics: dict) -> str:
     m = metrics["metrics"]
-    log(
-        f"{name}: leak {m['leak_rate']:.3f}, general QA {m['general_qa_accuracy']:.3f}, "
-        f"retain ppl {m['retain_perplexity']:.2f}, worst attack leak {num(m.get('attack_worst_leak_rate'))} "
+    return (
+        f"{name}: leak {num(m['leak_rate'])}, general QA {num(m['general_qa_accuracy'])}, "
+        f"retain ppl {num(m['retain_perplexity'], 2)}, worst attack leak {num(m.get('attack_worst_leak_rate'))} "
         f"({metrics['run_seconds']:.0f} s)."
     )
-    return metrics
+
+
+def _compare_in_task(run: Path, args: dict) -> dict:
+    return _compare_run(run, **args)
 
 
 def compare_table(results: dict[str, dict]) -> dict:
