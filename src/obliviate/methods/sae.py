@@ -73,7 +73,8 @@ def training_texts(tokenizer, forget: list[dict]) -> list[str]:
 
 
 def resolved(settings: SAESettings, model) -> SAESettings:
-    """`settings` with the default layer filled in; raises UserError for a layer, site or width the model cannot take."""
+    """`settings` with the default layer filled in; raises UserError for a layer, site, width, token budget or
+    epoch count the model cannot take."""
     s = dataclasses.replace(settings, layer=default_layer(model) if settings.layer is None else settings.layer)
     site_module(model, s.layer, s.site)
     if s.width <= 0:
