@@ -79,7 +79,8 @@ def site_module(model, layer: int, site: str) -> nn.Module:
         raise UserError(f"Unknown SAE site {site!r}; choose one of: {', '.join(SITES)}.")
     if not 0 <= layer < len(layers):
         raise UserError(
-            f"Layer {layer} does not exist in this {len(layers)}-layer model; choose a layer from 0 to {len(layers) - 1}."
+            f"Layer {layer} does not exist in this {len(layers)}-layer model; "
+            f"choose a layer from 0 to {len(layers) - 1}."
         )
     if site == "resid":
         return layers[layer]
