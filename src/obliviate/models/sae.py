@@ -43,14 +43,14 @@ class SAESettings:
         default="mlp",
         metadata={"help": "'mlp' (the layer's MLP output, which sae_edit can edit) or 'resid' (the layer's output)"},
     )
-    width: int = field(default=2048, metadata={"help": "number of features (dictionary size)"})
+    width: int = field(default=1024, metadata={"help": "number of features (dictionary size)"})
     k: int = field(default=32, metadata={"help": "features active per token (TopK; Gao et al. 2024)"})
     tokens: int = field(
-        default=120_000,
+        default=50_000,
         metadata={"help": "activation vectors (tokens) to train on: corpus text and the target's forget records"},
     )
-    epochs: int = field(default=3, metadata={"help": "passes over the activations"})
-    batch_size: int = field(default=1024, metadata={"help": "tokens per optimizer step"})
+    epochs: int = field(default=4, metadata={"help": "passes over the activations"})
+    batch_size: int = field(default=256, metadata={"help": "tokens per optimizer step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the token order"})
 
@@ -180,16 +180,25 @@ def fit(acts: torch.Tensor, settings: SAESettings, log=lambda m: None) -> Sparse
 # ---------------------------------------------------------------- activations from the model
 
 
+class _Captured(Exception):
+    """Raised by the capturing hook to stop the forward pass once the wanted activation is read."""
+
+
 @torch.no_grad()
 def activations(
     model, tokenizer, texts: list[str], layer: int, site: str, max_tokens: int | None = None, batch_size: int = 8
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """The activations at (`layer`, `site`) of every real token of `texts` (tokenized as given, truncated
     at 256 tokens), fp32 [N, d], and for each row its (text index, token position); stops once
-    `max_tokens` rows are read."""
+    `max_tokens` rows are read. The forward pass stops at the site: later layers and the head are not run."""
     module = site_module(model, layer, site)
     captured = []
-    handle = module.register_forward_hook(lambda m, a, out: captured.append(output_tensor(out).detach()))
+
+    def capture(m, a, out):
+        captured.append(output_tensor(out).detach())
+        raise _Captured
+
+    handle = module.register_forward_hook(capture)
     device = next(model.parameters()).device
     rows, where, n = [], [], 0
     side = tokenizer.padding_side
@@ -205,7 +214,10 @@ def activations(
                 add_special_tokens=False,
             ).to(device)
             captured.clear()
-            model(**enc)
+            try:
+                model(**enc)
+            except _Captured:
+                pass
             h, mask = captured[0].float().cpu(), enc["attention_mask"].bool().cpu()
             for b in range(h.shape[0]):
                 length = int(mask[b].sum())
@@ -235,17 +247,33 @@ class Splice:
 
 
 @torch.no_grad()
-def spliced_loss(model, tokenizer, texts: list[str], sae: SparseAutoencoder, layer: int, site: str) -> dict:
-    """The model's mean next-token NLL on `texts` as is and with `sae`'s reconstruction spliced in at
-    (`layer`, `site`): {"loss", "spliced_loss", "increase"}."""
-    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256, add_special_tokens=False)
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    plain = model(**enc, labels=labels).loss.item()
-    handle = site_module(model, layer, site).register_forward_hook(Splice(sae))
-    try:
-        spliced = model(**enc, labels=labels).loss.item()
-    finally:
-        handle.remove()
+def spliced_loss(
+    model, tokenizer, texts: list[str], sae: SparseAutoencoder, layer: int, site: str, batch_size: int = 4
+) -> dict:
+    """The model's mean next-token NLL over the tokens of `texts` as is and with `sae`'s reconstruction
+    spliced in at (`layer`, `site`): {"loss", "spliced_loss", "increase"}."""
+    device = next(model.parameters()).device
+    totals, count = [0.0, 0.0], 0
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(
+            texts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=256,
+            add_special_tokens=False,
+        ).to(device)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        n = int((labels[:, 1:] != -100).sum())
+        for i, hook in enumerate((None, Splice(sae))):
+            handle = site_module(model, layer, site).register_forward_hook(hook) if hook else None
+            try:
+                totals[i] += model(**enc, labels=labels).loss.item() * n
+            finally:
+                if handle:
+                    handle.remove()
+        count += n
+    plain, spliced = totals[0] / max(count, 1), totals[1] / max(count, 1)
     return {"loss": plain, "spliced_loss": spliced, "increase": spliced - plain}
 
 
