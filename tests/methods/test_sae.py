@@ -10,14 +10,20 @@ from obliviate.methods import get_method
 from obliviate.methods.sae import project_out, rank_features, train_sae
 from obliviate.models.hooks import HOOKS_FILE, Hooks, hooks_of
 from obliviate.models.loading import load_model
-from obliviate.models.sae import SAESettings, load_sae
+from obliviate.models.sae import SAESettings, fit, load_sae
 
 TINY = {"layer": 1, "width": 16, "k": 4, "tokens": 400, "epochs": 1, "batch_size": 128}
 
 
+PROSE = [f"Passage {i}: the river runs past the old mill and the town square in spring." for i in range(40)]
+
+
 @pytest.fixture
 def sae_root(tmp_path, monkeypatch):
+    """SAEs cached under tmp_path; a few sentences of prose stand in for the corpus (gensim loads slowly)."""
     monkeypatch.setattr(sae_methods, "sae_root", lambda: tmp_path / "sae")
+    monkeypatch.setattr(sae_methods, "corpus_texts", lambda: PROSE)
+    monkeypatch.setattr(sae_methods, "SPLICE_TEXTS", 2)
     return tmp_path / "sae"
 
 
@@ -30,8 +36,7 @@ def test_sae_is_cached_by_model_settings_and_data_and_reused(tiny_lm, forget_rec
     monkeypatch.setattr(sae_methods, "fit", lambda *a, **k: pytest.fail("a cached SAE was trained again"))
     again, info2 = train_sae(tiny_lm.model, tiny_lm.tokenizer, forget_records, settings)
     assert info2 == info and torch.equal(again.W_dec, sae.W_dec)
-    monkeypatch.undo()
-    monkeypatch.setattr(sae_methods, "sae_root", lambda: sae_root)
+    monkeypatch.setattr(sae_methods, "fit", fit)
 
     wider = train_sae(tiny_lm.model, tiny_lm.tokenizer, forget_records, SAESettings(**{**TINY, "width": 8}))[1]
     fewer = train_sae(tiny_lm.model, tiny_lm.tokenizer, forget_records[:1], settings)[1]

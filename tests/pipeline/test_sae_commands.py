@@ -14,6 +14,8 @@ SMALL = ["--width", "16", "--k", "4", "--tokens", "400", "--epochs", "1", "--bat
 @pytest.fixture
 def data_dir(tmp_path, tiny_model_dir, forget_records, retain_records, monkeypatch):
     monkeypatch.setattr(sae_methods, "sae_root", lambda: tmp_path / "sae")
+    monkeypatch.setattr(sae_methods, "corpus_texts", lambda: [f"Passage {i}: a quiet river town." for i in range(40)])
+    monkeypatch.setattr(sae_methods, "SPLICE_TEXTS", 2)
     data = tmp_path / "run" / "data"
     data.mkdir(parents=True)
     (data / "manifest.json").write_text(json.dumps({"model": str(tiny_model_dir)}))
