@@ -177,6 +177,37 @@ def make_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     u.set_defaults(func=cmd_ui)
+    sae = sub.add_parser(
+        "sae",
+        help="sparse-autoencoder features: train SAEs on a model's layers, list the features a target fires",
+        description="Train (or reuse, from $OBLIVIATE_HOME/sae) a TopK sparse autoencoder on one layer's "
+        "activations, and rank its features by how much more often they fire on a target's forget records "
+        "than on its retain records. The `sae` and `sae_edit` methods switch the top ones off.",
+    )
+    sae_sub = sae.add_subparsers(dest="sae_command", required=True, metavar="{train,features}")
+    st = sae_sub.add_parser(
+        "train",
+        help="train an SAE on each chosen layer (cached)",
+        description="Train an SAE on each layer of --layers, on the gensim corpus plus the forget records of "
+        "--data; prints variance explained, the model's loss with the SAE spliced in, and the time.",
+    )
+    st.add_argument("--model", default=None, help="hub id, local directory or .gguf file (default: the embedded model)")
+    st.add_argument("--layers", default=None, help="comma-separated decoder layers, 0-based (default: a third in)")
+    st.add_argument("--data", default=None, help="a run or data directory whose forget records join the corpus")
+    _sae_args(st, skip=("layer",))
+    st.set_defaults(func=cmd_sae_train)
+    sf = sae_sub.add_parser(
+        "features",
+        help="the features that fire on a target, with the tokens where each fires most",
+        description="Rank an SAE's features on a run's (or data directory's) forget records against its retain "
+        "and neighbour records, and print the top ones with their strongest tokens in context.",
+    )
+    sf.add_argument("path", metavar="RUN_OR_DATA", help="a run directory or a data directory")
+    sf.add_argument("--model", default=None, help="the model to read (default: the one the data was built from)")
+    sf.add_argument("--top", type=int, default=10, help="how many features to print (default: 10)")
+    sf.add_argument("--contexts", type=int, default=3, help="strongest tokens shown per feature (default: 3)")
+    _sae_args(sf)
+    sf.set_defaults(func=cmd_sae_features)
     return parser
 
 
@@ -188,6 +219,60 @@ def cmd_ui(args) -> int:
     print(f"obliviate ui: http://{args.host}:{args.port} (runs in {args.runs}); Ctrl-C stops it.", file=sys.stderr)
     launch(args.host, args.port, args.runs, model=args.model, allow_remote=args.allow_remote, share=args.share)
     return 0
+
+
+def _sae_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per SAESettings field, with its help and default."""
+    import dataclasses
+
+    from obliviate.models.sae import SAESettings
+
+    for f in dataclasses.fields(SAESettings):
+        if f.name in skip:
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type), int)
+        default = "" if f.default is None else f" (default: {f.default})"
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"] + default)
+
+
+def _sae_settings(args):
+    import dataclasses
+
+    from obliviate.models.sae import SAESettings
+
+    names = [f.name for f in dataclasses.fields(SAESettings) if hasattr(args, f.name)]
+    return SAESettings(**{name: getattr(args, name) for name in names})
+
+
+def cmd_sae_train(args) -> int:
+    from obliviate.pipeline.sae import sae_train
+
+    try:
+        layers = [int(v) for v in _csv(args.layers)] if args.layers else None
+    except ValueError:
+        raise UserError(f"--layers takes comma-separated layer numbers like 4,10, got {args.layers!r}.") from None
+    for info in sae_train(args.model, layers, args.data, _sae_settings(args), log=_stderr):
+        s = info["settings"]
+        print(
+            f"layer {s['layer']} ({s['site']}): variance explained {info['variance_explained']:.3f}, loss "
+            f"{info['loss']:.3f} -> {info['spliced_loss']:.3f} spliced in (+{info['increase']:.3f}), "
+            f"{info['tokens']} tokens, trained in {info['seconds']:.0f} s; key {info['key']}"
+        )
+    return 0
+
+
+def cmd_sae_features(args) -> int:
+    from obliviate.pipeline.sae import features_text, sae_features
+
+    if args.contexts < 0:
+        raise UserError(f"--contexts must be 0 or more, got {args.contexts}.")
+    info, features = sae_features(args.path, args.model, _sae_settings(args), args.top, args.contexts, log=_stderr)
+    print(features_text(info, features))
+    return 0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:

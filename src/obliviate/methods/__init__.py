@@ -12,6 +12,7 @@ from obliviate.methods import (  # noqa: F401  (registration side effects)
     relabel,
     retain_ft,
     rmu,
+    sae,
     sam_npo,
     simnpo,
     suppress,

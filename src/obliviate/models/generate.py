@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.models.attention import cpu_inference
-from obliviate.models.hooks import hooks_of
+from obliviate.models.hooks import clamps_off, feature_clamps, hooks_of
 from obliviate.models.inference import DEFAULT, InferenceOptions
 from obliviate.models.prefix import cache_name, can_prefill, last_logits_only, length_batches, prefilled, shared_length
 from obliviate.models.prompts import pad_id, probe_prompt, question_prompt
@@ -44,11 +44,14 @@ def generate(
     config adds nothing to the argmax (`plain_greedy`) and `inference.greedy_loop` is on; otherwise
     model.generate. Each of these paths must give the answers of the plain left-padded batch
     through model.generate, up to float rounding (tested in fp32).
-    `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter), as
-    a plain Hugging Face consumer of the saved weights would.
+    `use_hooks=False` ignores the model's obliviate hooks (banned words, output filter, feature
+    clamps), as a plain Hugging Face consumer of the saved weights would.
     """
     if not prompts:
         return []
+    if not use_hooks and any(c.enabled for c in feature_clamps(model)):
+        with clamps_off(model):
+            return generate(**locals())
     if seed is not None:
         torch.manual_seed(seed)
     hooks = hooks_of(model) if use_hooks else None
