@@ -26,7 +26,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 
 # Subcommands that take minutes on the embedded model: parsed and their --help shown, not run.
-LONG_RUNNING = {"forget", "data", "compare", "bench"}
+LONG_RUNNING = {"forget", "data", "compare", "bench", "sae", "ui"}
 RUN_FOR_REAL = {"run", "eval", "chat", "methods"}
 
 
