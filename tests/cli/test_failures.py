@@ -2,7 +2,7 @@
 
 Each case prepares what it needs in the test's folder, runs `obliviate`, and checks that the command
 exits 2 with one `obliviate: error:` line (never a traceback) and that no file or folder appeared.
-docs/TROUBLESHOOTING.md lists the same cases with their fixes.
+docs/RELIABILITY.md lists the same cases with their fixes.
 """
 
 from __future__ import annotations

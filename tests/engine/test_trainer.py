@@ -625,3 +625,11 @@ def test_a_stop_request_checkpoints_and_resume_finishes_the_run(tiny_model_dir, 
     assert result.resumed_from == 2 and result.steps_done == 4
     resumed = _state(lm.model)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_default_run_checkpoints_once_halfway(tiny_lm, data, tmp_path):
+    cfg = _cfg(steps=4)
+    assert cfg.checkpoint_every is None
+    train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2

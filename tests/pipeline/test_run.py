@@ -16,6 +16,7 @@ import obliviate
 from obliviate.data.cache import data_key
 from obliviate.data.targets import resolve_target
 from obliviate.errors import UserError
+from obliviate.evaluation.config import EvalConfig
 
 RUN_FILES = [
     "config.yaml",
@@ -327,6 +328,26 @@ def test_run_reuses_a_data_directory(beatles_run, beatles_model_dir, tmp_path):
         )
     with pytest.raises(UserError, match="not a data directory"):
         obliviate.forget(None, data_dir=tmp_path, out=tmp_path / "x", log=lambda m: None, progress=False)
+
+
+def test_data_built_from_a_model_that_moved_is_accepted_by_its_hash(beatles_run, beatles_model_dir, tmp_path):
+    """The manifest names the model by the hash of its weights, so a data folder (or a model) moved to another
+    place, or another machine, still matches."""
+    out, _, _ = beatles_run
+    moved = tmp_path / "moved-model"
+    shutil.copytree(beatles_model_dir, moved)
+    metrics = obliviate.forget(
+        None,
+        model=str(moved),
+        data_dir=out / "data",
+        method="ga",
+        train={"steps": 1, "lr": 1e-4},
+        eval=EvalConfig(attacks=()),
+        out=tmp_path / "run",
+        log=lambda m: None,
+        progress=False,
+    )
+    assert metrics["method"] == "ga"
 
 
 def test_a_run_that_diverges_at_the_start_fails_and_saves_no_model(beatles_run, beatles_model_dir, tmp_path):

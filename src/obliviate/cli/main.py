@@ -559,7 +559,10 @@ def _unlearn_args(p: argparse.ArgumentParser, methods, method: bool = True) -> N
         ),
     )
     g.add_argument(
-        "--checkpoint-every", type=int, default=None, help="steps between checkpoints for --resume (0: none)"
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="steps between checkpoints for --resume (0: none; default: one, halfway)",
     )
     g.add_argument(
         "--bf16-weights",

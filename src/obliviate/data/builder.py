@@ -41,7 +41,7 @@ from obliviate.errors import UserError
 from obliviate.io import file_sha256, write_json, write_jsonl
 from obliviate.leak import is_refusal, probe_hit
 from obliviate.models.generate import answer_probes, generate, generation_copy
-from obliviate.models.loading import LoadedModel
+from obliviate.models.loading import LoadedModel, weights_hash
 from obliviate.models.prompts import question_prompt
 from obliviate.records import asked, response
 
@@ -376,6 +376,7 @@ def build_data(
     manifest = {
         "target": asdict(spec),
         "model": lm.path,
+        "model_sha256": weights_hash(lm.model),  # names the model wherever the folder moves
         "config": asdict(cfg),
         "generation": {
             "probes": f"greedy, {cfg.probe_tokens} new tokens",

@@ -117,8 +117,9 @@ class TrainConfig:
     keep_adapter: bool = field(
         default=False, metadata={"help": "save the LoRA adapter alone instead of merging it into the weights"}
     )
-    checkpoint_every: int = field(
-        default=25, metadata={"help": "steps between checkpoints written for --resume (0: none)"}
+    checkpoint_every: int | None = field(
+        default=None,
+        metadata={"help": "steps between checkpoints written for --resume (0: none; unset: one, halfway)"},
     )
     stop_forget_nll_gain: float | None = field(
         default=None,
@@ -666,7 +667,8 @@ class _Run:
         atomically: the shared weights and optimizer once, and each process's own part (its streams'
         positions, RNG and reference log-probs) under "ranks". Written by the main process alone."""
         cfg, ckpt = self.cfg, self.ckpt
-        due = cfg.checkpoint_every and not step % cfg.checkpoint_every and step < cfg.steps
+        every = cfg.checkpoint_every if cfg.checkpoint_every is not None else max(1, cfg.steps // 2)
+        due = every and not step % every and step < cfg.steps
         if ckpt is None or not (due or force):
             return
         own = {

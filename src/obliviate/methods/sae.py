@@ -20,6 +20,7 @@ import torch
 from obliviate.errors import UserError
 from obliviate.methods.base import EditMethod, register_method
 from obliviate.models.hooks import FeatureClamp, Hooks, attach
+from obliviate.models.loading import weights_hash
 from obliviate.models.prompts import answer_completion
 from obliviate.models.sae import (
     SAESettings,
@@ -33,7 +34,6 @@ from obliviate.models.sae import (
     site_module,
     spliced_loss,
     variance_explained,
-    weights_hash,
 )
 from obliviate.records import asked, response
 

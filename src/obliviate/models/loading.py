@@ -275,3 +275,13 @@ def _load_adapter(spec, where: Path, **kwargs) -> LoadedModel:
     if hooks is not None:
         attach(model, hooks)
     return LoadedModel(model=model, tokenizer=tokenizer, source=str(spec), path=str(where))
+
+
+def weights_hash(model) -> str:
+    """sha256 of every parameter's name, dtype, shape and bytes, in order (first 16 hex digits)."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        t = p.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()[:16]

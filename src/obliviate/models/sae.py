@@ -280,16 +280,6 @@ def spliced_loss(
 # ---------------------------------------------------------------- the cache
 
 
-def weights_hash(model) -> str:
-    """sha256 of every parameter's name, dtype, shape and bytes, in order (first 16 hex digits)."""
-    h = hashlib.sha256()
-    for name, p in model.named_parameters():
-        t = p.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
 def cache_key(model_hash: str, settings: SAESettings, data_hash: str) -> str:
     """A folder name for an SAE: layer, site and width readable, then a hash of everything it depends on."""
     blob = json.dumps({"model": model_hash, "data": data_hash, **asdict(settings)}, sort_keys=True)

@@ -47,7 +47,7 @@ from obliviate.io import (
 from obliviate.methods import get_method
 from obliviate.methods.base import Method
 from obliviate.models.hooks import hooks_of
-from obliviate.models.loading import LoadedModel, load_model
+from obliviate.models.loading import LoadedModel, load_model, weights_hash
 from obliviate.report.format import markdown_table, num
 from obliviate.report.html import write_compare_html, write_report_html
 from obliviate.report.markdown import write_report
@@ -282,7 +282,7 @@ def forget(
     directory that already holds a run without overwrite/resume, or that another process is
     working in, ...), every one checked before anything is written, and for a training run that
     kept no step (it diverged at once), which saves no model. A failure before the data stage
-    finished leaves nothing behind (docs/TROUBLESHOOTING.md).
+    finished leaves nothing behind (docs/RELIABILITY.md).
     """
     given = Path(data_dir) if data_dir is not None else None
     spec = _target_of(target, given)
@@ -382,8 +382,10 @@ def _start_run(plan: RunPlan, resume: bool, log: Callable[[str], None], write: b
     # --bf16-weights: loaded, trained and saved in bf16, so no fp32 copy is ever resident.
     lm = load_model(plan.model, dtype=torch.bfloat16 if plan.train.bf16_weights else torch.float32)
     if plan.given_data_dir is not None:
-        built_from = read_json(plan.given_data_dir / "manifest.json").get("model")
-        if built_from and str(built_from) != str(lm.path):
+        manifest = read_json(plan.given_data_dir / "manifest.json")
+        built_from = manifest.get("model")
+        moved = manifest.get("model_sha256") and manifest["model_sha256"] == weights_hash(lm.model)
+        if built_from and str(built_from) != str(lm.path) and not moved:
             raise UserError(
                 f"{plan.given_data_dir} was built from the model at {built_from}; pass that model with "
                 "--model, since its probes' 'known' flags come from that model's answers."
