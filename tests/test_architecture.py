@@ -83,3 +83,9 @@ def test_importing_obliviate_loads_no_stage():
     code = "import sys, obliviate; print(sorted(m for m in sys.modules if m.startswith('obliviate.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_test_files_have_unique_names():
+    """Test folders are not packages, so pytest imports each file by its name: two of one name break collection."""
+    names = [p.name for p in Path(__file__).parent.rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
