@@ -77,6 +77,20 @@ def test_project_out_removes_the_directions_from_the_mlp_output():
     torch.testing.assert_close(mlp.down_proj(x) - mlp.down_proj(x) @ q @ q.T, before - before @ q @ q.T)
 
 
+def test_project_out_edits_a_gpt2_conv1d_and_a_bare_projection_alike():
+    """GPT-2's Conv1D stores its weight transposed; OPT's fc2 is passed as the MLP site itself."""
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    x, dirs = torch.randn(3, 6), torch.randn(2, 4)
+    q, _ = torch.linalg.qr(dirs.T)
+    for proj in (Conv1D(4, 6), torch.nn.Linear(6, 4)):
+        before = proj(x)
+        project_out(proj, dirs, 0.0)
+        torch.testing.assert_close(proj(x) @ q, torch.zeros(3, 2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(proj(x), before - before @ q @ q.T, atol=1e-5, rtol=1e-5)
+
+
 def test_sae_clamps_features_with_hooks_that_save_and_reload(tiny_lm, method_data, sae_root, tmp_path):
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     ids = tok("Who were the Beatles?", return_tensors="pt")["input_ids"]

@@ -299,17 +299,26 @@ class SAEEdit(_SAEMethod):
 def project_out(mlp, directions: torch.Tensor, scale: float = 0.0) -> None:
     """Multiply the component of `mlp`'s output along span(`directions`) [n, d] by `scale`:
     W <- W + (scale - 1) Q Q^T W for its output projection W [d, hidden] (and its bias), where Q [d, n]
-    is an orthonormal basis of the span."""
+    is an orthonormal basis of the span. `mlp` is an MLP module or its output projection itself; a GPT-2
+    Conv1D stores W transposed ([hidden, d]) and gets W <- W + (scale - 1) W Q Q^T."""
     out = _output_projection(mlp)
     q, _ = torch.linalg.qr(directions.T.double())
     p = (scale - 1.0) * (q @ q.T)
-    out.weight.add_((p @ out.weight.double()).to(out.weight.dtype))
+    if isinstance(out, torch.nn.Linear):
+        out.weight.add_((p @ out.weight.double()).to(out.weight.dtype))
+    else:
+        out.weight.add_((out.weight.double() @ p).to(out.weight.dtype))
     if out.bias is not None:
         out.bias.add_((p @ out.bias.double()).to(out.bias.dtype))
 
 
-def _output_projection(mlp) -> torch.nn.Linear:
+def _output_projection(mlp) -> torch.nn.Module:
+    """The linear layer whose output is `mlp`'s: an nn.Linear, or a transformers Conv1D (GPT-2)."""
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(mlp, (torch.nn.Linear, Conv1D)):
+        return mlp
     for name in ("down_proj", "c_proj", "fc2", "dense_4h_to_h"):
-        if isinstance(getattr(mlp, name, None), torch.nn.Linear):
+        if isinstance(getattr(mlp, name, None), (torch.nn.Linear, Conv1D)):
             return getattr(mlp, name)
     raise UserError(f"{type(mlp).__name__} has no output projection sae_edit can edit (down_proj, c_proj or fc2).")

@@ -28,6 +28,7 @@ from torch import nn
 
 from obliviate.errors import UserError
 from obliviate.io import atomic_dir
+from obliviate.models.families import find_family
 
 SITES = ("resid", "mlp")
 
@@ -85,6 +86,9 @@ def site_module(model, layer: int, site: str) -> nn.Module:
     if site == "resid":
         return layers[layer]
     mlp = getattr(layers[layer], "mlp", None)
+    family = find_family(model)
+    if mlp is None and family is not None:  # no MLP module (OPT): its output projection's output is the MLP's
+        mlp = layers[layer].get_submodule(family.mlp_out.removeprefix("mlp.").rstrip("."))
     if mlp is None:
         raise UserError(f"Layer {layer} of {type(model).__name__} has no `mlp` module; use site 'resid'.")
     return mlp
@@ -219,6 +223,7 @@ def activations(
             except _Captured:
                 pass
             h, mask = captured[0].float().cpu(), enc["attention_mask"].bool().cpu()
+            h = h.view(*mask.shape, -1)  # OPT's MLP sees its tokens flattened: [batch * length, d]
             for b in range(h.shape[0]):
                 length = int(mask[b].sum())
                 rows.append(h[b, :length])

@@ -339,6 +339,8 @@ def forget(
             metrics = _final_stage(plan, lm, edata, base, summary, config, log, clock) if main else None
             procs.wait_for_everyone()
             return metrics if main else read_json(plan.out / "metrics.json")
+        except Stopped:
+            raise  # a stop the caller asked for keeps config.yaml, so the run resumes
         except BaseException:
             if main:
                 _drop_unfinished_start(plan.out)

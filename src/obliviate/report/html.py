@@ -176,7 +176,11 @@ def leak_utility_points(runs: dict[str, dict]) -> dict[str, tuple[float, float]]
 def compare_html(target: str, table: dict, runs: dict[str, dict], base: dict, bar: dict) -> str:
     """compare.html's text: the comparison `table` (pipeline.compare_table's columns and rows) and the leak-vs-utility
     scatter of `runs` ({method: metrics dict}) against `base` (the base model's metrics) with `bar` drawn."""
-    fig = plots.leak_utility_figure(leak_utility_points(runs), (base["leak_rate"], base["general_qa_accuracy"]), bar)
+    points, origin = leak_utility_points(runs), (base.get("leak_rate"), base.get("general_qa_accuracy"))
+    # No scatter when there is nothing to place (a base model that knew no probe has no leak rate).
+    scatter = None
+    if points and None not in origin:
+        scatter = plots.data_uri(plots.png(plots.leak_utility_figure(points, origin, bar)))
     return render(
         "compare.html.j2",
         target=target,
@@ -184,7 +188,7 @@ def compare_html(target: str, table: dict, runs: dict[str, dict], base: dict, ba
         rows=table["rows"],
         passing=table.get("passing", []),
         bar=bar,
-        scatter=plots.data_uri(plots.png(fig)),
+        scatter=scatter,
     )
 
 
