@@ -158,3 +158,15 @@ def test_written_files_and_folders_follow_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_what_a_kill_between_the_two_renames_set_aside_is_put_back(existing):
+    """atomic_dir moves the old directory to .NAME.old, then the new one into place; killed in between, NAME is
+    absent and restore_replaced brings the old, complete one back. Otherwise it changes nothing."""
+    from obliviate.io import restore_replaced
+
+    before = _snapshot(existing)
+    existing.rename(existing.with_name(f".{existing.name}.old"))
+    assert restore_replaced(existing)
+    assert _snapshot(existing) == before and _leftovers(existing.parent) == []
+    assert not restore_replaced(existing) and _snapshot(existing) == before

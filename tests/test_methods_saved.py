@@ -240,6 +240,7 @@ def test_suppress_spellings_cover_case_and_leading_space():
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(data_dir, beatles_model_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
+    from obliviate.engine import has_checkpoint
     from obliviate.methods.ga import GradientAscent
 
     def run(out, **kw):
@@ -267,7 +268,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(data_dir, beatles_m
     monkeypatch.setattr(GradientAscent, "loss", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "cut")
-    assert (tmp_path / "cut" / "checkpoint" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / "model").exists()
+    assert has_checkpoint(tmp_path / "cut" / "checkpoint") and not (tmp_path / "cut" / "model").exists()
     monkeypatch.setattr(GradientAscent, "loss", loss)
     run(tmp_path / "cut", resume=True)
     summary = json.loads((tmp_path / "cut" / "train_summary.json").read_text())

@@ -107,6 +107,18 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def restore_replaced(path: str | Path) -> bool:
+    """Undo what a kill between atomic_dir's two renames leaves: `path` absent and its previous, complete
+    content set aside as .NAME.old, which goes back to `path`. Returns whether it did. Assumes no
+    atomic_dir(path) is under way (the caller holds the folder)."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if path.exists() or path.is_symlink() or not old.is_dir():
+        return False
+    os.replace(old, path)
+    return True
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

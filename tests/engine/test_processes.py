@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from obliviate.engine.processes import shard
+from obliviate.engine.trainer import _load_checkpoint
 from obliviate.errors import UserError
 
 SCRIPT = Path(__file__).with_name("two_processes.py")
@@ -59,14 +61,13 @@ def test_two_processes_train_on_disjoint_shards_and_one_writes(tiny_model_dir, t
     assert len(drawn[0] | drawn[1]) == 16  # 8 forget + 8 retain records, each in one shard
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2, 3, 4], "the log was written by more than one process"
-    state = torch.load(out / "checkpoint" / "checkpoint.pt", weights_only=False)
+    state = _load_checkpoint(out / "checkpoint" / "latest")
     assert state["step"] == 2 and len(state["ranks"]) == 2
     assert state["ranks"][0]["ref_logprobs"].keys() == {"forget"}
     assert state["ranks"][0]["streams"] != state["ranks"][1]["streams"] or drawn[0] != drawn[1]
 
     again = tmp_path / "again"
-    (again / "checkpoint").mkdir(parents=True)
-    (again / "checkpoint" / "checkpoint.pt").write_bytes((out / "checkpoint" / "checkpoint.pt").read_bytes())
+    shutil.copytree(out / "checkpoint", again / "checkpoint")
     resumed = _launch(tiny_model_dir, again, 4, "resume")
     assert [r["resumed_from"] for r in resumed] == [2, 2]
     first, second = (load_file(d / "model" / "model.safetensors") for d in (out, again))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from obliviate.engine import TrainConfig, TrainResult, train
+from obliviate.engine import TrainConfig, TrainResult, has_checkpoint, train
 from obliviate.methods import METHODS, LossOutput, get_method
 from obliviate.methods.ga import GradientAscent
 from obliviate.models.logprobs import sequence_logprob
@@ -225,7 +225,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_model_dir, data, 
     log = tmp_path / "train_log.jsonl"
     with pytest.raises(Interrupt):
         train(lm.model, lm.tokenizer, method, data, cfg, log_path=log, progress=False, checkpoint_dir=tmp_path / "ckpt")
-    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    assert has_checkpoint(tmp_path / "ckpt")
 
     lm = load_model(str(tiny_model_dir))
     result = train(
@@ -448,42 +448,131 @@ class _PlantedCode:
         return (open, (self.marker, "w"))
 
 
+def _checkpointed(lm, data, folder, method="ga"):
+    """`folder` holding the checkpoint of step 1 of a 2-step run; returns the model's weights after it."""
+    train(
+        lm.model,
+        lm.tokenizer,
+        get_method(method),
+        data,
+        _cfg(steps=2, checkpoint_every=1),
+        progress=False,
+        checkpoint_dir=folder,
+    )
+    assert has_checkpoint(folder)
+    return _state(lm.model)
+
+
+def _resume(lm, data, folder, method="ga"):
+    return train(
+        lm.model,
+        lm.tokenizer,
+        get_method(method),
+        data,
+        _cfg(steps=2),
+        progress=False,
+        checkpoint_dir=folder,
+        resume=True,
+    )
+
+
 def test_a_checkpoint_holding_code_is_refused_and_never_run(tiny_lm, data, tmp_path):
+    """A crafted pickle planted in tensors.pt, the checkpoint's one pickled file, is refused unrun."""
     from obliviate.errors import UserError
 
+    start = _checkpointed(tiny_lm, data, tmp_path)
     marker = tmp_path / "pwned"
-    torch.save({"step": 1, "trainable": _PlantedCode(marker)}, tmp_path / "checkpoint.pt")
-    start = _state(tiny_lm.model)
+    torch.save({"optimizer": _PlantedCode(marker), "torch_rng": []}, tmp_path / "latest" / "tensors.pt")
     with pytest.raises(UserError, match="not a plain obliviate checkpoint"):
-        train(
-            tiny_lm.model,
-            tiny_lm.tokenizer,
-            get_method("ga"),
-            data,
-            _cfg(steps=2),
-            progress=False,
-            checkpoint_dir=tmp_path,
-            resume=True,
-        )
+        _resume(tiny_lm, data, tmp_path)
     assert not marker.exists(), "the checkpoint's code ran"
     assert all(torch.equal(start[k], v) for k, v in tiny_lm.model.state_dict().items())
 
 
-def test_a_damaged_checkpoint_is_one_sentence(tiny_lm, data, tmp_path):
+def _cut_short(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda f: _cut_short(f / "trainable.safetensors"), "not a plain obliviate checkpoint"),
+        (lambda f: _cut_short(f / "tensors.pt"), "not a plain obliviate checkpoint"),
+        (lambda f: (f / "state.json").write_text('{"format": 1, "step"'), "not a plain obliviate checkpoint"),
+        (lambda f: (f / "state.json").write_text('{"format": 99}'), "not an obliviate checkpoint of this version"),
+        (lambda f: (f / "state.json").write_text('{"format": 1}'), "not a plain obliviate checkpoint"),
+        (lambda f: (f / "tensors.pt").unlink(), "has no tensors.pt"),
+    ],
+    ids=["truncated-weights", "truncated-tensors", "bad-json", "other-format", "fields-missing", "file-missing"],
+)
+def test_a_damaged_checkpoint_is_one_sentence(damage, words, tiny_lm, data, tmp_path):
     from obliviate.errors import UserError
 
-    (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
-    with pytest.raises(UserError, match="not a plain obliviate checkpoint"):
-        train(
-            tiny_lm.model,
-            tiny_lm.tokenizer,
-            get_method("ga"),
-            data,
-            _cfg(steps=2),
-            progress=False,
-            checkpoint_dir=tmp_path,
-            resume=True,
-        )
+    _checkpointed(tiny_lm, data, tmp_path)
+    damage(tmp_path / "latest")
+    with pytest.raises(UserError, match=words) as e:
+        _resume(tiny_lm, data, tmp_path)
+    assert "\n" not in str(e.value) and "--overwrite" in str(e.value)
+
+
+def _two_processes(folder):
+    """The checkpoint as if 2 training processes had written it: each process's part twice."""
+    state = json.loads((folder / "state.json").read_text())
+    tensors = torch.load(folder / "tensors.pt", weights_only=True)
+    state["ranks"] *= 2
+    tensors["torch_rng"] *= 2
+    (folder / "state.json").write_text(json.dumps(state))
+    torch.save(tensors, folder / "tensors.pt")
+
+
+def _no_reference(folder):
+    state = json.loads((folder / "state.json").read_text())
+    state["ranks"][0]["ref_logprobs"] = {}
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [(_two_processes, "written by 2 training processes"), (_no_reference, "holds no reference log-probs")],
+    ids=["other-world-size", "no-reference-log-probs"],
+)
+def test_resume_from_a_checkpoint_of_another_launch_is_refused(change, words, tiny_lm, data, tmp_path):
+    from obliviate.errors import UserError
+
+    _checkpointed(tiny_lm, data, tmp_path, "npo")
+    change(tmp_path / "latest")
+    with pytest.raises(UserError, match=words):
+        _resume(tiny_lm, data, tmp_path, "npo")
+
+
+def test_a_checkpoint_holds_no_pickle_but_tensors_pt_and_its_weights_load_with_safetensors_alone(
+    tiny_lm, data, tmp_path
+):
+    """The weights are safetensors and every plain value JSON; tensors.pt holds only the optimizer and RNG states
+    and loads as plain tensors (weights_only)."""
+    from safetensors import safe_open
+
+    _checkpointed(tiny_lm, data, tmp_path, "npo")
+    folder = tmp_path / "latest"
+    assert sorted(p.name for p in folder.iterdir()) == ["state.json", "tensors.pt", "trainable.safetensors"]
+    for path in folder.iterdir():
+        head = path.read_bytes()[:2]
+        assert path.name == "tensors.pt" or head[:1] != b"\x80" and head != b"PK", f"{path.name} is a pickle"
+    state = json.loads((folder / "state.json").read_text())
+    assert state["format"] == 1 and state["step"] == 1 and state["ranks"][0]["ref_logprobs"]["forget"]
+    with safe_open(str(folder / "trainable.safetensors"), framework="numpy") as f:
+        assert sorted(f.keys()) == sorted(state["trainable"])
+        assert all(f.get_tensor(name).size for name in f.keys())
+    assert set(torch.load(folder / "tensors.pt", weights_only=True)) == {"optimizer", "torch_rng"}
+
+
+def test_a_kill_between_the_checkpoints_two_renames_resumes_from_the_previous_one(tiny_lm, data, tmp_path):
+    """atomic_dir sets the old checkpoint aside (.latest.old) before renaming the new one into place; killed in
+    between, the folder is absent, and resuming puts the old one back and continues from it."""
+    _checkpointed(tiny_lm, data, tmp_path)
+    (tmp_path / "latest").rename(tmp_path / ".latest.old")
+    assert _resume(tiny_lm, data, tmp_path).resumed_from == 1
+    assert has_checkpoint(tmp_path) and not (tmp_path / ".latest.old").exists()
 
 
 @pytest.mark.parametrize(
@@ -551,14 +640,16 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_weights_of_an_uninterrupt
         [sys.executable, "-c", _TRAIN_IN_A_PROCESS, *args], env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     try:
-        while not (ckpt / "checkpoint.pt").is_file() and process.poll() is None:
+        while not has_checkpoint(ckpt) and process.poll() is None:
             time.sleep(0.01)
         time.sleep(random.Random(seed).uniform(0.0, 0.5))
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
-    assert (ckpt / "checkpoint.pt").is_file()
+    # Whole or absent, never half-written: the last complete checkpoint is in place, or set aside by a kill
+    # between atomic_dir's two renames (resume puts it back).
+    assert has_checkpoint(ckpt) or (ckpt / ".latest.old" / "state.json").is_file()
 
     lm = load_model(str(tiny_model_dir))
     result = train(
@@ -569,15 +660,44 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_weights_of_an_uninterrupt
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
-def test_a_full_disk_while_checkpointing_is_one_sentence_and_leaves_no_temporary(tiny_lm, data, tmp_path, monkeypatch):
-    """A fault-injecting writer: torch reports a full disk as a RuntimeError after writing part of the file."""
+def _fills_the_disk(write, error):
+    """A fault-injecting writer: the first call writes; the second writes part of its file and raises `error`."""
+    calls = []
+
+    def writer(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            return write(obj, path, *args, **kwargs)
+        open(path, "wb").write(b"PK partial")
+        raise error
+
+    return writer
+
+
+@pytest.mark.parametrize(
+    "writer, error",
+    [
+        ("torch.save", RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")),
+        ("save_file", None),
+        ("save_file", OSError(28, "No space left on device")),
+    ],
+    ids=["torch", "safetensors", "os-error"],
+)
+def test_a_full_disk_while_checkpointing_is_one_sentence_and_keeps_the_last_checkpoint(
+    writer, error, tiny_lm, data, tmp_path, monkeypatch
+):
+    """The second checkpoint's write fails as a full disk would (torch reports it as a RuntimeError, safetensors
+    as its own error): one sentence, the first checkpoint whole, and no temporary left."""
+    from safetensors import SafetensorError
+
+    import obliviate.engine.trainer as trainer
     from obliviate.errors import UserError
 
-    def full_disk(obj, path):
-        open(path, "wb").write(b"PK partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
-
-    monkeypatch.setattr(torch, "save", full_disk)
+    if writer == "torch.save":
+        monkeypatch.setattr(torch, "save", _fills_the_disk(torch.save, error))
+    else:
+        error = error or SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        monkeypatch.setattr(trainer, "save_file", _fills_the_disk(trainer.save_file, error))
     with pytest.raises(UserError, match="Could not write the checkpoint .* free some disk space"):
         train(
             tiny_lm.model,
@@ -588,7 +708,8 @@ def test_a_full_disk_while_checkpointing_is_one_sentence_and_leaves_no_temporary
             progress=False,
             checkpoint_dir=tmp_path,
         )
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["latest"]
+    assert json.loads((tmp_path / "latest" / "state.json").read_text())["step"] == 1
 
 
 def test_a_stop_request_checkpoints_and_resume_finishes_the_run(tiny_model_dir, data, tmp_path):
@@ -631,5 +752,4 @@ def test_a_default_run_checkpoints_once_halfway(tiny_lm, data, tmp_path):
     cfg = _cfg(steps=4)
     assert cfg.checkpoint_every is None
     train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=tmp_path)
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 2
+    assert json.loads((tmp_path / "latest" / "state.json").read_text())["step"] == 2

@@ -387,3 +387,26 @@ def test_auto_whose_every_candidate_diverged_at_the_start_fails(monkeypatch, tmp
     plan = SimpleNamespace(budget=1.0, data_dir=tmp_path, eval=None, train_overrides={}, out=tmp_path)
     with pytest.raises(UserError, match="diverged before any step could be kept .rmu was the best"):
         _choose(plan, None, {}, False, lambda msg: None)
+
+
+def test_a_new_start_puts_back_a_checkpoint_set_aside_and_drops_the_temporaries(tmp_path):
+    """What kills may leave in a run folder: a half-written temporary (.NAME.*.tmp), an old copy beside its
+    replacement (.NAME.old), and a checkpoint set aside between atomic_dir's two renames, which goes back."""
+    from obliviate.engine import has_checkpoint
+    from obliviate.pipeline.run import _drop_temporaries
+
+    out = tmp_path / "run"
+    (out / "checkpoint" / ".latest.old").mkdir(parents=True)
+    (out / "checkpoint" / ".latest.old" / "state.json").write_text("{}")
+    (out / "checkpoint" / ".latest.x1.tmp").mkdir()
+    (out / "data").mkdir()
+    (out / ".data.old").mkdir()
+    (out / ".config.yaml.x2.tmp").write_text("half")
+    _drop_temporaries(out)
+    assert has_checkpoint(out / "checkpoint")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "checkpoint",
+        "checkpoint/latest",
+        "checkpoint/latest/state.json",
+        "data",
+    ]

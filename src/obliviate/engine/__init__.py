@@ -1,3 +1,3 @@
-from obliviate.engine.trainer import TrainConfig, TrainResult, fine_tune, train
+from obliviate.engine.trainer import TrainConfig, TrainResult, fine_tune, has_checkpoint, train
 
-__all__ = ["TrainConfig", "TrainResult", "fine_tune", "train"]
+__all__ = ["TrainConfig", "TrainResult", "fine_tune", "has_checkpoint", "train"]

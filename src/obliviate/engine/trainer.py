@@ -25,13 +25,15 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import gather_object
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from obliviate import malloc
 from obliviate.engine.optim import BF16AdamW
 from obliviate.engine.processes import processes, shard
 from obliviate.errors import Stopped, UserError
-from obliviate.io import write_text
+from obliviate.io import atomic_dir, restore_replaced, write_text
 from obliviate.methods.base import FineTune, LossOutput, Method
 from obliviate.methods.retain_ft import RetainFT
 from obliviate.models.attention import set_attention
@@ -276,6 +278,19 @@ def validation_split(records: list[dict], fraction: float, seed: int) -> tuple[l
     return [r for r in records if record_key(r) not in val_keys], [r for r in records if record_key(r) in val_keys]
 
 
+# A checkpoint is the folder CHECKPOINT_DIR/latest, replaced whole at each checkpoint (io.atomic_dir), of
+# three files: the trained weights (safetensors), every plain value (JSON), and only what is neither, the
+# optimizer state and RNG states (torch.save, read back with weights_only).
+CHECKPOINT_NAME = "latest"
+CHECKPOINT_FORMAT = 1  # state.json's "format": a checkpoint of another is not resumed
+_WEIGHTS, _STATE, _TENSORS = "trainable.safetensors", "state.json", "tensors.pt"
+
+
+def has_checkpoint(checkpoint_dir: str | Path) -> bool:
+    """Whether `checkpoint_dir` (as passed to `train`) holds a checkpoint that `resume=True` continues from."""
+    return (Path(checkpoint_dir) / CHECKPOINT_NAME / _STATE).is_file()
+
+
 def train(
     model,
     tokenizer,
@@ -295,10 +310,10 @@ def train(
 
     Full fine-tuning changes `model` in place. With `cfg.lora` the adapter is merged
     into `model` at the end, unless `cfg.keep_adapter`, in which case `result.model` is
-    the peft model. With `checkpoint_dir`, a checkpoint is written every
-    `cfg.checkpoint_every` steps, and `resume=True` continues from it: the final
-    weights equal those of an uninterrupted run. Raises ValueError for an edit method,
-    a missing stream or no trainable parameter, UserError for a checkpoint of other settings.
+    the peft model. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps
+    into the folder `checkpoint_dir`/latest (`has_checkpoint`), and `resume=True` continues from it: the
+    final weights equal those of an uninterrupted run. Raises ValueError for an edit method, a missing
+    stream or no trainable parameter, UserError for a checkpoint of other settings or a damaged one.
 
     `on_step` gets each step's log row (as train_log.jsonl's, with "steps": the total) when the
     step is done. `stop` is asked after each step but the last; when it returns True a checkpoint
@@ -314,7 +329,7 @@ def train(
     blocks kept for reuse would add to its peak (docs/PERFORMANCE.md), nor where CUDA trains. With
     `cfg.low_memory`, large blocks go back to the system as soon as they are freed.
     """
-    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     # glibc's policy concerns host memory, which a model trained on a GPU barely touches.
     on_gpu = torch.cuda.is_available()
     with malloc.policy("release" if cfg.low_memory else "default" if cfg.bf16_weights or on_gpu else "keep"):
@@ -479,18 +494,23 @@ class _Run:
         """With `wanted` and a checkpoint: continue from it (trained weights, optimizer, stream positions,
         RNG, logs, reference log-probs; the log file cut back to its step). Otherwise start a fresh log."""
         ckpt, result = self.ckpt, self.result
-        if not (wanted and ckpt is not None and ckpt.is_file()):
+        if wanted and ckpt is not None:
+            if self.main:  # a kill between atomic_dir's two renames left the last checkpoint aside
+                restore_replaced(ckpt)
+            if self.world > 1:
+                self.accelerator.wait_for_everyone()
+        if not (wanted and ckpt is not None and has_checkpoint(ckpt.parent)):
             if self.log_path and self.main:
                 Path(self.log_path).unlink(missing_ok=True)
             return
         state = _load_checkpoint(ckpt)
-        written_by = len(state["ranks"]) if "ranks" in state else 1
+        written_by = len(state["ranks"])
         if written_by != self.world:
             raise UserError(
                 f"The checkpoint in {ckpt.parent} was written by {written_by} training processes; resume "
                 f"with as many (this run has {self.world}), or pass --overwrite to start again."
             )
-        own = state["ranks"][self.rank] if "ranks" in state else state
+        own = state["ranks"][self.rank]
         if set(state["trainable"]) != {n for n, _ in self.named}:
             raise UserError(
                 f"The checkpoint in {ckpt.parent} was written with other training settings (LoRA, method "
@@ -663,8 +683,8 @@ class _Run:
         return row
 
     def checkpoint(self, step: int, force: bool = False) -> None:
-        """Every `cfg.checkpoint_every` steps before the last (or now, with `force`), write what `resume` reads,
-        atomically: the shared weights and optimizer once, and each process's own part (its streams'
+        """Every `cfg.checkpoint_every` steps before the last (or now, with `force`), write what `resume` reads
+        (`_save_checkpoint`): the shared weights and optimizer once, and each process's own part (its streams'
         positions, RNG and reference log-probs) under "ranks". Written by the main process alone."""
         cfg, ckpt = self.cfg, self.ckpt
         every = cfg.checkpoint_every if cfg.checkpoint_every is not None else max(1, cfg.steps // 2)
@@ -683,24 +703,13 @@ class _Run:
         state = {
             "ranks": ranks,
             "step": step,
-            "trainable": {n: p.detach().clone() for n, p in self.named},
+            "trainable": {n: p.detach() for n, p in self.named},
             "optimizer": self.optimizer.state_dict(),
             "last_logs": self.result.last_logs,
             "validation": self.result.validation,
             "val_start": self.val_start,
         }
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, ckpt)
-        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError of its writer
-            tmp.unlink(missing_ok=True)
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(
-                f"Could not write the checkpoint {ckpt} ({reason}); free some disk space, or pass "
-                "--checkpoint-every 0 to train without checkpoints."
-            ) from None
+        _save_checkpoint(ckpt, state)
 
     # -- teardown ------------------------------------------------------------------------------------
 
@@ -868,20 +877,69 @@ class _Snapshot:
             self.path.unlink(missing_ok=True)
 
 
-def _load_checkpoint(ckpt: Path) -> dict:
-    """The state `_Run.checkpoint` wrote, read as plain data only (`weights_only`): a file in a run folder may
-    come from someone else, and unpickling anything more could run code. Raises UserError for a file that
-    holds more than tensors and plain values, or is damaged."""
+def _save_checkpoint(folder: Path, state: dict) -> None:
+    """Write `state` (as `_Run.checkpoint` builds it) as the checkpoint `folder`, replaced whole (atomic_dir): a
+    kill at any moment leaves the previous checkpoint or this one. The weights go to trainable.safetensors,
+    every plain value to state.json, and only the optimizer state and each process's RNG state to tensors.pt.
+    Raises UserError when the disk is full or the folder cannot be written, leaving no temporary."""
+    plain = {
+        "format": CHECKPOINT_FORMAT,
+        **{key: state[key] for key in ("step", "last_logs", "validation", "val_start")},
+        "trainable": list(state["trainable"]),
+        "ranks": [{key: own[key] for key in ("streams", "idk_stream", "ref_logprobs")} for own in state["ranks"]],
+    }
+    # safetensors writes contiguous tensors that share no memory: copies on the CPU.
+    weights = {name: t.to("cpu", copy=True).contiguous() for name, t in state["trainable"].items()}
+    tensors = {"optimizer": state["optimizer"], "torch_rng": [own["torch_rng"] for own in state["ranks"]]}
     try:
-        state = torch.load(ckpt, weights_only=True)
-    except Exception as e:  # pickle, zip and torch each raise their own types for a bad file
+        with atomic_dir(folder) as tmp:
+            save_file(weights, tmp / _WEIGHTS)
+            torch.save(tensors, tmp / _TENSORS)
+            (tmp / _STATE).write_text(json.dumps(plain, ensure_ascii=False) + "\n", encoding="utf-8")
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch reports a full disk as a RuntimeError
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(
-            f"The checkpoint {ckpt} is not a plain obliviate checkpoint ({type(e).__name__}) and was not loaded; "
-            f"delete {ckpt.parent} to train from the start, or pass --overwrite."
+            f"Could not write the checkpoint {folder} ({reason}); free some disk space, or pass "
+            "--checkpoint-every 0 to train without checkpoints."
         ) from None
-    if not isinstance(state, dict) or "trainable" not in state:
-        raise UserError(f"The checkpoint {ckpt} is not an obliviate checkpoint; delete {ckpt.parent} to train again.")
-    return state
+
+
+def _load_checkpoint(folder: Path) -> dict:
+    """The state `_save_checkpoint` wrote, as `_Run.checkpoint` built it, read as plain data only: a file in
+    a run folder may come from someone else, and unpickling anything more than tensors and plain values
+    (torch.load's `weights_only`) could run code. Raises UserError for a folder that is not a whole
+    checkpoint of this format: a file missing, damaged, or holding more than tensors and plain values."""
+    again = f"delete {folder.parent} to train from the start, or pass --overwrite"
+    missing = [name for name in (_STATE, _WEIGHTS, _TENSORS) if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"The checkpoint {folder} has no {' or '.join(missing)} and was not loaded; {again}.")
+    try:
+        plain = json.loads((folder / _STATE).read_text(encoding="utf-8"))
+        if not isinstance(plain, dict) or plain.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"The checkpoint {folder} is not an obliviate checkpoint of this version; {again}.")
+        weights = load_file(folder / _WEIGHTS)
+        tensors = torch.load(folder / _TENSORS, weights_only=True)
+        if set(weights) != set(plain["trainable"]) or len(tensors["torch_rng"]) != len(plain["ranks"]):
+            raise ValueError("its files do not belong together")
+        ranks = [
+            {
+                **own,
+                "torch_rng": rng,
+                # JSON keys are strings; the table is indexed by record number.
+                "ref_logprobs": {
+                    name: {int(i): subs for i, subs in table.items()} for name, table in own["ref_logprobs"].items()
+                },
+            }
+            for own, rng in zip(plain["ranks"], tensors["torch_rng"])
+        ]
+    except UserError:
+        raise
+    except Exception as e:  # json, safetensors, pickle, zip and torch each raise their own types for a bad file
+        raise UserError(
+            f"The checkpoint {folder} is damaged or not a plain obliviate checkpoint ({type(e).__name__}) and "
+            f"was not loaded; {again}."
+        ) from None
+    return {**plain, "trainable": weights, "optimizer": tensors["optimizer"], "ranks": ranks}
 
 
 def _truncate_log(log_path, step: int) -> None:

@@ -29,7 +29,7 @@ from obliviate.data.documents import read_passages, read_qa
 from obliviate.data.targets import TargetSpec, resolve_target
 from obliviate.engine.fanout import ray_map
 from obliviate.engine.processes import processes
-from obliviate.engine.trainer import TrainConfig, check_train_config, train
+from obliviate.engine.trainer import TrainConfig, check_train_config, has_checkpoint, train
 from obliviate.errors import Stopped, UserError
 from obliviate.evaluation.config import EvalConfig, EvalData
 from obliviate.evaluation.document import document
@@ -40,6 +40,7 @@ from obliviate.io import (
     check_out_dir,
     read_json,
     read_jsonl,
+    restore_replaced,
     run_lock,
     write_json,
     write_text,
@@ -155,9 +156,12 @@ def _clear_run_dir(out: Path) -> None:
 
 def _drop_temporaries(out: Path) -> None:
     """Remove the temporary files and folders (.NAME.*.tmp, .NAME.old) a killed process left while writing
-    atomically: under the run's lock no other process is writing them."""
+    atomically, after putting back a .NAME.old whose NAME a kill left absent (io.restore_replaced): under
+    the run's lock no other process is writing them."""
     for folder in (out, out / "checkpoint"):
-        for entry in folder.glob(".*") if folder.is_dir() else ():
+        for entry in list(folder.glob(".*")) if folder.is_dir() else ():
+            if entry.name.endswith(".old") and restore_replaced(folder / entry.name[1 : -len(".old")]):
+                continue
             if not entry.name.endswith((".tmp", ".old")):
                 continue
             if entry.is_dir() and not entry.is_symlink():
@@ -568,7 +572,7 @@ def _unlearn(
             "seconds": round(time.perf_counter() - t, 2),
             "edit": dataclasses.asdict(hooks) if hooks else None,
         }
-    resuming = resume and (out / "checkpoint" / "checkpoint.pt").is_file()
+    resuming = resume and has_checkpoint(out / "checkpoint")
     log(
         f"Unlearning with {unlearner.name} for {tcfg.steps} steps{' (LoRA)' if tcfg.lora else ''}"
         f"{', resuming from the last checkpoint' if resuming else ''} ..."
