@@ -179,6 +179,19 @@ def test_divergence_restores_a_later_snapshot(tiny_lm, data):
     assert not all(torch.equal(start[k], v) for k, v in model.state_dict().items())
 
 
+def test_a_checkpoint_written_after_the_restored_snapshot_is_dropped(tiny_lm, data, tmp_path):
+    """Checkpoints at steps 1 and 2 lie on the way to the divergence at step 3 (snapshot: step 0), so none is
+    left for --resume; one at or before the snapshot stays."""
+    from obliviate.engine.trainer import has_checkpoint
+
+    cfg = _cfg(steps=5, checkpoint_every=1, snapshot_every=10)
+    train(tiny_lm.model, tiny_lm.tokenizer, _NaNAtStep(3), data, cfg, checkpoint_dir=tmp_path / "a", progress=False)
+    assert not has_checkpoint(tmp_path / "a")
+    cfg = _cfg(steps=5, checkpoint_every=2, snapshot_every=2)
+    train(tiny_lm.model, tiny_lm.tokenizer, _NaNAtStep(3), data, cfg, checkpoint_dir=tmp_path / "b", progress=False)
+    assert has_checkpoint(tmp_path / "b")
+
+
 def test_divergence_under_bf16_weights_restores_the_snapshot_from_its_file(tiny_lm, data, monkeypatch, tmp_path):
     """With bf16_weights the snapshot lives in a temporary file, which is removed at the end."""
     import tempfile

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -388,6 +389,7 @@ class _Run:
         self.ref_table: dict[str, dict[int, dict[str, float]]] = {}  # precomputed reference log-probs
         self.log_file = self.bar = self.snapshot = None
         self.idk_stream: _Stream | None = None  # declining answers, with TrainConfig.idk
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, once resumed or written
 
     # -- setup ---------------------------------------------------------------------------------------
 
@@ -527,6 +529,7 @@ class _Run:
         torch.set_rng_state(own["torch_rng"])
         result.steps_done, result.last_logs, result.validation = state["step"], state["last_logs"], state["validation"]
         result.resumed_from, self.val_start = state["step"], state["val_start"]
+        self.checkpoint_step = state["step"]
         self.ref_table = own.get("ref_logprobs") or {}
         if self.precompute and not self.ref_table:
             raise UserError(
@@ -658,6 +661,8 @@ class _Run:
             self.optimizer.zero_grad()
             result.diverged_at, result.restored_step = step, self.snapshot_step
             result.steps_done = self.snapshot_step
+            if self.main and self.ckpt is not None and (self.checkpoint_step or 0) > self.snapshot_step:
+                shutil.rmtree(self.ckpt, ignore_errors=True)  # written on the way to the divergence: not resumed
             return True
         if step % self.cfg.snapshot_every == 0:
             self.snapshot.take(self.named)
@@ -710,6 +715,7 @@ class _Run:
             "val_start": self.val_start,
         }
         _save_checkpoint(ckpt, state)
+        self.checkpoint_step = step
 
     # -- teardown ------------------------------------------------------------------------------------
 
