@@ -35,7 +35,7 @@ from obliviate.engine.optim import BF16AdamW
 from obliviate.engine.processes import processes, shard
 from obliviate.errors import Stopped, UserError
 from obliviate.io import atomic_dir, restore_replaced, write_text
-from obliviate.methods.base import FineTune, LossOutput, Method
+from obliviate.methods.base import FineTune, Method
 from obliviate.methods.retain_ft import RetainFT
 from obliviate.models.attention import set_attention
 from obliviate.models.families import find_family
@@ -576,10 +576,10 @@ class _Run:
         )
         try:
             for step in range(result.steps_done + 1, cfg.steps + 1):
-                loss, out, finite = self.step()
-                if self.guard(step, out, finite):
+                logs, finite = self.step()
+                if self.guard(step, logs, finite):
                     break
-                row = self.record(step, loss, out)
+                row = self.record(step, logs)
                 self.checkpoint(step)
                 if on_step is not None:
                     on_step({**row, "steps": cfg.steps})
@@ -594,10 +594,13 @@ class _Run:
             if self.log_file:
                 self.log_file.close()
 
-    def step(self) -> tuple[torch.Tensor, LossOutput, bool]:
+    def step(self) -> tuple[dict[str, float], bool]:
         """One optimizer step over `cfg.grad_accum` micro-batches. Stops at the first non-finite loss,
-        before its backward pass. Returns the last loss, its LossOutput and whether every loss was finite."""
+        before its backward pass. Returns the step's logs ("loss" and the method's terms) and whether every
+        loss was finite: the logs are the mean over the micro-batches of every process, the loss whose gradient
+        the step took (the stopping micro-batch's own, in this process, after a non-finite loss)."""
         cfg, accelerator = self.cfg, self.accelerator
+        sums: dict[str, float] = {}
         for _ in range(cfg.grad_accum):
             batch = self._batch()
             with accelerator.accumulate(self.model):
@@ -612,15 +615,18 @@ class _Run:
                         l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(self.params, self.start_weights))
                         out.logs["l2"] = float(l2.detach())
                         loss = loss + cfg.l2 * l2
-                if not self._everywhere(bool(torch.isfinite(loss))):  # all processes stop, or none
-                    return loss, out, False
+                logs = {"loss": loss.item(), **out.logs}
+                if not self._everywhere(math.isfinite(logs["loss"])):  # all processes stop, or none
+                    return logs, False
+                for key, value in logs.items():
+                    sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
                 # Backward outside autocast: its casts were already made in the forward pass.
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-        return loss, out, True
+        return self._mean_everywhere(sums), True
 
     def _everywhere(self, flag: bool) -> bool:
         """Whether `flag` holds in every training process (a collective call when there are several)."""
@@ -629,6 +635,14 @@ class _Run:
         return bool(
             self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum") == self.world
         )
+
+    def _mean_everywhere(self, values: dict[str, float]) -> dict[str, float]:
+        """`values` averaged over the training processes (a collective call when there are several). Every
+        process logs the same keys in the same order: the method's configuration decides them, not the data."""
+        if self.world == 1:
+            return values
+        local = torch.tensor(list(values.values()), dtype=torch.float64, device=self.accelerator.device)
+        return dict(zip(values, self.accelerator.reduce(local, "mean").tolist()))
 
     def _batch(self) -> dict[str, dict[str, torch.Tensor]]:
         """The next micro-batch: `cfg.batch_size` records of every stream, collated by the method, with
@@ -651,12 +665,13 @@ class _Run:
         enc = encode(self.tokenizer, [stream.records[i] for i in stream.take(self.cfg.batch_size)], self.cfg.max_length)
         return {k: v.to(self.accelerator.device) for k, v in enc.items()}
 
-    def guard(self, step: int, out: LossOutput, finite: bool) -> bool:
+    def guard(self, step: int, logs: dict[str, float], finite: bool) -> bool:
         """The divergence guard. After a non-finite loss or logged term: restore the last snapshot and
         return True (the run ends with the snapshot's weights). Otherwise take a snapshot every
-        `cfg.snapshot_every` steps and return False."""
+        `cfg.snapshot_every` steps and return False. Every process decides alike: `finite` was agreed on,
+        and the logs of a finite step are the same in every process."""
         result = self.result
-        if not self._everywhere(finite and all(math.isfinite(v) for v in out.logs.values())):
+        if not (finite and all(math.isfinite(v) for v in logs.values())):
             self.snapshot.restore(self.named)
             self.optimizer.zero_grad()
             result.diverged_at, result.restored_step = step, self.snapshot_step
@@ -669,11 +684,11 @@ class _Run:
             self.snapshot_step = step
         return False
 
-    def record(self, step: int, loss: torch.Tensor, out: LossOutput) -> dict:
+    def record(self, step: int, logs: dict[str, float]) -> dict:
         """The step's logs into the result, the validation measurement when due (and the early stop it
         may call), a line of the log file and the progress bar; returns the step's row."""
         cfg, result = self.cfg, self.result
-        result.steps_done, result.last_logs = step, {"loss": loss.item(), **out.logs}
+        result.steps_done, result.last_logs = step, logs
         row = {"step": step, **result.last_logs}
         if self.val and (step % cfg.eval_every == 0 or step == cfg.steps):
             gain = self._measure_val(step) - self.val_start
