@@ -11,8 +11,9 @@ gloo processes (torchrun) with batch 4 each, every process on its own shard. The
 records in each step than the one process does, so their weights differ by sampling, like the seed-1 run's.
 
 Per run: the mean logged loss of the last 5 steps (under two processes the mean over both), the largest
-weight difference from the one-process batch-8 run and the largest change from the start, and the seconds
-of training (`train` alone: not the imports, loading, nor torchrun starting its processes).
+weight difference from the one-process batch-8 run, the L2 norm of that difference over the L2 norm of the
+one-process run's change from the start, and the seconds of training (`train` alone: not the imports,
+loading, nor torchrun starting its processes).
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def two_processes(folder: Path, steps: int, lr: float) -> None:
     subprocess.run([*command, "--worker", str(folder), "--steps", str(steps), "--lr", str(lr)], env=env, check=True)
 
 
+def gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The L2 norm of a - b over every weight."""
+    return sum(((a[k] - b[k]).double() ** 2).sum().item() for k in b) ** 0.5
+
+
 def measure(folder: Path, method_name: str, steps: int) -> list[dict]:
     """One row per run of `method_name`: its settings, final-5-step mean loss, weight gaps and seconds."""
     weights = {label: load_file(folder / method_name / label / "model" / "model.safetensors") for label in RUNS}
@@ -114,7 +120,7 @@ def measure(folder: Path, method_name: str, steps: int) -> list[dict]:
                 "seed": options.get("seed", 0),
                 "final5_loss": sum(r["loss"] for r in log[-5:]) / 5,
                 "max_weight_gap": max((weights[label][k] - base[k]).abs().max().item() for k in base),
-                "max_weight_change": max((weights[label][k] - start[k]).abs().max().item() for k in base),
+                "relative_weight_gap": gap(weights[label], base) / gap(base, start),
                 "seconds": json.loads((folder / method_name / label / "seconds.json").read_text()),
             }
         )
@@ -130,7 +136,7 @@ def table(rows: list[dict]) -> str:
         "seed",
         "final-5-step mean loss",
         "max abs weight gap vs 1 process, batch 8",
-        "max abs weight change from start",
+        "weight gap / its change from start (L2)",
         "train s",
     ]
     cells = [
@@ -142,7 +148,7 @@ def table(rows: list[dict]) -> str:
             r["seed"],
             num(r["final5_loss"], 4),
             f"{r['max_weight_gap']:.1e}",
-            f"{r['max_weight_change']:.1e}",
+            num(r["relative_weight_gap"], 2),
             num(r["seconds"], 1),
         ]
         for r in rows
