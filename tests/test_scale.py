@@ -27,7 +27,7 @@ def test_every_accelerate_config_loads_and_names_its_command(path):
     assert config.mixed_precision == "bf16" and not config.use_cpu
     command = f"accelerate launch --config_file configs/accelerate/{path.name}"
     assert command in path.read_text() and "-m obliviate forget" in path.read_text()
-    assert (ROOT / "docs" / "SCALE.md").read_text().count(f"configs/accelerate/{path.name}")
+    assert (ROOT / "docs" / "SCALING.md").read_text().count(f"configs/accelerate/{path.name}")
 
 
 def test_the_gpu_check_script_parses():

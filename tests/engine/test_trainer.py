@@ -766,3 +766,47 @@ def test_a_default_run_checkpoints_once_halfway(tiny_lm, data, tmp_path):
     assert cfg.checkpoint_every is None
     train(tiny_lm.model, tiny_lm.tokenizer, get_method("ga"), data, cfg, progress=False, checkpoint_dir=tmp_path)
     assert json.loads((tmp_path / "latest" / "state.json").read_text())["step"] == 2
+
+
+def test_sharded_weights_are_gathered_for_the_save(tiny_lm, data, monkeypatch):
+    """Under FSDP or ZeRO-3 teardown gathers the full state dict (every process takes part) for the main
+    process to save; here the gather is the plain state dict of the one process."""
+    from obliviate.engine import trainer
+
+    monkeypatch.setattr(trainer, "sharded_weights", lambda accelerator: True)
+    result = train(tiny_lm.model, tiny_lm.tokenizer, GradientAscent(), data, _cfg(steps=2), progress=False)
+    assert result.full_state is not None and "full_state" not in result.to_dict()
+    assert set(result.full_state) >= {n for n, _ in result.model.named_parameters()}
+    for name, p in result.model.named_parameters():
+        assert_close(result.full_state[name].float(), p.detach().float())
+    unsharded = train(
+        tiny_lm.model, tiny_lm.tokenizer, GradientAscent(), data, _cfg(steps=1), progress=False, alone=True
+    )
+    assert unsharded.full_state is None
+
+
+def test_a_lora_merge_into_sharded_weights_is_refused(tiny_lm, data, monkeypatch):
+    from obliviate.engine import trainer
+    from obliviate.errors import UserError
+
+    monkeypatch.setattr(trainer, "sharded_weights", lambda accelerator: True)
+    with pytest.raises(UserError, match="--keep-adapter"):
+        train(tiny_lm.model, tiny_lm.tokenizer, GradientAscent(), data, _cfg(steps=1, lora=True), progress=False)
+
+
+def test_sharded_weights_means_fsdp_or_zero3():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from obliviate.engine.trainer import sharded_weights
+
+    def acc(kind, stage=None):
+        plugin = SimpleNamespace(zero_stage=stage) if stage else None
+        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin))
+
+    assert sharded_weights(acc(DistributedType.FSDP))
+    assert sharded_weights(acc(DistributedType.DEEPSPEED, 3))
+    assert not sharded_weights(acc(DistributedType.DEEPSPEED, 2))
+    assert not sharded_weights(acc(DistributedType.MULTI_GPU))
+    assert not sharded_weights(acc(DistributedType.NO))

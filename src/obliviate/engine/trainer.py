@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -197,10 +197,13 @@ class TrainResult:
     ref_seconds: float = 0.0  # time spent computing the reference log-probs before the first step
     validation: list[dict] = field(default_factory=list)
     model: Any = field(default=None, repr=False)  # the trained model: the input, or a peft model with keep_adapter
+    # Under FSDP or ZeRO-3 each process holds a shard of the weights: the full state dict, gathered by
+    # every process and kept by the main one, is what must be saved (None otherwise: save the model).
+    full_state: dict | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        """Everything but the model, for train_summary.json."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        """Everything but the model and its state, for train_summary.json."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "full_state")}
 
 
 class AdapterOff:
@@ -412,6 +415,11 @@ class _Run:
             gradient_accumulation_steps=cfg.grad_accum,
         )
         acc = self.accelerator
+        if cfg.lora and not cfg.keep_adapter and not self.alone and sharded_weights(acc):
+            raise UserError(
+                "A LoRA adapter cannot be merged into weights sharded by FSDP or ZeRO-3; pass --keep-adapter to save "
+                "the adapter alone, or train with DDP or ZeRO-2 (configs/accelerate/)."
+            )
         self.rank, self.world = (0, 1) if self.alone else (acc.process_index, acc.num_processes)
         self.main = self.alone or acc.is_main_process
         self._training_form()
@@ -739,6 +747,9 @@ class _Run:
         activation checkpointing off, the adapter merged (unless kept), its precision and which of its
         parameters require gradients, eval mode."""
         cfg = self.cfg
+        if not self.alone and sharded_weights(self.accelerator):
+            # A collective: every process takes part, the main one gets the whole state dict.
+            self.result.full_state = self.accelerator.get_state_dict(self.model)
         model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.restore_dropout()
         self.restore_attention()
@@ -758,6 +769,16 @@ class _Run:
         self.result.model = model
         self.result.seconds = time.perf_counter() - self.start
         return self.result
+
+
+def sharded_weights(accelerator) -> bool:
+    """Whether each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3), so that saving the model
+    needs its state dict gathered first."""
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        return True
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return kind == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3
 
 
 def lora_targets(model, setting: str) -> str | list[str]:

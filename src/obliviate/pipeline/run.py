@@ -60,6 +60,7 @@ DEFAULT_BUDGET = 240.0
 
 # The data files the methods read, by stream name.
 RECORD_STREAMS = ("forget", "retain", "alt", "retain_eval")  # never the probes: nothing trains on them
+FULL_STATE = "_full_state"  # in _unlearn's summary only until the save: the state dict gathered under FSDP or ZeRO-3
 
 
 @dataclass(frozen=True)
@@ -531,10 +532,12 @@ def _unlearn_stage(
     else:
         model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log, watch)
     if not write:
+        summary.pop(FULL_STATE, None)
         return dataclasses.replace(lm, model=model), summary
     try:
         with atomic_dir(model_dir) as tmp:
-            model.save_pretrained(tmp)
+            # Under FSDP or ZeRO-3 the weights are sharded: the state dict gathered at the end of training.
+            model.save_pretrained(tmp, state_dict=summary.pop(FULL_STATE, None))
             lm.tokenizer.save_pretrained(tmp)
             if hooks_of(model) is not None:
                 hooks_of(model).save(tmp)
@@ -603,7 +606,7 @@ def _unlearn(
         )
     if result.stopped_early_at:
         log(f"Stopped early at step {result.stopped_early_at}: the validation forget loss reached its target.")
-    return result.model, result.to_dict()
+    return result.model, {**result.to_dict(), FULL_STATE: result.full_state}
 
 
 def _choose(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], progress: bool, log: Callable[[str], None]):
