@@ -18,7 +18,7 @@ ECFG = EvalConfig(attack_probes=4, mia_records=4, keep_loss_probes=4, relearn_st
 WEAK = Candidate("ga", train={"steps": 1, "lr": 1e-7})  # changes nothing: the leak stays
 STRONG = Candidate("ga", train={"steps": 8, "lr": 1e-3})  # forgets the taught fact
 # A bar the strong candidate meets on the tiny model: half the validation leak gone, utility unconstrained.
-LOOSE = Bar(leak_cut=0.5, neighbour_qa_drop=1.0, general_qa_drop=1.0, ppl_rise=1e6)
+LOOSE = Bar(leak_cut=0.5, neighbour_qa_drop=1.0, general_qa_drop=1.0, ppl_rise=1e6, relearn_leak=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,11 @@ def test_a_diverged_candidate_ranks_below_one_that_trained():
     trained = {"meets_bar": False, "diverged": False, "misses": misses, "attack_worst_leak_rate": 0.5}
     diverged = {**trained, "diverged": True, "misses": {**misses, "leak_cut": 0.0}, "attack_worst_leak_rate": 0.0}
     assert sorted([diverged, trained], key=_rank) == [trained, diverged]
+
+
+def test_the_bar_counts_the_leak_after_relearning():
+    base = {"leak_rate": 1.0, "neighbour_qa_accuracy": 0.5, "general_qa_accuracy": 0.5, "retain_perplexity": 10.0}
+    after = {**base, "leak_rate": 0.05, "attack_worst_leak_rate": 0.45}
+    misses = Bar().misses(base, after)
+    assert misses["relearn_leak"] == pytest.approx(0.30) and misses["leak_cut"] == 0.0
+    assert not any(Bar().misses(base, {**after, "attack_worst_leak_rate": 0.1}).values())

@@ -59,7 +59,9 @@ def write_report(path: str | Path, config: dict, metrics: dict) -> None:
             f"(the numbers below); the held-out evaluation probes were read once, for the chosen one. The bar: "
             f"leak cut at least {bar['leak_cut']:.0%}, neighbour QA down at most {bar['neighbour_qa_drop']:.2f}, "
             f"general QA down at most {bar['general_qa_drop']:.2f}, retain perplexity up at most "
-            f"{bar['ppl_rise']:.0%}; among candidates that meet it, the lowest leak after relearning wins. "
+            f"{bar['ppl_rise']:.0%}"
+            + (f", leak after relearning at most {bar['relearn_leak']:.2f}" if "relearn_leak" in bar else "")
+            + "; among candidates that meet it, the lowest leak after relearning wins. "
             f"Chosen: `{auto['chosen']}`: {verdict}.",
             "",
             candidates_markdown(auto),
