@@ -70,7 +70,7 @@ import resource, torch
 import obliviate.pipeline  # what the command line loads: the heap the policy acts on in a real run
 from obliviate import malloc
 
-def faults(numel, cycles=8):
+def faults(numel, cycles=16):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(cycles):
         torch.ones(numel)  # allocated, written and freed
@@ -87,9 +87,10 @@ print(released, kept)
 
 @glibc
 def test_keep_reuses_freed_blocks_and_release_gives_them_back():
-    """8 blocks of 64 MB, one after the other: each page-faults afresh when freed blocks go back to the
-    system; kept, the first one or two do (the heap's layout decides which free block serves the next)."""
+    """16 blocks of 64 MB, one after the other: each page-faults afresh when freed blocks go back to the
+    system; kept, only the first few do (the heap's layout decides which free block serves the next: one to
+    three have been seen, depending on the machine's state), however many blocks follow."""
     out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, check=True)
     released, kept = map(int, out.stdout.split())
     pages = (64 << 20) // resource.getpagesize()
-    assert kept <= 2.5 * pages and kept * 2 < released  # counted in huge pages where the kernel uses them
+    assert kept <= 4.5 * pages and kept * 3 < released  # counted in huge pages where the kernel uses them
