@@ -60,7 +60,6 @@ DEFAULT_BUDGET = 240.0
 
 # The data files the methods read, by stream name.
 RECORD_STREAMS = ("forget", "retain", "alt", "retain_eval")  # never the probes: nothing trains on them
-FULL_STATE = "_full_state"  # in _unlearn's summary only until the save: the state dict gathered under FSDP or ZeRO-3
 
 
 @dataclass(frozen=True)
@@ -527,17 +526,19 @@ def _unlearn_stage(
     if model_dir.is_dir() and (out / "train_summary.json").is_file():
         log("Reusing the unlearned model from the interrupted run.")
         return load_model(str(model_dir)), read_json(out / "train_summary.json")
+    full_state = None  # the state dict gathered under FSDP or ZeRO-3; auto runs in one process
     if plan.auto:
         model, summary = _choose(plan, lm, records, progress, log)
     else:
-        model, summary = _unlearn(lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log, watch)
+        model, summary, full_state = _unlearn(
+            lm, plan.unlearner, records, plan.spec, plan.train, out, resume, progress, log, watch
+        )
     if not write:
-        summary.pop(FULL_STATE, None)
         return dataclasses.replace(lm, model=model), summary
     try:
         with atomic_dir(model_dir) as tmp:
             # Under FSDP or ZeRO-3 the weights are sharded: the state dict gathered at the end of training.
-            model.save_pretrained(tmp, state_dict=summary.pop(FULL_STATE, None))
+            model.save_pretrained(tmp, state_dict=full_state)
             lm.tokenizer.save_pretrained(tmp)
             if hooks_of(model) is not None:
                 hooks_of(model).save(tmp)
@@ -565,16 +566,18 @@ def _unlearn(
     log: Callable[[str], None],
     watch: _Watch = _Watch(),
 ):
-    """Train (or edit) the model; returns it and the summary for train_summary.json."""
+    """Train (or edit) the model; returns it, the summary for train_summary.json, and the full state dict to
+    save in place of the model's own (gathered under FSDP or ZeRO-3, else None)."""
     if not unlearner.trains:
         log(f"Editing the model with {unlearner.name} (no training) ...")
         t = time.perf_counter()
         hooks = unlearner.edit(lm.model, lm.tokenizer, records, spec)
-        return lm.model, {
+        summary = {
             "steps_done": 0,
             "seconds": round(time.perf_counter() - t, 2),
             "edit": dataclasses.asdict(hooks) if hooks else None,
         }
+        return lm.model, summary, None
     resuming = resume and has_checkpoint(out / "checkpoint")
     log(
         f"Unlearning with {unlearner.name} for {tcfg.steps} steps{' (LoRA)' if tcfg.lora else ''}"
@@ -606,7 +609,7 @@ def _unlearn(
         )
     if result.stopped_early_at:
         log(f"Stopped early at step {result.stopped_early_at}: the validation forget loss reached its target.")
-    return result.model, {**result.to_dict(), FULL_STATE: result.full_state}
+    return result.model, result.to_dict(), result.full_state
 
 
 def _choose(plan: RunPlan, lm: LoadedModel, records: dict[str, list[dict]], progress: bool, log: Callable[[str], None]):
