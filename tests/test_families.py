@@ -163,7 +163,8 @@ def test_every_method_trains_saves_and_reloads_on_the_family(family_run, zorblax
 
 
 def test_layer_names_are_found_per_family(family_dir):
-    """RMU trains the MLPs of its layers, and LoRA's 'auto' targets exist, in every family."""
+    """RMU trains the MLPs of its layers, LoRA's 'auto' targets exist, and the MLP's output projection is found,
+    in every family."""
     from obliviate.engine.trainer import lora_targets
     from obliviate.models.families import family_of
     from obliviate.models.loading import load_model
@@ -177,6 +178,8 @@ def test_layer_names_are_found_per_family(family_dir):
     assert trained and all(fam.layer_part(n)[0] == 0 for n in trained)
     modules = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     assert set(lora_targets(model, "auto")) <= modules
+    out = fam.mlp_out_module(model.get_submodule(f"{fam.layers}.0"))  # what sae_edit edits
+    assert getattr(out, "nf", getattr(out, "out_features", None)) == model.config.hidden_size  # GPT-2's Conv1D: nf
 
 
 def test_an_unknown_family_is_one_sentence_for_a_method_that_names_layers():

@@ -65,20 +65,20 @@ def test_ranking_puts_a_feature_that_fires_only_on_forget_tokens_first():
 
 
 def test_project_out_removes_the_directions_from_the_mlp_output():
-    """With scale 0 the output has no component along the directions; with scale -1 it is reversed."""
+    """With scale 0 the output has no component along the directions, and the rest of it is unchanged."""
     torch.manual_seed(0)
     mlp = torch.nn.Module()
     mlp.down_proj = torch.nn.Linear(6, 4, bias=False)
     x, dirs = torch.randn(3, 6), torch.randn(2, 4)
     before = mlp.down_proj(x)
-    project_out(mlp, dirs, 0.0)
+    project_out(mlp.down_proj, dirs, 0.0)
     q, _ = torch.linalg.qr(dirs.T)
     torch.testing.assert_close(mlp.down_proj(x) @ q, torch.zeros(3, 2), atol=1e-5, rtol=0)
     torch.testing.assert_close(mlp.down_proj(x) - mlp.down_proj(x) @ q @ q.T, before - before @ q @ q.T)
 
 
-def test_project_out_edits_a_gpt2_conv1d_and_a_bare_projection_alike():
-    """GPT-2's Conv1D stores its weight transposed; OPT's fc2 is passed as the MLP site itself."""
+def test_project_out_edits_a_gpt2_conv1d_and_a_linear_alike():
+    """GPT-2's Conv1D stores its weight transposed ([in, out]); nn.Linear stores [out, in]."""
     from transformers.pytorch_utils import Conv1D
 
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ import torch
 
 from obliviate.errors import UserError
 from obliviate.methods.base import EditMethod, register_method
+from obliviate.models.families import family_of
 from obliviate.models.hooks import FeatureClamp, Hooks, attach
 from obliviate.models.loading import weights_hash
 from obliviate.models.prompts import answer_completion
@@ -27,6 +28,7 @@ from obliviate.models.sae import (
     SparseAutoencoder,
     activations,
     cache_key,
+    decoder_layers,
     default_layer,
     fit,
     load_sae,
@@ -290,18 +292,18 @@ class SAEEdit(_SAEMethod):
         if self.config.site != "mlp":
             raise UserError("sae_edit edits a layer's MLP output weights, so it needs site=mlp.")
         sae, info, s, features = self.chosen(model, tokenizer, data)
-        project_out(site_module(model, s.layer, "mlp"), sae.W_dec[[f["feature"] for f in features]], self.config.scale)
+        out = family_of(model, "sae_edit").mlp_out_module(decoder_layers(model)[s.layer])
+        project_out(out, sae.W_dec[[f["feature"] for f in features]], self.config.scale)
         log.info("sae_edit projected out features %s of the SAE %s", [f["feature"] for f in features], info["key"])
         return None
 
 
 @torch.no_grad()
-def project_out(mlp, directions: torch.Tensor, scale: float = 0.0) -> None:
-    """Multiply the component of `mlp`'s output along span(`directions`) [n, d] by `scale`:
-    W <- W + (scale - 1) Q Q^T W for its output projection W [d, hidden] (and its bias), where Q [d, n]
-    is an orthonormal basis of the span. `mlp` is an MLP module or its output projection itself; a GPT-2
-    Conv1D stores W transposed ([hidden, d]) and gets W <- W + (scale - 1) W Q Q^T."""
-    out = _output_projection(mlp)
+def project_out(out, directions: torch.Tensor, scale: float = 0.0) -> None:
+    """Multiply the component of the output of the linear layer `out` along span(`directions`) [n, d] by
+    `scale`: W <- W + (scale - 1) Q Q^T W for its weight W [d, hidden] (and its bias), where Q [d, n] is an
+    orthonormal basis of the span. A GPT-2 Conv1D stores W transposed ([hidden, d]) and gets
+    W <- W + (scale - 1) W Q Q^T."""
     q, _ = torch.linalg.qr(directions.T.double())
     p = (scale - 1.0) * (q @ q.T)
     if isinstance(out, torch.nn.Linear):
@@ -310,15 +312,3 @@ def project_out(mlp, directions: torch.Tensor, scale: float = 0.0) -> None:
         out.weight.add_((out.weight.double() @ p).to(out.weight.dtype))
     if out.bias is not None:
         out.bias.add_((p @ out.bias.double()).to(out.bias.dtype))
-
-
-def _output_projection(mlp) -> torch.nn.Module:
-    """The linear layer whose output is `mlp`'s: an nn.Linear, or a transformers Conv1D (GPT-2)."""
-    from transformers.pytorch_utils import Conv1D
-
-    if isinstance(mlp, (torch.nn.Linear, Conv1D)):
-        return mlp
-    for name in ("down_proj", "c_proj", "fc2", "dense_4h_to_h"):
-        if isinstance(getattr(mlp, name, None), (torch.nn.Linear, Conv1D)):
-            return getattr(mlp, name)
-    raise UserError(f"{type(mlp).__name__} has no output projection sae_edit can edit (down_proj, c_proj or fc2).")

@@ -45,6 +45,10 @@ class Family:
         whole MLP, 'mlp.down_proj.' its output projection; any other prefix is taken as written."""
         return {"mlp.": self.mlp, "mlp.down_proj.": (self.mlp_out,)}.get(wanted, (wanted,))
 
+    def mlp_out_module(self, layer):
+        """The MLP's output projection within the decoder layer module `layer` (an nn.Linear, or GPT-2's Conv1D)."""
+        return layer.get_submodule(self.mlp_out.rstrip("."))
+
 
 FAMILIES = (
     Family(

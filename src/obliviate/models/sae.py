@@ -88,7 +88,7 @@ def site_module(model, layer: int, site: str) -> nn.Module:
     mlp = getattr(layers[layer], "mlp", None)
     family = find_family(model)
     if mlp is None and family is not None:  # no MLP module (OPT): its output projection's output is the MLP's
-        mlp = layers[layer].get_submodule(family.mlp_out.removeprefix("mlp.").rstrip("."))
+        mlp = family.mlp_out_module(layers[layer])
     if mlp is None:
         raise UserError(f"Layer {layer} of {type(model).__name__} has no `mlp` module; use site 'resid'.")
     return mlp
