@@ -131,3 +131,15 @@ def test_the_bar_counts_the_leak_after_relearning():
     misses = Bar().misses(base, after)
     assert misses["relearn_leak"] == pytest.approx(0.30) and misses["leak_cut"] == 0.0
     assert not any(Bar().misses(base, {**after, "attack_worst_leak_rate": 0.1}).values())
+
+
+def test_a_behaviour_target_gets_refusal_training_candidates(beatles_model_dir, data_dir, monkeypatch):
+    """Harmful requests are a behaviour target: auto's default candidates train refusals, and its first one runs."""
+    from obliviate.evaluation.config import EvalData
+
+    monkeypatch.setattr(EvalData, "behaviour", property(lambda self: True))
+    found = _search(beatles_model_dir, data_dir, bar=LOOSE, budget=1e-3)
+    assert found.chosen == auto.BEHAVIOUR_CANDIDATES[0] and found.chosen.method == "relabel"
+    assert found.chosen.options["alt_kinds"] == ("refusal",) and [r["method"] for r in found.rows] == ["relabel"]
+    monkeypatch.setattr(EvalData, "behaviour", property(lambda self: False))
+    assert _search(beatles_model_dir, data_dir, bar=LOOSE, budget=1e-3).chosen == auto.CANDIDATES[0]

@@ -48,6 +48,16 @@ CANDIDATES = (
     Candidate("npo"),
 )
 
+# For a behaviour target (harmful requests) the leak is compliance. Representation noise leaves it
+# untouched on the embedded model (rmu: compliance 1.000 -> 1.000), while training the data stage's
+# refusals onto the forget requests, with the retain NLL on benign answers beside it, removes it
+# (validation compliance 1.000 -> 0.000, general QA kept; docs/METHODS.md). The longer run first:
+# it keeps general QA where the shorter one loses 4 points.
+BEHAVIOUR_CANDIDATES = (
+    Candidate("relabel", {"alt_kinds": ("refusal",)}, {"steps": 30, "lr": 5e-5}),
+    Candidate("relabel", {"alt_kinds": ("refusal",)}),
+)
+
 
 @dataclass(frozen=True)
 class Bar:
@@ -135,7 +145,7 @@ def search(
     data_dir,
     ecfg: EvalConfig,
     *,
-    candidates: tuple[Candidate, ...] = CANDIDATES,
+    candidates: tuple[Candidate, ...] | None = None,
     bar: Bar | None = None,
     budget: float = 600.0,
     train_overrides: dict | None = None,
@@ -147,6 +157,7 @@ def search(
     `data_dir` (the only probes this function loads), keep the best.
 
     `lm.model` is trained in place and holds the chosen candidate's weights on return.
+    `candidates` defaults to CANDIDATES, or BEHAVIOUR_CANDIDATES for a behaviour target.
     `train_overrides` (TrainConfig fields, e.g. the seed) apply to every candidate, after its
     method's defaults and before the candidate's own settings. Raises UserError when there are
     no validation probes, no candidates, or an override that auto cannot honour.
@@ -157,9 +168,11 @@ def search(
     overrides = dict(train_overrides or {})
     if overrides.get("keep_adapter"):
         raise UserError("--method auto merges each candidate's adapter; drop --keep-adapter or name a method.")
+    val = EvalData.from_dir(data_dir, split="validation")
+    if candidates is None:
+        candidates = BEHAVIOUR_CANDIDATES if val.behaviour else CANDIDATES
     if not candidates:
         raise UserError("--method auto needs at least one candidate method.")
-    val = EvalData.from_dir(data_dir, split="validation")
     if not any(p["kind"] == "target" and p.get("known") for p in val.probes):
         raise UserError(
             f"{data_dir} has no known target probe in its validation split, so --method auto cannot "
