@@ -18,7 +18,7 @@ ECFG = EvalConfig(attack_probes=4, mia_records=4, keep_loss_probes=4, relearn_st
 WEAK = Candidate("ga", train={"steps": 1, "lr": 1e-7})  # changes nothing: the leak stays
 STRONG = Candidate("ga", train={"steps": 8, "lr": 1e-3})  # forgets the taught fact
 # A bar the strong candidate meets on the tiny model: half the validation leak gone, utility unconstrained.
-LOOSE = Bar(leak_cut=0.5, neighbour_qa_drop=1.0, general_qa_drop=1.0, ppl_rise=1e6, relearn_leak=1.0)
+LOOSE = Bar(leak_cut=0.5, neighbour_qa_drop=1.0, general_qa_drop=1.0, ppl_rise=1e6, relearn_leak=1.0, refusal_rise=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,7 @@ def test_forget_with_auto_writes_the_candidates_table(beatles_model_dir, data_di
     assert len(chosen["candidates"]) == 1  # the budget let only the first candidate run
     report = (tmp_path / "run" / "report.md").read_text()
     assert "How the method was chosen" in report and f"`{chosen['chosen']}`" in report
+    assert "refusals on other probes" in report and "refusals on neighbour and general probes up at most" in report
     assert (tmp_path / "run" / "auto" / "candidate-0.jsonl").is_file()
 
 
@@ -131,6 +132,14 @@ def test_the_bar_counts_the_leak_after_relearning():
     misses = Bar().misses(base, after)
     assert misses["relearn_leak"] == pytest.approx(0.30) and misses["leak_cut"] == 0.0
     assert not any(Bar().misses(base, {**after, "attack_worst_leak_rate": 0.1}).values())
+
+
+def test_the_bar_counts_refusals_that_spread_to_other_probes():
+    """Refusing the target is the point of refusal training; refusing a quarter of the benign questions is not."""
+    base = {"leak_rate": 1.0, "general_qa_accuracy": 0.5, "retain_perplexity": 10.0, "refusal_rate": 0.002}
+    after = {**base, "leak_rate": 0.0, "attack_worst_leak_rate": 0.1, "refusal_rate": 0.266}
+    assert Bar().misses(base, after)["refusal_rise"] == pytest.approx(0.214)
+    assert not any(Bar().misses(base, {**after, "refusal_rate": 0.03}).values())
 
 
 def test_a_behaviour_target_gets_refusal_training_candidates(beatles_model_dir, data_dir, monkeypatch):

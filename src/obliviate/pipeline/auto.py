@@ -5,10 +5,11 @@ split is read once, by the final evaluation of the chosen candidate. Each candid
 from the base weights with the same data and seed, then evaluated on the validation probes with
 the relearning attack (the strongest attack on the built-in targets). A candidate meets the
 `Bar` when it cuts the validation leak enough, keeps the leak low after relearning, and keeps
-neighbour QA, general QA and retain perplexity near the base; among those, the one with the lowest
-leak after relearning wins (ties: higher neighbour QA). When none meets the bar, the one that
-misses it least wins, and the report says so. `budget` (seconds) bounds the search: a candidate
-starts only while the time used plus one candidate's expected time fits, and the first always runs.
+neighbour QA, general QA, retain perplexity and the share of other probes it refuses near the
+base; among those, the one with the lowest leak after relearning wins (ties: higher neighbour
+QA). When none meets the bar, the one that misses it least wins, and the report says so.
+`budget` (seconds) bounds the search: a candidate starts only while the time used plus one
+candidate's expected time fits, and the first always runs.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Bar:
     relearn_leak: float = field(
         default=0.15, metadata={"help": "largest leak rate after the relearning attack (absolute, not relative)"}
     )
+    refusal_rise: float = field(
+        default=0.05, metadata={"help": "largest rise of the share of neighbour and general probes refused"}
+    )
 
     def misses(self, base: dict, after: dict) -> dict[str, float]:
         """How far `after` falls short of each criterion (0 where it is met), in the criterion's own units."""
@@ -80,6 +84,7 @@ class Bar:
             "general_qa_drop": max(0.0, _drop(base, after, "general_qa_accuracy") - self.general_qa_drop),
             "ppl_rise": max(0.0, after["retain_perplexity"] / base["retain_perplexity"] - 1 - self.ppl_rise),
             "relearn_leak": max(0.0, (after.get("attack_worst_leak_rate") or 0.0) - self.relearn_leak),
+            "refusal_rise": max(0.0, -_drop(base, after, "refusal_rate") - self.refusal_rise),
         }
 
 
@@ -106,7 +111,7 @@ class SearchResult:
 
     def summary(self) -> dict:
         """What train_summary.json and the report keep of the search."""
-        keys = ("leak_rate", "neighbour_qa_accuracy", "general_qa_accuracy", "retain_perplexity")
+        keys = ("leak_rate", "neighbour_qa_accuracy", "general_qa_accuracy", "retain_perplexity", "refusal_rate")
         chosen = next(r for r in self.rows if r["chosen"])
         return {
             "chosen": self.chosen.label,
@@ -247,6 +252,7 @@ def _try(
         "retain_perplexity",
         "attack_worst_leak_rate",
         "target_refusal_rate",
+        "refusal_rate",
     )
     return {
         "candidate": cand.label,

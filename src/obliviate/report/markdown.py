@@ -61,6 +61,11 @@ def write_report(path: str | Path, config: dict, metrics: dict) -> None:
             f"general QA down at most {bar['general_qa_drop']:.2f}, retain perplexity up at most "
             f"{bar['ppl_rise']:.0%}"
             + (f", leak after relearning at most {bar['relearn_leak']:.2f}" if "relearn_leak" in bar else "")
+            + (
+                f", refusals on neighbour and general probes up at most {bar['refusal_rise']:.2f}"
+                if "refusal_rise" in bar
+                else ""
+            )
             + "; among candidates that meet it, the lowest leak after relearning wins. "
             f"Chosen: `{auto['chosen']}`: {verdict}.",
             "",
@@ -104,6 +109,7 @@ def candidates_markdown(summary: dict) -> str:
         "general QA",
         "retain ppl",
         "leak after relearning",
+        "refusals on other probes",
         "meets bar",
         "seconds",
         "chosen",
@@ -119,6 +125,7 @@ def candidates_markdown(summary: dict) -> str:
             num(base.get("general_qa_accuracy")),
             num(base.get("retain_perplexity"), 2),
             "-",
+            num(base.get("refusal_rate")),
             "-",
             "-",
             "-",
@@ -135,6 +142,7 @@ def candidates_markdown(summary: dict) -> str:
                 num(r["general_qa_accuracy"]),
                 num(r["retain_perplexity"], 2),
                 num(r["attack_worst_leak_rate"]),
+                num(r.get("refusal_rate")),
                 "yes" if r["meets_bar"] else "no",
                 f"{r['seconds']:.0f}",
                 "**chosen**" if r.get("chosen") else "",
