@@ -50,11 +50,10 @@ CANDIDATES = (
 )
 
 # For a behaviour target (harmful requests) the leak is compliance. Representation noise leaves it
-# untouched on the embedded model (rmu: compliance 1.000 -> 1.000), while training the data stage's
-# refusals onto the forget requests, with the retain NLL on benign answers beside it, removes it.
-# The refusal spreads to benign questions; on the validation probes a retain weight of 3 spreads
-# it least (refused: 0.23 of other probes, against 0.32 at weight 1 and 0.39 at 15 steps) and
-# keeps general QA (docs/METHODS.md).
+# untouched on the embedded model, while training the data stage's refusals onto the forget requests,
+# with the retain NLL on benign answers beside it, removes it. The refusal spreads to benign questions;
+# on the validation probes a retain weight of 3 spread it least and kept general QA (the measurements
+# are in docs/METHODS.md, "the other built-in targets").
 BEHAVIOUR_CANDIDATES = (
     Candidate("relabel", {"alt_kinds": ("refusal",), "alpha": 3.0}, {"steps": 30, "lr": 5e-5}),
     Candidate("relabel", {"alt_kinds": ("refusal",)}, {"steps": 30, "lr": 5e-5}),
